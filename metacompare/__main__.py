@@ -1,0 +1,3 @@
+from metacompare.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,310 @@
+"""Typed, validated run configuration.
+
+A YAML file becomes one or more :class:`RunConfig` objects; nothing downstream sees raw dicts.
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError`, whose message names the
+field and the fix (the CLI prints it on one line and exits with status 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from metacompare.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A bad configuration value; the message names the field and how to fix it."""
+
+
+@dataclass(frozen=True)
+class OmniglotConfig:
+    """Where Omniglot comes from and how its alphabets are split.
+
+    Alphabet selectors are names (``Greek``) or ``source/Alphabet`` (``images_background/Greek``);
+    ``source/*`` selects every alphabet of a source. ``train_alphabets: null`` means every alphabet
+    not in validation or test, so the three splits are alphabet-disjoint by construction.
+    """
+
+    sources: tuple[str, ...] = ("images_background", "images_evaluation")
+    rotations: bool = True
+    image_size: int = 28
+    train_alphabets: tuple[str, ...] | None = None
+    validation_alphabets: tuple[str, ...] = ()
+    test_alphabets: tuple[str, ...] = ("images_evaluation/*",)
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; every field can be set with ``--set name=value``."""
+
+    experiment: str = "default"
+    algorithm: str = "maml"
+    backend: str = "metacompare"
+    dataset: str = "sine"
+    data_root: str = "data"
+    model: str = "mlp"
+    ways: int = 1
+    shots: int = 10
+    query: int = 10
+    num_tasks: int = -1
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+    inner_optimizer: str = "sgd"
+    outer_lr: float = 0.001
+    outer_optimizer: str = "adam"
+    meta_batch_size: int = 25
+    iterations: int = 1000
+    eval_interval: int = 100
+    eval_episodes: int = 100
+    test_episodes: int = 600
+    eval_inner_steps: int = 10
+    seed: int = 0
+    eval_seed: int = 2018
+    device: str = "cpu"
+    precision: str = "float32"
+    checkpoint_interval: int = 100
+    results_dir: str = "results"
+    omniglot: OmniglotConfig = field(default_factory=OmniglotConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def run_id(self) -> str:
+        """Stable name for this exact configuration, so a rerun finds (and skips) a finished run."""
+        body = self.to_dict()
+        for volatile in ("results_dir", "experiment", "device", "data_root"):
+            body.pop(volatile)
+        digest = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.algorithm}-{digest}"
+
+    @property
+    def is_classification(self) -> bool:
+        return self.dataset != "sine"
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("sine", "omniglot"),
+    "model": ("mlp", "conv4", "conv4_strided"),
+    "inner_optimizer": ("sgd", "adam"),
+    "outer_optimizer": ("adam", "sgd"),
+    "precision": ("float32", "float64"),
+}
+POSITIVE = ("ways", "shots", "query", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
+            "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval")
+POSITIVE_FLOAT = ("inner_lr", "outer_lr")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so the dict dumps to YAML/JSON cleanly."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(where: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a dataclass field annotation, converting only where lossless."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(where, value, inner[0])
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}; write e.g. {where.split('.')[-1]}: [a, b]")
+        return tuple(_coerce(f"{where}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(annotation):
+        if value is None:
+            return annotation()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of fields, got {value!r}")
+        return _build(annotation, value, prefix=f"{where}.")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} for {where}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown field '{prefix}{key}'{_suggest(key, names)}; "
+                              f"known fields: {', '.join(names)}")
+        kwargs[key] = _coerce(f"{prefix}{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range and choice checks that need more than a type; returns ``cfg`` unchanged."""
+    from metacompare.algorithms import ALGORITHMS, BACKENDS  # late: algorithms import this module
+
+    if cfg.algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm: unknown '{cfg.algorithm}'{_suggest(cfg.algorithm, ALGORITHMS)}; "
+                          f"choose one of {', '.join(sorted(ALGORITHMS))}")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown '{cfg.backend}'{_suggest(cfg.backend, BACKENDS)}; "
+                          f"choose one of {', '.join(BACKENDS)}")
+    supported = ALGORITHMS[cfg.algorithm].backends
+    if cfg.backend not in supported:
+        raise ConfigError(f"backend: {cfg.algorithm} cannot run on '{cfg.backend}'; "
+                          f"set backend to one of {', '.join(supported)}")
+    for name, options in CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in options:
+            raise ConfigError(f"{name}: unknown '{value}'{_suggest(value, options)}; "
+                              f"choose one of {', '.join(options)}")
+    for name in POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name}: must be a positive whole number, got {getattr(cfg, name)}")
+    for name in POSITIVE_FLOAT:
+        value = getattr(cfg, name)
+        if not value > 0 or value == float("inf"):
+            raise ConfigError(f"{name}: must be a positive finite number, got {value}")
+    if cfg.num_tasks == 0 or cfg.num_tasks < -1:
+        raise ConfigError(f"num_tasks: must be a positive number of distinct training tasks, or -1 for "
+                          f"unlimited; got {cfg.num_tasks}")
+    if cfg.dataset == "sine":
+        if cfg.model != "mlp":
+            raise ConfigError(f"model: sine regression uses the 'mlp' model, got '{cfg.model}'")
+        if cfg.ways != 1:
+            raise ConfigError(f"ways: sine regression tasks have one function, set ways: 1 (got {cfg.ways})")
+    elif cfg.model == "mlp":
+        raise ConfigError("model: omniglot needs a conv model; set model: conv4 or conv4_strided")
+    if cfg.omniglot.image_size < 8:
+        raise ConfigError(f"omniglot.image_size: must be at least 8 pixels, got {cfg.omniglot.image_size}")
+    if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
+        raise ConfigError(f"device: unknown '{cfg.device}'; use cpu, cuda or cuda:N")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: '{cfg.device}' asked for but no CUDA GPU is visible; set device: cpu")
+    if not cfg.experiment or "/" in cfg.experiment:
+        raise ConfigError(f"experiment: must be a non-empty name without '/', got '{cfg.experiment}'")
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as YAML so numbers stay numbers."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key=value, e.g. --set inner_lr=0.1")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _apply(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted key (``omniglot.rotations``) in a nested dict."""
+    parts = key.split(".")
+    target = values
+    for part in parts[:-1]:
+        nested = target.get(part)
+        if nested is None:
+            nested = target[part] = {}
+        if not isinstance(nested, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+        target = nested
+    target[parts[-1]] = value
+
+
+def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> list[RunConfig]:
+    """Read a config file: one run, or one per algorithm when ``algorithm`` is a list.
+
+    ``per_algorithm: {reptile: {inner_steps: 5}}`` sets fields for one algorithm only, because the
+    papers tune Reptile and MAML differently. ``--set`` overrides apply last, to every run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file; see configs/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}; fix the file") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
+    return expand(raw, overrides, source=str(path))
+
+
+def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: str = "config") -> list[RunConfig]:
+    """Turn one raw mapping (file contents) into validated run configs."""
+    raw = dict(raw)
+    per_algorithm = raw.pop("per_algorithm", None) or {}
+    parsed = [parse_override(o) for o in overrides]
+    for key, value in parsed:
+        if key == "algorithm":
+            raw["algorithm"] = value
+    algorithms = raw.get("algorithm", RunConfig.algorithm)
+    algorithms = list(algorithms) if isinstance(algorithms, (list, tuple)) else [algorithms]
+    if not isinstance(per_algorithm, dict):
+        raise ConfigError(f"{source}: per_algorithm must map algorithm names to fields")
+    configs = []
+    for name in algorithms:
+        values = {k: v for k, v in raw.items()}
+        values["algorithm"] = name
+        for key, value in (per_algorithm.get(name) or {}).items():
+            values[key] = value
+        for key, value in parsed:
+            if key != "algorithm":
+                _apply(values, key, value)
+        try:
+            configs.append(validate(_build(RunConfig, values)))
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return configs
+
+
+def with_overrides(cfg: RunConfig, **changes: Any) -> RunConfig:
+    """A validated copy with some fields changed (sweeps use this)."""
+    values = cfg.to_dict()
+    for key, value in changes.items():
+        _apply(values, key, value)
+    return validate(_build(RunConfig, values))
+
+
+def dump(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,137 @@
+"""Where results live and how they are written: atomically, so a crash never leaves half a file.
+
+Layout: ``<results_dir>/<experiment>/runs.csv`` (one row per finished run) and
+``<results_dir>/<experiment>/<run_id>/`` holding ``config.yaml``, ``metrics.csv``, ``summary.json``
+and, while a run is unfinished, ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from metacompare.errors import UserError
+
+SUMMARY_COLUMNS = [
+    "experiment", "run_id", "algorithm", "backend", "dataset", "model", "ways", "shots", "query", "num_tasks",
+    "inner_lr", "inner_steps", "inner_optimizer", "outer_lr", "outer_optimizer", "meta_batch_size",
+    "iterations", "eval_inner_steps", "precision", "seed", "status", "iterations_done", "diverged_at",
+    "test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean", "test_loss_ci95", "test_episodes",
+    "wall_time_s", "seconds_per_iteration", "peak_memory_mb", "git_commit", "error",
+]
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    columns = columns or sorted({k for row in rows for k in row})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if absent), released on exit or process death."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def record_run(experiment_dir: Path, summary: dict[str, Any]) -> None:
+    """Add (or replace) this run's row in ``runs.csv``; one row per run id, never two."""
+    table = Path(experiment_dir) / "runs.csv"
+    with locked(Path(experiment_dir) / ".runs.lock"):
+        rows = [r for r in read_csv(table) if r.get("run_id") != summary["run_id"]]
+        rows.append({k: summary.get(k, "") for k in SUMMARY_COLUMNS})
+        write_csv(table, rows, SUMMARY_COLUMNS)
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its normal-approximation 95% confidence interval."""
+    array = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if array.size == 0:
+        return math.nan, math.nan
+    if array.size == 1:
+        return float(array[0]), 0.0
+    return float(array.mean()), float(1.96 * array.std(ddof=1) / math.sqrt(array.size))
+
+
+def git_commit() -> str:
+    """The project's commit (with ``+dirty`` when the tree has changes), or 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    import higher
+    import torch
+
+    from metacompare._l2l import l2l
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "learn2learn": l2l.__version__,
+            "higher": getattr(higher, "__version__", "0.2.1"), "numpy": np.__version__}
+
+
+def check_writable(directory: Path) -> None:
+    """Fail early, before any training, if results cannot be written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"results_dir: cannot write to {directory} ({err.strerror}); "
+                        f"choose another with --results-dir or fix its permissions") from None
+
+
+def save_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, json.dumps(payload, indent=2, default=str, allow_nan=True) + "\n")

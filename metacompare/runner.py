@@ -1,0 +1,215 @@
+"""Train and evaluate one configuration, with checkpoints so that nothing is lost on a crash.
+
+``train_and_evaluate(cfg)`` is the whole job: build tasks, model and algorithm; meta-train with a
+progress bar and periodic validation; score the fixed test episodes; write the run's files and its
+row in the experiment's ``runs.csv``. Re-running a finished configuration returns its summary; re-running
+an interrupted one resumes from its last checkpoint and ends with the same numbers as an
+uninterrupted run (CPU, same seed).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import resource
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metacompare import results
+from metacompare.algorithms import build_algorithm
+from metacompare.config import RunConfig, dump
+from metacompare.data import Task, build_tasks
+from metacompare.errors import UserError
+from metacompare.models import build_model
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def run_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.results_dir) / cfg.experiment / cfg.run_id()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def evaluate(algorithm, episodes: list[Task], steps: int, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+    """Mean and 95% CI of query loss/accuracy over fixed episodes."""
+    losses, accuracies = [], []
+    for task in episodes:
+        loss, acc = algorithm.evaluate(task.to(device, dtype), steps)
+        losses.append(loss)
+        if acc is not None:
+            accuracies.append(acc)
+    loss_mean, loss_ci = results.mean_ci95(losses)
+    acc_mean, acc_ci = results.mean_ci95(accuracies) if accuracies else (math.nan, math.nan)
+    return {"loss_mean": loss_mean, "loss_ci95": loss_ci, "accuracy_mean": acc_mean, "accuracy_ci95": acc_ci}
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so that it, like Ctrl-C, ends in a saved checkpoint."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler) if _main_thread() else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _save_checkpoint(path: Path, algorithm, iteration: int, rows: list[dict], elapsed: float, cfg: RunConfig,
+                     sampler_rng: random.Random, status: str = "running", diverged_at: int | None = None) -> None:
+    buffer = io.BytesIO()
+    torch.save({"config": cfg.to_dict(), "iteration": iteration, "algorithm": algorithm.state_dict(),
+                "metrics": rows, "elapsed": elapsed, "sampler_rng": sampler_rng.getstate(),
+                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(), "status": status, "diverged_at": diverged_at}, buffer)
+    results.atomic_write(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as err:  # a checkpoint is written atomically; a bad one is not ours to guess about
+        raise UserError(f"{path}: unreadable checkpoint ({err}); delete it to start this run afresh") from None
+    if state.get("config") != cfg.to_dict():
+        raise UserError(f"{path}: the checkpoint was made with a different config; delete the run "
+                        f"folder {path.parent} or restore the original config to resume")
+    return state
+
+
+def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Run ``cfg`` to the end (or resume it) and return its summary; see the module docstring."""
+    out = run_dir(cfg)
+    results.check_writable(out)
+    summary_path, checkpoint_path = out / "summary.json", out / "checkpoint.pt"
+    if summary_path.is_file() and not force:
+        import json
+
+        return json.loads(summary_path.read_text())
+    if force:
+        checkpoint_path.unlink(missing_ok=True)
+    results.atomic_write(out / "config.yaml", dump(cfg))
+
+    device = torch.device(cfg.device)
+    dtype = DTYPES[cfg.precision]
+    seed_everything(cfg.seed)
+    tasks = build_tasks(cfg)
+    model = build_model(cfg).to(device=device, dtype=dtype)
+    algorithm = build_algorithm(model, cfg)
+
+    start_iteration, rows, elapsed = 0, [], 0.0
+    status, diverged_at = "running", None
+    state = _load_checkpoint(checkpoint_path, cfg)
+    if state is not None:
+        algorithm.load_state_dict(state["algorithm"])
+        start_iteration, rows, elapsed = state["iteration"], state["metrics"], state["elapsed"]
+        status, diverged_at = state["status"], state["diverged_at"]
+        tasks.train.rng.setstate(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+
+    def checkpoint(iteration: int) -> None:
+        _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,
+                         cfg, tasks.train.rng, status, diverged_at)
+
+    began = time.perf_counter()
+    train_time = 0.0
+    iteration = start_iteration
+    bar = tqdm(total=cfg.iterations, initial=start_iteration, desc=f"{cfg.algorithm}", unit="it",
+               disable=not progress, dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    try:
+        with stop_signals_raise():
+            while iteration < cfg.iterations and status == "running":
+                batch = [tasks.train.sample().to(device, dtype) for _ in range(cfg.meta_batch_size)]
+                tick = time.perf_counter()
+                metrics = algorithm.meta_train_step(batch)
+                train_time += time.perf_counter() - tick
+                iteration += 1
+                if not all(math.isfinite(v) for v in metrics.values()) or not _finite(model):
+                    status, diverged_at = "diverged", iteration
+                    bar.write(f"{cfg.algorithm}: training loss became non-finite at iteration {iteration}; "
+                              f"run recorded as diverged")
+                    break
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
+                if iteration % cfg.eval_interval == 0 or iteration == cfg.iterations:
+                    val = evaluate(algorithm, tasks.validation, cfg.eval_inner_steps, device, dtype)
+                    rows.append({"iteration": iteration, "wall_time_s": elapsed + time.perf_counter() - began,
+                                 "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
+                                 **{f"val_{k}": v for k, v in val.items()}})
+                    results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
+                if iteration % cfg.checkpoint_interval == 0:
+                    checkpoint(iteration)
+    except KeyboardInterrupt:
+        checkpoint(iteration)
+        bar.close()
+        raise
+    bar.close()
+
+    test = evaluate(algorithm, tasks.test, cfg.eval_inner_steps, device, dtype) if status == "running" else {}
+    wall = elapsed + time.perf_counter() - began
+    done = iteration - start_iteration
+    summary = {
+        **{k: v for k, v in cfg.to_dict().items() if k in results.SUMMARY_COLUMNS},
+        "run_id": cfg.run_id(),
+        "status": "finished" if status == "running" else status,
+        "iterations_done": iteration,
+        "diverged_at": diverged_at,
+        "test_accuracy_mean": test.get("accuracy_mean", math.nan),
+        "test_accuracy_ci95": test.get("accuracy_ci95", math.nan),
+        "test_loss_mean": test.get("loss_mean", math.nan),
+        "test_loss_ci95": test.get("loss_ci95", math.nan),
+        "test_episodes": cfg.test_episodes,
+        "wall_time_s": wall,
+        "seconds_per_iteration": train_time / done if done else math.nan,
+        "peak_memory_mb": peak_memory_mb(device),
+        "git_commit": results.git_commit(),
+        "versions": results.library_versions(),
+        "config": cfg.to_dict(),
+    }
+    results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
+    results.save_json(summary_path, summary)
+    results.record_run(out.parent, summary)
+    checkpoint_path.unlink(missing_ok=True)
+    return summary
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    return all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def _metric_columns(rows: list[dict]) -> list[str]:
+    first = ["iteration", "wall_time_s", "train_loss", "train_accuracy"]
+    return first + sorted({k for r in rows for k in r} - set(first))
+
