@@ -1,8 +1,7 @@
 """Task datasets on learn2learn: sine-wave regression and Omniglot.
 
 Both are plain ``torch`` datasets wrapped in ``l2l.data.MetaDataset`` and sampled by an
-``l2l.data.TaskDataset`` with ``NWays`` / ``KShots`` / ``LoadData`` (and ``RemapLabels`` /
-``ConsecutiveLabels`` for classification). learn2learn draws tasks with Python's ``random``; every
+``l2l.data.TaskDataset`` with ``NWays`` / ``KShots`` / ``LoadData``; labels are remapped to 0..ways-1 per task. learn2learn draws tasks with Python's ``random``; every
 draw here happens under an explicitly seeded ``random.Random`` state, so the set of training tasks
 (``num_tasks``) and the evaluation episodes depend on the config's seeds alone.
 """
@@ -43,6 +42,7 @@ class Task:
     support_y: torch.Tensor
     query_x: torch.Tensor
     query_y: torch.Tensor
+    classes: torch.Tensor | None = None  # dataset-wide class of each task label (classification only)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Task":
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -50,7 +50,8 @@ class Task:
                 return t.to(device=device, dtype=dtype)
             return t.to(device)
 
-        return Task(move(self.support_x), move(self.support_y), move(self.query_x), move(self.query_y))
+        return Task(move(self.support_x), move(self.support_y), move(self.query_x), move(self.query_y),
+                    self.classes)
 
     @property
     def all_x(self) -> torch.Tensor:
@@ -223,15 +224,28 @@ def omniglot_splits(cfg: RunConfig) -> dict[str, OmniglotCharacters]:
 
 
 # ------------------------------------------------------------------------------------ task sampling
-def _split_task(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int, classify: bool) -> Task:
-    """Support = the first ``shots`` examples of each class, query = the rest."""
+def _split_task(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int, classify: bool,
+                permutation: list[int] | None = None) -> Task:
+    """Support = the first ``shots`` examples of each class, query = the rest.
+
+    Classification labels arrive as dataset-wide classes; they become 0..ways-1 here (what
+    l2l's RemapLabels + ConsecutiveLabels do), keeping the originals in ``Task.classes`` for the
+    ``pretrain`` baseline, which trains one classifier over all meta-training classes.
+    ``permutation`` shuffles which class gets which label, so no class is tied to one output unit.
+    """
+    classes = None
     if classify:
         order = torch.argsort(y, stable=True)
         x, y = x[order], y[order]
+        classes, y = torch.unique(y, sorted=True, return_inverse=True)
+        if permutation is not None:
+            labels = torch.tensor(permutation)
+            y = labels[y]
+            classes = classes[torch.argsort(labels)]
     per_class = len(x) // ways
     index = torch.arange(len(x)).view(ways, per_class)
     support, query = index[:, :shots].reshape(-1), index[:, shots:].reshape(-1)
-    return Task(x[support], y[support], x[query], y[query])
+    return Task(x[support], y[support], x[query], y[query], classes)
 
 
 class TaskSampler:
@@ -252,8 +266,7 @@ class TaskSampler:
         transforms = [l2l.data.transforms.NWays(meta, cfg.ways),
                       l2l.data.transforms.KShots(meta, cfg.shots + cfg.query),
                       l2l.data.transforms.LoadData(meta)]
-        if classify:
-            transforms += [l2l.data.transforms.RemapLabels(meta), l2l.data.transforms.ConsecutiveLabels(meta)]
+        self.num_classes = classes
         self.tasks = l2l.data.TaskDataset(meta, task_transforms=transforms, num_tasks=num_tasks)
         self.rng = random.Random(seed)
         self.cfg, self.classify = cfg, classify
@@ -279,7 +292,8 @@ class TaskSampler:
     def sample(self) -> Task:
         with self._own_random():
             x, y = self.tasks.sample()
-        return _split_task(x, y, self.cfg.ways, self.cfg.shots, self.classify)
+        permutation = self.rng.sample(range(self.cfg.ways), self.cfg.ways) if self.classify else None
+        return _split_task(x, y, self.cfg.ways, self.cfg.shots, self.classify, permutation)
 
     def episodes(self, count: int) -> list[Task]:
         return [self.sample() for _ in range(count)]
