@@ -23,6 +23,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for cfg in configs:
         summary = train_and_evaluate(cfg, progress=not args.no_progress, force=args.force)
         print(_summary_line(summary))
+    if not args.no_report:
+        _write_reports(sorted({Path(c.results_dir) / c.experiment for c in configs}))
+    return 0
+
+
+def _write_reports(experiment_dirs: list[Path]) -> None:
+    from metacompare.report import write_report
+
+    for directory in experiment_dirs:
+        print(f"report: {write_report(directory)}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from metacompare.report import report
+
+    for path in report(Path(args.results_dir)):
+        print(f"report: {path}")
     return 0
 
 
@@ -36,6 +53,37 @@ def _summary_line(s: dict) -> str:
     return (f"{s['algorithm']:>8}: {score} (95% CI, {s['test_episodes']} episodes), "
             f"{s['seconds_per_iteration']:.3f} s/iteration, peak {s['peak_memory_mb']:.0f} MB "
             f"-> {Path(s['config']['results_dir']) / s['experiment'] / s['run_id']}")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from metacompare.sweep import load_sweep, run_sweep, status_counts
+
+    configs = load_sweep(args.sweep, args.set, results_dir=args.results_dir)
+    summaries = run_sweep(configs, workers=args.workers, executor=args.executor, address=args.address,
+                          progress=not args.no_progress)
+    counts = status_counts(summaries)
+    table = Path(configs[0].results_dir) / configs[0].experiment / "runs.csv"
+    print(f"{len(summaries)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+          + f" -> {table}")
+    return 1 if counts.get("failed") else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from metacompare.lake import evaluate_checkpoint, format_result
+
+    result = evaluate_checkpoint(args.checkpoint, args.lake_runs, steps=args.steps,
+                                 overrides=[f"device={args.device}", *args.set])
+    print(format_result(result))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from metacompare.bench import bench
+
+    bench(args.models, args.steps, ways=args.ways, shots=args.shots, query=args.query, meta_batch=args.meta_batch,
+          repeats=args.repeats, implementations=args.implementations, out_dir=args.out, threads=args.threads,
+          quick=args.quick, data_root=args.data_root)
+    return 0
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -59,7 +107,55 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", help="where results go (default: the config's results_dir)")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-report", action="store_true",
+                     help="skip writing <experiment>/report/ (tables and figures) after the runs")
     run.set_defaults(func=_cmd_run)
+
+    sweep = sub.add_parser("sweep", help="run a grid of configs in parallel (resumable); exit 1 if a run failed")
+    sweep.add_argument("sweep", help="sweep file: base config + grid, e.g. experiments/sine_task_counts.yaml")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="parallel local worker processes (default: one per CPU core)")
+    sweep.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local processes, or Ray tasks (pip install 'metacompare[ray]')")
+    sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field in every run (repeatable), e.g. --set iterations=5")
+    sweep.add_argument("--results-dir", help="where results go (default: the base config's results_dir)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar; plain lines only")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    evaluate = sub.add_parser("evaluate", help="score a trained Omniglot model on Lake's 20 one-shot runs")
+    evaluate.add_argument("checkpoint", help="a run folder results/<experiment>/<run_id>, or its model.pt")
+    evaluate.add_argument("--lake-runs", required=True, metavar="DIR",
+                          help="unpacked one-shot-classification/all_runs.zip (holds run01 ... run20)")
+    evaluate.add_argument("--steps", type=int, default=None,
+                          help="adaptation steps per run (default: the run's eval_inner_steps)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a field of the run's config, e.g. --set evaluation=non_transductive")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    report = sub.add_parser("report", help="tables and figures of an experiment's results (report/report.md)")
+    report.add_argument("results_dir", metavar="RESULTS_DIR",
+                        help="an experiment folder (results/<experiment>) or a folder of them (results)")
+    report.set_defaults(func=_cmd_report)
+
+    bench = sub.add_parser("bench", help="time one meta-iteration of every implementation on the same tasks")
+    bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"], choices=["conv4", "conv4_strided"])
+    bench.add_argument("--steps", nargs="+", type=int, default=[1, 5], help="inner steps (one race each)")
+    bench.add_argument("--ways", type=int, default=5)
+    bench.add_argument("--shots", type=int, default=1)
+    bench.add_argument("--query", type=int, default=15, help="query examples per class")
+    bench.add_argument("--meta-batch", type=int, default=32)
+    bench.add_argument("--repeats", type=int, default=5, help="timed iterations (interleaved) after two warm-ups")
+    bench.add_argument("--implementations", nargs="+", default=None, metavar="NAME",
+                       help="a subset to race (default: all; see metacompare.bench.IMPLEMENTATIONS)")
+    bench.add_argument("--threads", type=int, default=1,
+                       help="torch threads per process (0: torch's default; 1 keeps ratios stable on shared cores)")
+    bench.add_argument("--data-root", default=None, help="Omniglot folder for the task-sampling rate")
+    bench.add_argument("--out", default="results/bench", help="folder for bench.csv, bench.png, sampling.csv")
+    bench.add_argument("--quick", action="store_true", help="tiny settings and one worker process, for tests")
+    bench.set_defaults(func=_cmd_bench)
 
     download = sub.add_parser("download", help="fetch a dataset's official files and check their MD5s")
     download.add_argument("dataset", choices=["omniglot"])

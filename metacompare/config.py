@@ -45,6 +45,14 @@ class OmniglotConfig:
 
 
 @dataclass(frozen=True)
+class MiniImagenetConfig:
+    """mini-ImageNet comes as learn2learn's pickles ``mini-imagenet-cache-{train,validation,test}.pkl``
+    in ``data_root``; ``download: true`` lets learn2learn fetch them (about 3 GB)."""
+
+    download: bool = False
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs; every field can be set with ``--set name=value``."""
 
@@ -71,11 +79,24 @@ class RunConfig:
     eval_inner_steps: int = 10
     seed: int = 0
     eval_seed: int = 2018
+    # extra test evaluations after each of these numbers of adaptation steps (Finn et al. 2017, Fig. 3)
+    test_inner_steps: tuple[int, ...] = ()
     device: str = "cpu"
     precision: str = "float32"
     checkpoint_interval: int = 100
     results_dir: str = "results"
     omniglot: OmniglotConfig = field(default_factory=OmniglotConfig)
+    # transductive: the query set is predicted as one batch, so BatchNorm uses its statistics (the MAML
+    # and Reptile code); non_transductive: each query example is predicted alone with the support set.
+    evaluation: str = "transductive"
+    filters: int = 64  # conv4 channels: 64 for Omniglot, 32 for mini-ImageNet (Finn et al. 2017)
+    miniimagenet: MiniImagenetConfig = field(default_factory=MiniImagenetConfig)
+    # Fast paths (metacompare.backends.fast; `python -m metacompare bench` measures them): one grouped
+    # network for the whole meta-batch, `task_chunk` tasks at a time (0: all); NHWC conv layout.
+    # precision: bfloat16 meta-trains under autocast with float32 weights; evaluation stays float32.
+    batch_tasks: bool = False
+    task_chunk: int = 0
+    memory_format: str = "contiguous"
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -94,14 +115,16 @@ class RunConfig:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("sine", "omniglot"),
+    "dataset": ("sine", "omniglot", "miniimagenet"),
     "model": ("mlp", "conv4", "conv4_strided"),
     "inner_optimizer": ("sgd", "adam"),
     "outer_optimizer": ("adam", "sgd"),
-    "precision": ("float32", "float64"),
+    "precision": ("float32", "float64", "bfloat16"),
+    "memory_format": ("contiguous", "channels_last"),
+    "evaluation": ("transductive", "non_transductive"),
 }
 POSITIVE = ("ways", "shots", "query", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
-            "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval")
+            "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters")
 POSITIVE_FLOAT = ("inner_lr", "outer_lr")
 
 
@@ -151,6 +174,11 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{where}: expected a whole number, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text; it is still a number
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -195,10 +223,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in POSITIVE:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be a positive whole number, got {getattr(cfg, name)}")
+    if any(steps <= 0 for steps in cfg.test_inner_steps):
+        raise ConfigError(f"test_inner_steps: each entry must be a positive number of steps, got {list(cfg.test_inner_steps)}")
     for name in POSITIVE_FLOAT:
         value = getattr(cfg, name)
         if not value > 0 or value == float("inf"):
             raise ConfigError(f"{name}: must be a positive finite number, got {value}")
+    if cfg.task_chunk < 0:
+        raise ConfigError(f"task_chunk: must be 0 (the whole meta-batch) or a positive number of tasks, "
+                          f"got {cfg.task_chunk}")
+    if cfg.batch_tasks and cfg.backend != "metacompare":
+        raise ConfigError(f"batch_tasks: task batching runs on the metacompare backend only; set backend: "
+                          f"metacompare or batch_tasks: false (got backend '{cfg.backend}')")
     if cfg.num_tasks == 0 or cfg.num_tasks < -1:
         raise ConfigError(f"num_tasks: must be a positive number of distinct training tasks, or -1 for "
                           f"unlimited; got {cfg.num_tasks}")
@@ -208,9 +244,17 @@ def validate(cfg: RunConfig) -> RunConfig:
         if cfg.ways != 1:
             raise ConfigError(f"ways: sine regression tasks have one function, set ways: 1 (got {cfg.ways})")
     elif cfg.model == "mlp":
-        raise ConfigError("model: omniglot needs a conv model; set model: conv4 or conv4_strided")
+        raise ConfigError(f"model: {cfg.dataset} needs a conv model; set model: conv4 or conv4_strided")
     if cfg.omniglot.image_size < 8:
         raise ConfigError(f"omniglot.image_size: must be at least 8 pixels, got {cfg.omniglot.image_size}")
+    if cfg.dataset == "omniglot" and cfg.model == "conv4" and cfg.omniglot.image_size < 16:
+        raise ConfigError(f"omniglot.image_size: conv4 halves the image four times and needs at least 16 "
+                          f"pixels, got {cfg.omniglot.image_size}; raise it or set model: conv4_strided")
+    if not cfg.omniglot.sources:
+        raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")
+    for name in ("seed", "eval_seed"):
+        if not 0 <= getattr(cfg, name) < 2**32:
+            raise ConfigError(f"{name}: must be a whole number from 0 to 2**32 - 1, got {getattr(cfg, name)}")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ConfigError(f"device: unknown '{cfg.device}'; use cpu, cuda or cuda:N")
     if cfg.device.startswith("cuda"):
@@ -218,7 +262,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
         if not torch.cuda.is_available():
             raise ConfigError(f"device: '{cfg.device}' asked for but no CUDA GPU is visible; set device: cpu")
-    if not cfg.experiment or "/" in cfg.experiment:
+    if not cfg.experiment or "/" in cfg.experiment or cfg.experiment in (".", ".."):
         raise ConfigError(f"experiment: must be a non-empty name without '/', got '{cfg.experiment}'")
     return cfg
 
@@ -259,15 +303,40 @@ def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> l
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file; see configs/ for examples")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; give a YAML config such as configs/sine.yaml") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}; fix the file") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config file is empty; set at least dataset and algorithm "
+                          f"(see configs/sine.yaml)")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level")
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got a "
+                          f"{type(raw).__name__}; write one 'field: value' per line")
     return expand(raw, overrides, source=str(path))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``safe_load`` that refuses a key written twice, which PyYAML would silently overwrite."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, typing.Hashable):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"field '{key}' is set twice, keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: str = "config") -> list[RunConfig]:
@@ -280,8 +349,13 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
             raw["algorithm"] = value
     algorithms = raw.get("algorithm", RunConfig.algorithm)
     algorithms = list(algorithms) if isinstance(algorithms, (list, tuple)) else [algorithms]
+    if not algorithms:
+        raise ConfigError(f"{source}: algorithm: the list is empty; name at least one, e.g. algorithm: [maml]")
+    if not all(isinstance(name, str) for name in algorithms):
+        raise ConfigError(f"{source}: algorithm: expected a name or a list of names, got {algorithms!r}")
     if not isinstance(per_algorithm, dict):
         raise ConfigError(f"{source}: per_algorithm must map algorithm names to fields")
+    _check_per_algorithm(per_algorithm, source)
     configs = []
     for name in algorithms:
         values = {k: v for k, v in raw.items()}
@@ -298,6 +372,20 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
     return configs
 
 
+def _check_per_algorithm(per_algorithm: dict[str, Any], source: str) -> None:
+    """Each ``per_algorithm`` key is a registered algorithm and maps to fields: a typo there would
+    otherwise silently drop that algorithm's settings."""
+    from metacompare.algorithms import ALGORITHMS
+
+    for name, fields in per_algorithm.items():
+        if name not in ALGORITHMS:
+            raise ConfigError(f"{source}: per_algorithm: unknown algorithm '{name}'{_suggest(str(name), ALGORITHMS)}; "
+                              f"choose from {', '.join(sorted(ALGORITHMS))}")
+        if fields is not None and not isinstance(fields, dict):
+            raise ConfigError(f"{source}: per_algorithm.{name}: expected a mapping of fields, got {fields!r}; "
+                              f"write e.g. per_algorithm: {{{name}: {{inner_lr: 0.1}}}}")
+
+
 def with_overrides(cfg: RunConfig, **changes: Any) -> RunConfig:
     """A validated copy with some fields changed (sweeps use this)."""
     values = cfg.to_dict()
@@ -308,3 +396,18 @@ def with_overrides(cfg: RunConfig, **changes: Any) -> RunConfig:
 
 def dump(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def reported_accuracy(path: str | Path) -> dict[str, float]:
+    """The published accuracies (%) a paper config cites in its ``# reported_accuracy: {algo: x}`` line.
+
+    Kept in a comment so that the config itself stays a plain run description; ``report`` can draw
+    these as reference marks. Empty when the file has no such line.
+    """
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("# reported_accuracy:"):
+            values = yaml.safe_load(line.removeprefix("# reported_accuracy:"))
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: '# reported_accuracy:' must be followed by {{algorithm: percent}}")
+            return {str(k): float(v) for k, v in values.items()}
+    return {}

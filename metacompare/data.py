@@ -14,6 +14,7 @@ import io
 import math
 import random
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def _source_entries(root: Path, source: str) -> list[tuple[str, str, bytes]]:
                     parts = name.split("/")
                     if len(parts) == 4 and parts[3].endswith(".png"):
                         entries.append((parts[1], parts[2], zf.read(name)))
-        except (zipfile.BadZipFile, EOFError, OSError) as err:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
             raise DataError(f"{archive}: corrupt or truncated zip ({err}); delete it and "
                             f"{omniglot_help(root)}") from None
     else:
@@ -317,6 +318,10 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
         datasets = {"train": SineWaves(10_000, points, seed=cfg.seed),
                     "validation": SineWaves(1_000, points, seed=cfg.eval_seed + 1),
                     "test": SineWaves(1_000, points, seed=cfg.eval_seed + 2)}
+    elif cfg.dataset == "miniimagenet":
+        from metacompare.miniimagenet import miniimagenet_splits  # late: it imports this module
+
+        datasets = miniimagenet_splits(cfg)
     else:
         datasets = omniglot_splits(cfg)
     train = TaskSampler(datasets["train"], cfg, cfg.num_tasks, seed=cfg.seed, split="train")

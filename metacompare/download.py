@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import socket
 import urllib.error
@@ -36,18 +37,30 @@ def md5sum(path: Path) -> str:
 
 def fetch(url: str, target: Path, expected_md5: str, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``target`` via a temporary file; keep it only if its MD5 matches."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not timeout > 0:
+        raise DownloadError(f"--timeout: must be a positive number of seconds, got {timeout}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(f"--root: cannot create the folder {target.parent} ({err.strerror}); "
+                            f"choose another with --root") from None
     partial = target.with_name(target.name + ".part")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as handle:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, leave=False) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, leave=False,
+                      disable=None) as bar:  # None: no bar when stderr is not a terminal (logs, CI)
                 for block in iter(lambda: response.read(1 << 16), b""):
                     handle.write(block)
                     bar.update(len(block))
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as err:
+    except ValueError as err:  # urllib's "unknown url type"
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"--url: cannot fetch {url} ({err}); give an http(s):// address") from None
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, http.client.HTTPException) as err:
         partial.unlink(missing_ok=True)
         reason = getattr(err, "reason", err)
+        if isinstance(err, urllib.error.HTTPError):
+            reason = f"HTTP {err.code} {err.reason}"
         raise DownloadError(f"{url}: download failed ({reason}); check the network or fetch the file by "
                             f"hand into {target.parent}") from None
     except BaseException:

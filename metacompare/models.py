@@ -47,4 +47,7 @@ def build_model(cfg: RunConfig) -> nn.Module:
     torch.manual_seed(cfg.seed)
     if cfg.model == "mlp":
         return mlp()
-    return conv4(cfg.ways, image_size=cfg.omniglot.image_size, strided=cfg.model == "conv4_strided")
+    if cfg.dataset == "miniimagenet":  # 84x84 colour images (Vinyals et al. 2016)
+        return conv4(cfg.ways, channels=3, filters=cfg.filters, image_size=84, strided=cfg.model == "conv4_strided")
+    return conv4(cfg.ways, filters=cfg.filters, image_size=cfg.omniglot.image_size,
+                 strided=cfg.model == "conv4_strided")

@@ -27,7 +27,7 @@ from metacompare.errors import UserError
 SUMMARY_COLUMNS = [
     "experiment", "run_id", "algorithm", "backend", "dataset", "model", "ways", "shots", "query", "num_tasks",
     "inner_lr", "inner_steps", "inner_optimizer", "outer_lr", "outer_optimizer", "meta_batch_size",
-    "iterations", "eval_inner_steps", "precision", "seed", "status", "iterations_done", "diverged_at",
+    "iterations", "eval_inner_steps", "evaluation", "precision", "seed", "status", "iterations_done", "diverged_at",
     "test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean", "test_loss_ci95", "test_episodes",
     "wall_time_s", "seconds_per_iteration", "peak_memory_mb", "git_commit", "error",
 ]
@@ -49,6 +49,18 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of :func:`atomic_write` for ``path`` that a killed process left.
+
+    Only call this where no other process can be writing ``path`` (under its lock, or in a run folder
+    that this process owns).
+    """
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
@@ -83,6 +95,7 @@ def record_run(experiment_dir: Path, summary: dict[str, Any]) -> None:
     """Add (or replace) this run's row in ``runs.csv``; one row per run id, never two."""
     table = Path(experiment_dir) / "runs.csv"
     with locked(Path(experiment_dir) / ".runs.lock"):
+        remove_stale_temporaries(table)  # every writer of runs.csv holds this lock, so none is live
         rows = [r for r in read_csv(table) if r.get("run_id") != summary["run_id"]]
         rows.append({k: summary.get(k, "") for k in SUMMARY_COLUMNS})
         write_csv(table, rows, SUMMARY_COLUMNS)

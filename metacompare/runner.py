@@ -26,12 +26,14 @@ from tqdm import tqdm
 
 from metacompare import results
 from metacompare.algorithms import build_algorithm
+from metacompare.backends import fast
 from metacompare.config import RunConfig, dump
 from metacompare.data import Task, build_tasks
 from metacompare.errors import UserError
 from metacompare.models import build_model
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# bfloat16 keeps float32 weights and data: it is autocast inside meta_train_step (backends.fast).
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -77,6 +79,38 @@ def stop_signals_raise() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+class StopRequest:
+    """Set by SIGINT/SIGTERM during training; the loop checkpoints at the end of the iteration and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+
+@contextmanager
+def deferred_stop() -> Iterator[StopRequest]:
+    """The first SIGINT or SIGTERM only asks the training loop to stop, so the checkpoint it then
+    writes holds a whole iteration (model, optimiser, sampler state and metrics agree); a second one
+    stops at once, keeping the last checkpoint. SIGINT is left alone where it is ignored (sweep workers)."""
+    request = StopRequest()
+
+    def handler(signum, frame):
+        if request.signal is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        request.signal = signum
+
+    previous = {}
+    if _main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if sig == signal.SIGINT and signal.getsignal(sig) is not signal.default_int_handler:
+                continue
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _main_thread() -> bool:
     import threading
 
@@ -97,34 +131,44 @@ def _load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location="cpu")
     except Exception as err:  # a checkpoint is written atomically; a bad one is not ours to guess about
         raise UserError(f"{path}: unreadable checkpoint ({err}); delete it to start this run afresh") from None
-    if state.get("config") != cfg.to_dict():
-        raise UserError(f"{path}: the checkpoint was made with a different config; delete the run "
-                        f"folder {path.parent} or restore the original config to resume")
+    theirs, ours = _resumable(state.get("config") if isinstance(state, dict) else None), _resumable(cfg.to_dict())
+    if theirs != ours:
+        changed = sorted(k for k in set(ours) | set(theirs or {}) if (theirs or {}).get(k) != ours.get(k))
+        raise UserError(f"{path}: the checkpoint was made with a different config (fields differ: "
+                        f"{', '.join(changed)}); delete the run folder {path.parent} or restore the "
+                        f"original config to resume")
     return state
+
+
+def _resumable(config: dict | None) -> dict | None:
+    """The fields a resumed run must share with its checkpoint: all but where files live and the
+    device (the same that ``RunConfig.run_id`` ignores), so a moved results or data folder resumes."""
+    if config is None:
+        return None
+    return {k: v for k, v in config.items() if k not in ("results_dir", "experiment", "device", "data_root")}
 
 
 def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Run ``cfg`` to the end (or resume it) and return its summary; see the module docstring."""
     out = run_dir(cfg)
-    results.check_writable(out)
     summary_path, checkpoint_path = out / "summary.json", out / "checkpoint.pt"
     if summary_path.is_file() and not force:
-        import json
-
-        return json.loads(summary_path.read_text())
-    if force:
-        checkpoint_path.unlink(missing_ok=True)
-    results.atomic_write(out / "config.yaml", dump(cfg))
+        return _finished(out, summary_path)
 
     device = torch.device(cfg.device)
     dtype = DTYPES[cfg.precision]
     seed_everything(cfg.seed)
-    tasks = build_tasks(cfg)
-    model = build_model(cfg).to(device=device, dtype=dtype)
-    algorithm = build_algorithm(model, cfg)
+    tasks = build_tasks(cfg)  # data errors surface here, before anything is written
+    model = fast.prepare_model(build_model(cfg).to(device=device, dtype=dtype), cfg)
+    algorithm = build_algorithm(model, cfg, num_classes=tasks.train.num_classes)
+    results.check_writable(out)
+    for name in ("checkpoint.pt", "metrics.csv", "config.yaml", "model.pt", "summary.json"):
+        results.remove_stale_temporaries(out / name)  # left by a kill mid-write; this process owns the run
+    if force:
+        checkpoint_path.unlink(missing_ok=True)
 
     start_iteration, rows, elapsed = 0, [], 0.0
     status, diverged_at = "running", None
@@ -137,6 +181,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
+    results.atomic_write(out / "config.yaml", dump(cfg))
 
     def checkpoint(iteration: int) -> None:
         _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,
@@ -149,9 +194,10 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                disable=not progress, dynamic_ncols=True, file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
     try:
-        with stop_signals_raise():
+        with deferred_stop() as stop:
             while iteration < cfg.iterations and status == "running":
-                batch = [tasks.train.sample().to(device, dtype) for _ in range(cfg.meta_batch_size)]
+                batch = [fast.prepare_task(tasks.train.sample().to(device, dtype), cfg)
+                         for _ in range(cfg.meta_batch_size)]
                 tick = time.perf_counter()
                 metrics = algorithm.meta_train_step(batch)
                 train_time += time.perf_counter() - tick
@@ -169,15 +215,18 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                  "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
                                  **{f"val_{k}": v for k, v in val.items()}})
                     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
-                if iteration % cfg.checkpoint_interval == 0:
+                if iteration % cfg.checkpoint_interval == 0 or stop.signal is not None:
                     checkpoint(iteration)
-    except KeyboardInterrupt:
-        checkpoint(iteration)
+                if stop.signal is not None:
+                    raise KeyboardInterrupt(f"signal {stop.signal}")
+            if status == "running" and iteration > start_iteration and iteration % cfg.checkpoint_interval:
+                checkpoint(iteration)  # training is done: a kill during testing need not redo it
+        with stop_signals_raise():  # the checkpoint above is whole, so the test may stop at any point
+            test = evaluate(algorithm, tasks.test, cfg.eval_inner_steps, device, dtype) if status == "running" else {}
+            by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
+                        for steps in cfg.test_inner_steps} if status == "running" else {}
+    finally:
         bar.close()
-        raise
-    bar.close()
-
-    test = evaluate(algorithm, tasks.test, cfg.eval_inner_steps, device, dtype) if status == "running" else {}
     wall = elapsed + time.perf_counter() - began
     done = iteration - start_iteration
     summary = {
@@ -191,6 +240,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         "test_loss_mean": test.get("loss_mean", math.nan),
         "test_loss_ci95": test.get("loss_ci95", math.nan),
         "test_episodes": cfg.test_episodes,
+        "test_by_inner_steps": by_steps,
         "wall_time_s": wall,
         "seconds_per_iteration": train_time / done if done else math.nan,
         "peak_memory_mb": peak_memory_mb(device),
@@ -199,9 +249,26 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         "config": cfg.to_dict(),
     }
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
+    if status == "running":  # final weights, for `metacompare evaluate` (e.g. Lake's one-shot runs)
+        buffer = io.BytesIO()
+        torch.save({"config": cfg.to_dict(), "algorithm": algorithm.state_dict(),
+                    "num_classes": tasks.train.num_classes}, buffer)
+        results.atomic_write(out / "model.pt", buffer.getvalue())
     results.save_json(summary_path, summary)
     results.record_run(out.parent, summary)
     checkpoint_path.unlink(missing_ok=True)
+    return summary
+
+
+def _finished(out: Path, summary_path: Path) -> dict[str, Any]:
+    """The summary of a finished run, making sure its runs.csv row exists: a crash between writing
+    summary.json and the row must not lose the run from the table."""
+    import json
+
+    summary = json.loads(summary_path.read_text())
+    if not any(r.get("run_id") == summary["run_id"] for r in results.read_csv(out.parent / "runs.csv")):
+        results.record_run(out.parent, summary)
+    (out / "checkpoint.pt").unlink(missing_ok=True)
     return summary
 
 

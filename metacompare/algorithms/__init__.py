@@ -19,11 +19,20 @@ def register(cls: type) -> type:
     return cls
 
 
-def build_algorithm(model, cfg):
-    """The configured algorithm, wrapped around ``model``."""
-    return ALGORITHMS[cfg.algorithm](model, cfg)
+def build_algorithm(model, cfg, num_classes: int | None = None):
+    """The configured algorithm, wrapped around ``model``.
+
+    ``num_classes`` (the training split's class count) goes only to plug-ins that declare
+    ``uses_num_classes = True``: the ``pretrain`` baseline sizes its all-class head with it.
+    """
+    cls = ALGORITHMS[cfg.algorithm]
+    if getattr(cls, "uses_num_classes", False):
+        return cls(model, cfg, num_classes=num_classes)
+    return cls(model, cfg)
 
 
 from metacompare.algorithms import fomaml, maml, reptile  # noqa: E402,F401  (registration)
+from metacompare.algorithms import anil, metasgd  # noqa: E402,F401  (registration)
+from metacompare.algorithms import pretrain, scratch  # noqa: E402,F401  (baselines)
 
 __all__ = ["ALGORITHMS", "BACKENDS", "register", "build_algorithm"]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metacompare.backends import BACKENDS, get_adapt
+from metacompare.backends import BACKENDS, fast, get_adapt
 from metacompare.config import RunConfig
 from metacompare.data import Task
 
@@ -35,6 +35,20 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
     if targets.is_floating_point():
         return None
     return (outputs.argmax(dim=-1) == targets).float().mean().item()
+
+
+def predict_query(predict: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor,
+                  query_x: torch.Tensor, mode: str = "transductive") -> torch.Tensor:
+    """Outputs for the query set under an evaluation mode (transduction: Nichol et al. 2018).
+
+    ``transductive``: the query set is one batch, so BatchNorm normalises with its statistics and
+    each prediction depends on the other query examples (the MAML and Reptile code). ``non_transductive``:
+    as supervised-reptile does it, each query example is appended to the support set alone and only its
+    row is kept, so BatchNorm sees the support set plus that one example and nothing else of the query.
+    """
+    if mode == "transductive":
+        return predict(query_x)
+    return torch.cat([predict(torch.cat([support_x, q[None]]))[-1:] for q in query_x])
 
 
 def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -66,8 +80,22 @@ class MetaAlgorithm(ABC):
 
     def meta_train_step(self, tasks: list[Task]) -> dict[str, float]:
         """One outer update from a meta-batch: θ ← outer_optimizer(θ, mean of task gradients)."""
-        params = self.meta_parameters()
-        total = [torch.zeros_like(p) for p in params]
+        with fast.autocast(self.cfg):  # a no-op unless precision: bfloat16
+            batch = fast.batched_meta_gradient(self, tasks) if self.cfg.batch_tasks else None
+            if batch is None:
+                batch = self.looped_meta_gradient(tasks)
+        self.outer_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(self.meta_parameters(), batch.grads):
+            p.grad = g
+        self.outer_optimizer.step()
+        metrics = {"loss": batch.loss}
+        if batch.accuracy is not None:
+            metrics["accuracy"] = batch.accuracy
+        return metrics
+
+    def looped_meta_gradient(self, tasks: list[Task]) -> fast.BatchGradient:
+        """The mean of :meth:`task_gradient` over ``tasks``, one task at a time."""
+        total = [torch.zeros_like(p) for p in self.meta_parameters()]
         losses, accuracies = [], []
         for task in tasks:
             step = self.task_gradient(task)
@@ -76,14 +104,8 @@ class MetaAlgorithm(ABC):
             losses.append(step.loss)
             if step.accuracy is not None:
                 accuracies.append(step.accuracy)
-        self.outer_optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(params, total):
-            p.grad = g / len(tasks)
-        self.outer_optimizer.step()
-        metrics = {"loss": sum(losses) / len(losses)}
-        if accuracies:
-            metrics["accuracy"] = sum(accuracies) / len(accuracies)
-        return metrics
+        return fast.BatchGradient([g / len(tasks) for g in total], sum(losses) / len(losses),
+                                  sum(accuracies) / len(accuracies) if accuracies else None)
 
     def adapt(self, task: Task, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """Fine-tune on the support set; return a predictor with the adapted weights."""
@@ -95,7 +117,7 @@ class MetaAlgorithm(ABC):
         """Query loss and accuracy after ``steps`` adaptation steps on the support set."""
         predict = self.adapt(task, steps)
         with torch.no_grad():
-            outputs = predict(task.query_x)
+            outputs = predict_query(predict, task.support_x, task.query_x, self.cfg.evaluation)
             return self.loss_fn(outputs, task.query_y).item(), accuracy(outputs, task.query_y)
 
     def state_dict(self) -> dict:

@@ -1,0 +1,455 @@
+"""Race every meta-learning implementation on the same model, parameters and tasks.
+
+``python -m metacompare bench`` times one meta-iteration of: the seed's naive Reptile loop, the
+canonical learn2learn and higher (FO)MAML loops, and metacompare's own algorithms (through
+``build_algorithm(...).meta_train_step``) on each fast path. Each implementation first runs alone
+in a subprocess (``python -m metacompare.bench --worker``) so that its peak memory is its own; that
+worker also counts FLOPs and saves the first meta-gradient, which the parent compares with the
+reference library's. Then one worker times them all, interleaved, so that load from other processes
+on shared cores hits every contender alike. Tasks are random tensors in Omniglot's shapes: timing
+does not depend on pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from metacompare.errors import UserError
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One contender: which algorithm, whose code, and (for metacompare) which fast-path settings."""
+
+    name: str
+    algorithm: str
+    library: str
+    fast: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def fast_path(self) -> str:
+        return "+".join(f"{k}={v}" for k, v in self.fast) or "default"
+
+
+def _ours(algorithm: str, label: str, **fast) -> Impl:
+    return Impl(f"metacompare {algorithm}{' ' + label if label else ''}", algorithm, "metacompare",
+                tuple(sorted(fast.items())))
+
+
+IMPLEMENTATIONS: dict[str, Impl] = {i.name: i for i in [
+    Impl("seed reptile loop", "reptile", "seed"),
+    *[_ours("reptile", label, **fast) for label, fast in [
+        ("", {}), ("[channels_last]", {"memory_format": "channels_last"}),
+        ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
+        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"})]],
+    Impl("learn2learn fomaml", "fomaml", "learn2learn"),
+    Impl("higher fomaml", "fomaml", "higher"),
+    *[_ours("fomaml", label, **fast) for label, fast in [
+        ("", {}), ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
+        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"})]],
+    Impl("learn2learn maml", "maml", "learn2learn"),
+    Impl("higher maml", "maml", "higher"),
+    *[_ours("maml", label, **fast) for label, fast in [
+        ("", {}), ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
+        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"})]],
+]}
+QUICK_IMPLEMENTATIONS = ("seed reptile loop", "metacompare reptile", "metacompare reptile [batched+bf16]",
+                         "learn2learn fomaml", "higher fomaml", "metacompare fomaml [batched]",
+                         "learn2learn maml", "higher maml", "metacompare maml", "metacompare maml [bf16]")
+COLUMNS = ["model", "inner_steps", "ways", "shots", "query", "meta_batch", "implementation", "algorithm",
+           "library", "fast_path", "seconds_median", "seconds_min", "seconds_max", "repeats", "tasks_per_s",
+           "speedup_vs_learn2learn", "speedup_vs_seed", "peak_memory_mb", "gflop", "useful_gflop", "gflop_per_s",
+           "matmul_peak_gflop_per_s", "peak_fraction", "grad_reference", "grad_max_abs_diff",
+           "grad_max_rel_diff", "threads"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The shapes of one race: every contender gets the same model, parameters and tasks."""
+
+    model: str = "conv4"
+    inner_steps: int = 1
+    ways: int = 5
+    shots: int = 1
+    query: int = 15
+    meta_batch: int = 32
+    filters: int = 64
+    image_size: int = 28
+    inner_lr: float = 0.4
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------------ the worker
+def make_model(s: Setting) -> torch.nn.Module:
+    from metacompare.models import conv4
+
+    torch.manual_seed(s.seed)
+    return conv4(s.ways, filters=s.filters, image_size=s.image_size, strided=s.model == "conv4_strided")
+
+
+def make_tasks(s: Setting) -> list:
+    from metacompare.data import Task
+
+    g = torch.Generator().manual_seed(s.seed + 1)
+    def labels(k):
+        return torch.arange(s.ways).repeat_interleave(k)
+    def images(k):
+        return torch.rand(s.ways * k, 1, s.image_size, s.image_size, generator=g)
+    return [Task(images(s.shots), labels(s.shots), images(s.query), labels(s.query)) for _ in range(s.meta_batch)]
+
+
+def step_function(impl: Impl, s: Setting, model: torch.nn.Module, tasks: list) -> Callable[[], None]:
+    """A closure doing one meta-iteration, leaving the mean meta-gradient in ``p.grad``."""
+    from metacompare.backends import fast
+
+    n, lr, steps = len(tasks), s.inner_lr, s.inner_steps
+    outer = torch.optim.SGD(model.parameters(), lr=1e-4)
+    first_order = impl.algorithm == "fomaml"
+    if impl.library == "seed":
+        from metacompare.seed_reptile import naive_reptile_step
+
+        pairs = [(t.all_x, t.all_y) for t in tasks]
+        return lambda: naive_reptile_step(model, pairs, outer, lr, steps, F.cross_entropy, fixed_sign=True)
+    if impl.library == "learn2learn":
+        from metacompare._l2l import l2l
+
+        maml = l2l.algorithms.MAML(model, lr=lr, first_order=first_order)
+
+        def l2l_step():
+            outer.zero_grad()
+            for t in tasks:
+                learner = maml.clone()
+                for _ in range(steps):
+                    learner.adapt(F.cross_entropy(learner(t.support_x), t.support_y))
+                (F.cross_entropy(learner(t.query_x), t.query_y) / n).backward()
+            outer.step()
+        return l2l_step
+    if impl.library == "higher":
+        import higher
+
+        inner = torch.optim.SGD(model.parameters(), lr=lr)
+
+        def higher_step():
+            outer.zero_grad()
+            for t in tasks:
+                with higher.innerloop_ctx(model, inner, copy_initial_weights=False,
+                                          track_higher_grads=not first_order) as (fmodel, diffopt):
+                    for _ in range(steps):
+                        diffopt.step(F.cross_entropy(fmodel(t.support_x), t.support_y))
+                    loss = F.cross_entropy(fmodel(t.query_x), t.query_y) / n
+                    if first_order:  # higher's documented FOMAML: gradient at the fast weights
+                        for p, g in zip(model.parameters(), torch.autograd.grad(loss, fmodel.parameters())):
+                            p.grad = g if p.grad is None else p.grad + g
+                    else:
+                        loss.backward()
+            outer.step()
+        return higher_step
+    from metacompare.algorithms import build_algorithm
+    from metacompare.config import RunConfig
+
+    cfg = RunConfig(algorithm=impl.algorithm, dataset="omniglot", model=s.model, ways=s.ways, shots=s.shots,
+                    query=s.query, inner_lr=lr, inner_steps=steps, inner_optimizer="sgd", outer_optimizer="sgd",
+                    outer_lr=1e-4, meta_batch_size=n, filters=s.filters, **dict(impl.fast))
+    fast.prepare_model(model, cfg)
+    prepared = [fast.prepare_task(t, cfg) for t in tasks]
+    algorithm = build_algorithm(model, cfg)
+    return lambda: algorithm.meta_train_step(prepared)
+
+
+def _peak_kib() -> int:
+    return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS to its current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_memory(impl: Impl, s: Setting, grad_path: str | None) -> dict:
+    """Gradient of the first iteration, peak memory of two, and the FLOPs of a third."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, tasks = make_model(s), make_tasks(s)
+    step = step_function(impl, s, model, tasks)
+    _reset_peak()
+    baseline = _peak_kib()
+    step()  # the first iteration starts from the shared initial θ: its gradient is the one compared
+    if grad_path:
+        torch.save([p.grad.detach().float().clone() for p in model.parameters()], grad_path)
+    step()
+    peak_mb = (_peak_kib() - baseline) / 1024
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return {"peak_memory_mb": peak_mb, "flops": counter.get_total_flops()}
+
+
+def measure_times(impls: list[Impl], s: Setting, repeats: int) -> dict[str, list[float]]:
+    """Seconds per iteration, the implementations interleaved round-robin after two warm-ups each.
+
+    Interleaving makes every contender see the same load, so ratios hold on cores shared with others.
+    """
+    steps = {impl.name: step_function(impl, s, make_model(s), make_tasks(s)) for impl in impls}
+    for step in steps.values():
+        step()
+        step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            tick = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - tick)
+    return times
+
+
+def worker_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="metacompare.bench --worker")
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--impl", action="append", required=True)
+    parser.add_argument("--setting", required=True, help="JSON of a Setting")
+    parser.add_argument("--phase", action="append", choices=["memory", "time"], required=True)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--grad-dir", default=None)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    s = Setting(**json.loads(args.setting))
+    if "memory" in args.phase:
+        for name in args.impl:
+            grad = os.path.join(args.grad_dir, f"{_slug(name)}.pt") if args.grad_dir else None
+            out = measure_memory(IMPLEMENTATIONS[name], s, grad)
+            print("RESULT " + json.dumps({"implementation": name, **out}), flush=True)
+    if "time" in args.phase:
+        for name, times in measure_times([IMPLEMENTATIONS[n] for n in args.impl], s, args.repeats).items():
+            print("RESULT " + json.dumps({"implementation": name, "times": times}), flush=True)
+    return 0
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+# ------------------------------------------------------------------------------------ the parent
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of a square matmul: the ceiling that achieved GFLOP/s are read against."""
+    a, b = torch.rand(size, size).to(dtype), torch.rand(size, size).to(dtype)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - tick)
+    return 2 * size**3 / best / 1e9
+
+
+def run_workers(names: list[str], s: Setting, repeats: int, grad_dir: str, threads: int,
+                isolate: bool) -> dict[str, dict]:
+    """Results per implementation.
+
+    With ``isolate`` each implementation's memory is measured in its own process (exact peak) and
+    then all are timed together in one process; otherwise one process does both (tests).
+    """
+    base = [sys.executable, "-m", "metacompare.bench", "--worker", "--setting", json.dumps(asdict(s)),
+            "--repeats", str(repeats), "--grad-dir", grad_dir, "--threads", str(threads)]
+    calls = [(base + ["--impl", n, "--phase", "memory"], [n]) for n in names] if isolate else []
+    every = [arg for n in names for arg in ("--impl", n)]
+    calls.append((base + every + (["--phase", "time"] if isolate else ["--phase", "memory", "--phase", "time"]),
+                  names))
+    found: dict[str, dict] = {}
+    for cmd, group in calls:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                row = json.loads(line[len("RESULT "):])
+                found.setdefault(row.pop("implementation"), {}).update(row)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-3:]
+            print(f"bench: worker for {', '.join(group)} failed: {' | '.join(tail)}", file=sys.stderr)
+    return {name: r for name, r in found.items() if {"times", "flops"} <= set(r)}
+
+
+def _grad_diff(grad_dir: str, name: str, reference: str) -> tuple[float, float]:
+    ours, ref = Path(grad_dir, f"{_slug(name)}.pt"), Path(grad_dir, f"{_slug(reference)}.pt")
+    if not ours.is_file() or not ref.is_file():
+        return math.nan, math.nan
+    a, b = torch.load(ours), torch.load(ref)
+    absolute = max((x - y).abs().max().item() for x, y in zip(a, b))
+    scale = max(y.abs().max().item() for y in b)
+    return absolute, absolute / scale if scale else math.nan
+
+
+def reference_of(impl: Impl) -> str:
+    """Gradients are compared with learn2learn's; Reptile, which learn2learn lacks, with the seed loop."""
+    return "seed reptile loop" if impl.algorithm == "reptile" else f"learn2learn {impl.algorithm}"
+
+
+def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], threads: int,
+         isolate: bool) -> list[dict]:
+    """Time every named implementation on setting ``s``; one row each."""
+    with tempfile.TemporaryDirectory() as grad_dir:
+        found = run_workers(names, s, repeats, grad_dir, threads, isolate)
+        rows = []
+        for name in names:
+            if name not in found:
+                continue
+            impl, r = IMPLEMENTATIONS[name], found[name]
+            median = statistics.median(r["times"])
+            bf16 = dict(impl.fast).get("precision") == "bfloat16"
+            peak = peaks["bfloat16" if bf16 else "float32"]
+            ref = reference_of(impl)
+            absolute, relative = _grad_diff(grad_dir, name, ref) if name != ref else (0.0, 0.0)
+            rows.append({"model": s.model, "inner_steps": s.inner_steps, "ways": s.ways, "shots": s.shots,
+                         "query": s.query, "meta_batch": s.meta_batch, "implementation": name,
+                         "algorithm": impl.algorithm, "library": impl.library, "fast_path": impl.fast_path,
+                         "seconds_median": median, "seconds_min": min(r["times"]), "seconds_max": max(r["times"]),
+                         "repeats": len(r["times"]), "tasks_per_s": s.meta_batch / median,
+                         "peak_memory_mb": r["peak_memory_mb"], "gflop": r["flops"] / 1e9,
+                         "matmul_peak_gflop_per_s": peak, "grad_reference": ref,
+                         "grad_max_abs_diff": absolute, "grad_max_rel_diff": relative, "threads": threads})
+    by_name = {r["implementation"]: r for r in rows}
+    for r in rows:
+        # Achieved GFLOP/s counts the reference's FLOPs (the work every contender must do), so a path
+        # that does extra arithmetic (grouped kernels, an extra forward) is not credited for it.
+        ref = by_name.get(r["grad_reference"], r)
+        r["useful_gflop"] = ref["gflop"]
+        r["gflop_per_s"] = ref["gflop"] / r["seconds_median"]
+        r["peak_fraction"] = r["gflop_per_s"] / r["matmul_peak_gflop_per_s"]
+        l2l = by_name.get(f"learn2learn {r['algorithm']}")
+        seed = by_name.get("seed reptile loop") if r["algorithm"] == "reptile" else None
+        r["speedup_vs_learn2learn"] = l2l["seconds_median"] / r["seconds_median"] if l2l else math.nan
+        r["speedup_vs_seed"] = seed["seconds_median"] / r["seconds_median"] if seed else math.nan
+    return rows
+
+
+def sampling_rate(config: str, data_root: str, ways: int, shots: int, query: int, count: int) -> dict:
+    """Tasks per second drawn from the learn2learn TaskDataset of an Omniglot config's training split."""
+    from metacompare.config import load_experiment, with_overrides
+    from metacompare.data import TaskSampler, omniglot_splits
+
+    cfg = with_overrides(load_experiment(config)[0], data_root=data_root, ways=ways, shots=shots, query=query)
+    train = omniglot_splits(cfg)["train"]
+    sampler = TaskSampler(train, cfg, -1, seed=cfg.seed, split="train")
+    sampler.sample()
+    tick = time.perf_counter()
+    for _ in range(count):
+        sampler.sample()
+    return {"config": config, "tasks": count, "tasks_per_s": count / (time.perf_counter() - tick)}
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'model':<14}{'steps':>5}  {'implementation':<36}{'s/iter':>8}{'min':>7}{'max':>7}{'tasks/s':>9}"
+            f"{'vs l2l':>8}{'vs seed':>8}{'MB':>7}{'GFLOP/s':>9}{'%peak':>7}{'grad diff':>11}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def x(v, fmt):
+            return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+        lines.append(f"{r['model']:<14}{r['inner_steps']:>5}  {r['implementation']:<36}{r['seconds_median']:>8.3f}"
+                     f"{r['seconds_min']:>7.2f}{r['seconds_max']:>7.2f}{r['tasks_per_s']:>9.1f}"
+                     f"{x(r['speedup_vs_learn2learn'], '.2f'):>8}{x(r['speedup_vs_seed'], '.2f'):>8}"
+                     f"{r['peak_memory_mb']:>7.0f}{r['gflop_per_s']:>9.1f}{100 * r['peak_fraction']:>6.1f}%"
+                     f"{x(r['grad_max_abs_diff'], '.1e'):>11}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Tasks/s per implementation, one panel per (model, inner steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["model"], r["inner_steps"]) for r in rows})
+    colours = {"seed": "tab:gray", "learn2learn": "tab:orange", "higher": "tab:green", "metacompare": "tab:blue"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.35 * len(rows) / len(panels) + 2),
+                             squeeze=False)
+    for ax, (model, steps) in zip(axes[0], panels):
+        sub = [r for r in rows if (r["model"], r["inner_steps"]) == (model, steps)]
+        ax.barh([r["implementation"] for r in sub], [r["tasks_per_s"] for r in sub],
+                color=[colours[r["library"]] for r in sub])
+        ax.invert_yaxis()
+        ax.set_xlabel("tasks per second (higher is better)")
+        ax.set_title(f"{model}, {steps} inner step{'s' * (steps > 1)}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, query: int = 15,
+          meta_batch: int = 32, repeats: int = 5, implementations: list[str] | None = None,
+          out_dir: str = "results/bench", threads: int = 1, quick: bool = False,
+          sampling_config: str = "configs/omniglot_minimal.yaml", data_root: str | None = None) -> list[dict]:
+    """Run the race over every (model, steps) pair and write ``bench.csv``, ``bench.png``, ``sampling.csv``."""
+    from metacompare import results
+
+    names = implementations or list(QUICK_IMPLEMENTATIONS if quick else IMPLEMENTATIONS)
+    unknown = [n for n in names if n not in IMPLEMENTATIONS]
+    if unknown:
+        raise UserError(f"--implementations: unknown {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
+    if repeats < 1:
+        raise UserError(f"--repeats: must be at least 1, got {repeats}")
+    size = 512 if quick else 2048
+    if threads:
+        torch.set_num_threads(threads)
+    peaks = {"float32": matmul_peak(torch.float32, size), "bfloat16": matmul_peak(torch.bfloat16, size)}
+    print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s "
+          f"({torch.get_num_threads()} threads)")
+    rows = []
+    for model in models:
+        for k in steps:
+            s = Setting(model=model, inner_steps=k, ways=ways, shots=shots, query=query, meta_batch=meta_batch,
+                        filters=8 if quick else 64, image_size=14 if quick else 28)
+            rows += race(s, names, repeats, peaks, threads, isolate=not quick)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results.write_csv(out / "bench.csv", rows, COLUMNS)
+    plot(rows, out / "bench.png")
+    print(format_table(rows))
+    try:
+        if quick:
+            raise UserError("skipped by --quick")
+        root = data_root or _default_data_root(sampling_config)
+        rate = sampling_rate(sampling_config, root, ways, shots, query, 200)
+    except UserError as err:
+        print(f"task sampling: not measured ({err})")
+    else:
+        consumed = max((r["tasks_per_s"] for r in rows), default=math.nan)
+        rate["fastest_training_tasks_per_s"] = consumed
+        results.write_csv(out / "sampling.csv", [rate], list(rate))
+        print(f"task sampling ({sampling_config}): {rate['tasks_per_s']:.0f} tasks/s sampled vs "
+              f"{consumed:.0f} tasks/s consumed by the fastest training path")
+    print(f"wrote {out / 'bench.csv'} and {out / 'bench.png'}")
+    return rows
+
+
+def _default_data_root(config: str) -> str:
+    """The config's data_root, resolved from the project root as ``metacompare run`` does."""
+    from metacompare.config import load_experiment
+
+    return load_experiment(config)[0].data_root
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv[1:]:
+        sys.exit(worker_main(sys.argv[1:]))
+    from metacompare.cli import main
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

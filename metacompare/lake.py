@@ -1,0 +1,178 @@
+"""Lake's one-shot classification runs (Lake, Salakhutdinov & Tenenbaum 2015, Science).
+
+The Omniglot challenge's ``one-shot-classification/all_runs.zip`` holds 20 runs, each a 20-way,
+within-alphabet, one-shot problem: ``runNN/training/classNN.png`` (one drawing of each of 20
+characters), ``runNN/test/itemNN.png`` (20 new drawings) and ``runNN/class_labels.txt``, whose lines
+pair a test item with its training class: ``run01/test/item01.png run01/training/class12.png``.
+A trained 20-way model adapts on each run's 20 training images and classifies its 20 test items; the
+error rate over the 400 items is what the paper reports, 4.5% for people and 3.3% for Bayesian
+Program Learning.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from metacompare.algorithms import build_algorithm
+from metacompare.algorithms.base import predict_query
+from metacompare.config import RunConfig, expand
+from metacompare.data import DataError, Task
+from metacompare.errors import UserError
+from metacompare.models import build_model
+
+HUMAN_ERROR = 0.045  # Lake et al. (2015), one-shot classification, people
+BPL_ERROR = 0.033    # Lake et al. (2015), Bayesian Program Learning
+WAYS = 20
+RUNS_HELP = ("unpack one-shot-classification/all_runs.zip of https://github.com/brendenlake/omniglot "
+             "and pass the folder that holds run01 ... run20")
+
+
+@dataclass
+class RunScore:
+    run: str
+    errors: int
+    items: int
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.items
+
+
+@dataclass
+class LakeResult:
+    runs: list[RunScore]
+    algorithm: str
+    steps: int
+    evaluation: str
+
+    @property
+    def error_rate(self) -> float:
+        return sum(r.errors for r in self.runs) / sum(r.items for r in self.runs)
+
+
+def load_image(path: Path, image_size: int) -> torch.Tensor:
+    """``[1, S, S]`` with ink = 1: the same preprocessing as the Omniglot training data (data.py)."""
+    try:
+        image = Image.open(path).convert("L").resize((image_size, image_size), Image.LANCZOS)
+    except OSError as err:
+        raise DataError(f"{path}: unreadable image ({err}); {RUNS_HELP}") from None
+    return 1.0 - torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
+
+
+def read_run(folder: Path, image_size: int) -> Task:
+    """One run as a Task: the 20 training images (labels 0-19 by file order) and the 20 test items."""
+    training = sorted((folder / "training").glob("class*.png"))
+    labels_file = folder / "class_labels.txt"
+    if len(training) != WAYS or not labels_file.is_file():
+        raise DataError(f"{folder}: expected {WAYS} training/classNN.png and class_labels.txt, found "
+                        f"{len(training)} images{'' if labels_file.is_file() else ' and no class_labels.txt'}; "
+                        f"{RUNS_HELP}")
+    label_of = {path.name: label for label, path in enumerate(training)}
+    items, labels = [], []
+    for number, line in enumerate(labels_file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or Path(parts[1]).name not in label_of:
+            raise DataError(f"{labels_file}, line {number}: expected 'runNN/test/itemNN.png "
+                            f"runNN/training/classNN.png', got {line.strip()!r}")
+        item = folder / "test" / Path(parts[0]).name
+        if not item.is_file():
+            raise DataError(f"{labels_file}, line {number}: {item} does not exist; {RUNS_HELP}")
+        items.append(load_image(item, image_size))
+        labels.append(label_of[Path(parts[1]).name])
+    if not items:
+        raise DataError(f"{labels_file}: lists no test items; {RUNS_HELP}")
+    support = torch.stack([load_image(p, image_size) for p in training])
+    return Task(support, torch.arange(WAYS), torch.stack(items), torch.tensor(labels))
+
+
+def read_runs(folder: str | Path, image_size: int) -> dict[str, Task]:
+    folder = Path(folder)
+    runs = sorted(d for d in folder.glob("run*") if d.is_dir() and re.fullmatch(r"run\d+", d.name))
+    if not runs:
+        raise DataError(f"{folder}: no runNN folders found; {RUNS_HELP}")
+    return {run.name: read_run(run, image_size) for run in runs}
+
+
+def find_weights(path: str | Path) -> Path:
+    """A run folder's final ``model.pt`` (or its ``checkpoint.pt`` if unfinished), or the file given."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.pt", "checkpoint.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise UserError(f"{path}: holds neither model.pt nor checkpoint.pt; pass a run folder "
+                        f"results/<experiment>/<run_id> of a run trained with `metacompare run`")
+    if not path.is_file():
+        raise UserError(f"{path}: no such run folder or weights file")
+    return path
+
+
+def load_trained(path: str | Path, overrides: Sequence[str] = ()):
+    """The algorithm of a saved run with its trained weights, and the run's config (``overrides`` applied)."""
+    weights = find_weights(path)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=False)
+    except Exception as err:  # whatever torch raises, the file is not one of ours
+        raise UserError(f"{weights}: unreadable weights file ({err})") from None
+    if not isinstance(state, dict) or "config" not in state or "algorithm" not in state:
+        raise UserError(f"{weights}: not a metacompare model.pt or checkpoint.pt (no config and weights)")
+    cfg: RunConfig = expand(state["config"], overrides, source=str(weights))[0]
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.precision]
+    model = build_model(cfg).to(device=cfg.device, dtype=dtype)
+    algorithm = build_algorithm(model, cfg, num_classes=state.get("num_classes"))
+    algorithm.load_state_dict(state["algorithm"])
+    return algorithm, cfg
+
+
+def evaluate_runs(algorithm, runs: dict[str, Task], steps: int) -> list[RunScore]:
+    """Adapt on each run's training images, classify its test items; errors per run."""
+    cfg = algorithm.cfg
+    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.precision]
+    scores = []
+    for name, task in runs.items():
+        task = task.to(cfg.device, dtype)
+        predict = algorithm.adapt(task, steps)
+        with torch.no_grad():
+            outputs = predict_query(predict, task.support_x, task.query_x, cfg.evaluation)
+        errors = int((outputs.argmax(dim=-1) != task.query_y).sum())
+        scores.append(RunScore(name, errors, len(task.query_y)))
+    return scores
+
+
+def evaluate_checkpoint(path: str | Path, runs_folder: str | Path, steps: int | None = None,
+                        overrides: Sequence[str] = ()) -> LakeResult:
+    """Score a trained Omniglot model on Lake's runs; ``steps`` defaults to the run's eval_inner_steps."""
+    algorithm, cfg = load_trained(path, overrides)
+    if cfg.dataset != "omniglot":
+        raise UserError(f"{path}: trained on {cfg.dataset}; Lake's runs are Omniglot characters, so score "
+                        f"a model trained with dataset: omniglot")
+    head = getattr(algorithm.model[-1], "out_features", cfg.ways)
+    if cfg.ways != WAYS or head != WAYS:
+        raise UserError(f"{path}: the model classifies {cfg.ways} ways, but Lake's runs are {WAYS}-way one-shot "
+                        f"problems; train with ways: {WAYS} (e.g. configs/papers/omniglot_20way_1shot.yaml)")
+    steps = cfg.eval_inner_steps if steps is None else steps
+    if steps < 0:
+        raise UserError(f"--steps: must be 0 or more adaptation steps, got {steps}")
+    runs = read_runs(runs_folder, cfg.omniglot.image_size)
+    return LakeResult(evaluate_runs(algorithm, runs, steps), cfg.algorithm, steps, cfg.evaluation)
+
+
+def format_result(result: LakeResult) -> str:
+    lines = [f"Lake et al. (2015) one-shot classification: {len(result.runs)} runs, {WAYS}-way 1-shot; "
+             f"{result.algorithm} after {result.steps} adaptation steps, {result.evaluation} evaluation"]
+    lines += [f"  {r.run}: error {100 * r.error_rate:5.1f}% ({r.errors}/{r.items})" for r in result.runs]
+    total = sum(r.items for r in result.runs)
+    errors = sum(r.errors for r in result.runs)
+    lines += [f"  overall error {100 * result.error_rate:.1f}% ({errors}/{total})",
+              f"  people        {100 * HUMAN_ERROR:.1f}%  (Lake et al. 2015)",
+              f"  BPL           {100 * BPL_ERROR:.1f}%  (Lake et al. 2015)"]
+    return "\n".join(lines)

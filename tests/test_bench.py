@@ -1,0 +1,33 @@
+"""`metacompare bench --quick` runs end to end and writes a complete, finite table."""
+
+from __future__ import annotations
+
+import math
+
+from metacompare import results
+from metacompare.bench import COLUMNS, QUICK_IMPLEMENTATIONS, format_table
+from metacompare.cli import main
+
+
+def test_quick_bench_writes_a_finite_csv_and_a_chart(tmp_path, capsys):
+    assert main(["bench", "--quick", "--models", "conv4_strided", "--steps", "1", "--ways", "3", "--query", "2",
+                 "--meta-batch", "3", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    rows = results.read_csv(tmp_path / "bench.csv")
+    assert list(rows[0]) == COLUMNS
+    assert [r["implementation"] for r in rows] == list(QUICK_IMPLEMENTATIONS)
+    numeric = ["seconds_median", "seconds_min", "seconds_max", "tasks_per_s", "peak_memory_mb", "gflop",
+               "gflop_per_s", "matmul_peak_gflop_per_s", "peak_fraction", "grad_max_abs_diff"]
+    for row in rows:
+        for column in numeric:
+            assert math.isfinite(float(row[column])), (row["implementation"], column, row[column])
+        assert float(row["seconds_median"]) > 0 and float(row["gflop"]) > 0
+        expected_ratio = "learn2learn" if row["algorithm"] != "reptile" else "seed"
+        assert math.isfinite(float(row[f"speedup_vs_{expected_ratio}"]))
+    by_name = {r["implementation"]: r for r in rows}
+    # float32 paths compute the same gradient as the reference (tiny model: differences are rounding)
+    for name in ("metacompare maml", "higher maml", "metacompare reptile", "metacompare fomaml [batched]"):
+        assert float(by_name[name]["grad_max_rel_diff"]) < 1e-4, name
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "learn2learn maml" in out and "matmul peak" in out
+    assert format_table([]).count("\n") == 1

@@ -1,0 +1,70 @@
+"""The paper-protocol configs in configs/papers/ load, validate and say what they reproduce."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from metacompare.config import load_experiment, reported_accuracy
+
+PAPERS = Path(__file__).resolve().parents[1] / "configs" / "papers"
+FILES = sorted(PAPERS.glob("*.yaml"))
+SETTINGS = {"omniglot_5way_1shot", "omniglot_5way_5shot", "omniglot_20way_1shot", "omniglot_20way_5shot",
+            "miniimagenet_5way_1shot", "miniimagenet_5way_5shot"}
+
+
+def test_every_setting_has_a_file():
+    assert {p.stem for p in FILES} == SETTINGS
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_config_validates_with_one_run_per_algorithm(path):
+    configs = load_experiment(path)
+    assert [c.algorithm for c in configs] == ["reptile", "fomaml", "maml"]
+    dataset, ways, shots = re.fullmatch(r"(\w+?)_(\d+)way_(\d+)shot", path.stem).groups()
+    for cfg in configs:
+        assert (cfg.dataset, cfg.ways, cfg.shots) == (dataset, int(ways), int(shots))
+        assert cfg.evaluation == "transductive"  # the setting every reported number below was measured in
+        assert cfg.experiment == f"paper_{path.stem}"
+    reptile, fomaml, maml = configs
+    assert fomaml.to_dict() | {"algorithm": "maml"} == maml.to_dict()  # first-order MAML: MAML's settings
+    assert (reptile.inner_optimizer, reptile.outer_optimizer, reptile.outer_lr) == ("adam", "sgd", 1.0)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_config_cites_its_sources_and_reported_numbers(path):
+    text = path.read_text()
+    assert "Finn, Abbeel & Levine 2017" in text and "Nichol, Achiam & Schulman 2018" in text
+    assert "cannot express" in text
+    assert text.count("# reported_accuracy:") == 1
+    numbers = reported_accuracy(path)
+    assert set(numbers) == {"reptile", "fomaml", "maml"}
+    for algorithm, value in numbers.items():
+        assert f"{value:.2f}".rstrip("0").rstrip(".") in text.split("# reported_accuracy:")[0], \
+            f"{path.name}: {algorithm}'s {value} is not in the cited prose"
+
+
+def test_settings_match_the_papers():
+    """Spot checks of the numbers that differ between settings (Finn et al. 2017, appendix A.1)."""
+    by_name = {p.stem: {c.algorithm: c for c in load_experiment(p)} for p in FILES}
+    maml_5way, maml_20way = by_name["omniglot_5way_1shot"]["maml"], by_name["omniglot_20way_1shot"]["maml"]
+    assert (maml_5way.inner_lr, maml_5way.inner_steps, maml_5way.eval_inner_steps, maml_5way.meta_batch_size) == (0.4, 1, 3, 32)
+    assert (maml_20way.inner_lr, maml_20way.inner_steps, maml_20way.eval_inner_steps, maml_20way.meta_batch_size) == (0.1, 5, 5, 16)
+    assert (maml_5way.model, maml_5way.filters) == ("conv4_strided", 64)
+    mini1, mini5 = by_name["miniimagenet_5way_1shot"]["maml"], by_name["miniimagenet_5way_5shot"]["maml"]
+    assert (mini1.model, mini1.filters, mini1.query, mini1.inner_lr, mini1.inner_steps) == ("conv4", 32, 15, 0.01, 5)
+    assert (mini1.meta_batch_size, mini5.meta_batch_size, mini1.iterations) == (4, 2, 60000)
+    reptile = by_name["omniglot_5way_1shot"]["reptile"]
+    assert reptile.shots + reptile.query == 10  # supervised-reptile's --train-shots 10
+    assert (reptile.inner_lr, reptile.inner_steps, reptile.eval_inner_steps, reptile.meta_batch_size) == (0.001, 5, 50, 5)
+    assert by_name["miniimagenet_5way_1shot"]["reptile"].shots + by_name["miniimagenet_5way_1shot"]["reptile"].query == 15
+
+
+def test_reported_accuracy_reads_the_comment_line(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("# reported_accuracy: {maml: 48.70, reptile: 49.97}\nalgorithm: maml\n")
+    assert reported_accuracy(path) == {"maml": 48.7, "reptile": 49.97}
+    path.write_text("algorithm: maml\n")
+    assert reported_accuracy(path) == {}

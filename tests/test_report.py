@@ -1,0 +1,186 @@
+"""The report: numbers in its tables worked out by hand from a small synthetic results folder."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from metacompare import results
+from metacompare.cli import main
+from metacompare.config import RunConfig, dump
+from metacompare.report import PUBLISHED_ACCURACY, analyse, learning_curve, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+OMNIGLOT = dict(experiment="omni", dataset="omniglot", model="conv4", ways=5, shots=1, query=5, inner_lr=0.4,
+                outer_lr=0.001, iterations=30, test_episodes=100)
+
+
+def add_run(exp_dir, status="finished", accuracy=None, ci=0.01, curve=(), files=True, seconds=0.5, **fields):
+    """Write one run as the runner would: config.yaml, metrics.csv, summary.json and its runs.csv row."""
+    cfg = RunConfig(**{**OMNIGLOT, **fields})
+    regression = cfg.dataset == "sine"
+    summary = {**cfg.to_dict(), "run_id": cfg.run_id(), "status": status,
+               "iterations_done": cfg.iterations if status == "finished" else 7,
+               "diverged_at": 7 if status == "diverged" else None,
+               "test_accuracy_mean": math.nan if regression or accuracy is None else accuracy,
+               "test_accuracy_ci95": math.nan if regression or accuracy is None else ci,
+               "test_loss_mean": accuracy if regression and accuracy is not None else math.nan,
+               "test_loss_ci95": ci if regression else math.nan,
+               "seconds_per_iteration": seconds if status != "failed" else math.nan,
+               "peak_memory_mb": 500.0 if status != "failed" else math.nan,
+               "error": "RuntimeError: boom" if status == "failed" else ""}
+    if files:
+        run = exp_dir / cfg.run_id()
+        results.atomic_write(run / "config.yaml", dump(cfg))
+        prefix = "val_loss" if regression else "val_accuracy"
+        rows = [{"iteration": it, "wall_time_s": 2.0 * it, "train_loss": 1.0, f"{prefix}_mean": value,
+                 f"{prefix}_ci95": 0.05} for it, value in curve]
+        results.write_csv(run / "metrics.csv", rows)
+        results.save_json(run / "summary.json", summary)
+    results.record_run(exp_dir, summary)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def omniglot_report(tmp_path_factory):
+    """A num_tasks x learning-rate study with baselines, a diverged and a failed setting."""
+    exp = tmp_path_factory.mktemp("results") / "omni"
+    curve = [(10, 0.5), (20, 0.7), (30, 0.9)]
+    add_run(exp, algorithm="maml", seed=0, accuracy=0.90, curve=curve)
+    add_run(exp, algorithm="maml", seed=1, accuracy=0.94, curve=[(10, 0.6), (20, 0.8), (30, 0.95)])
+    add_run(exp, algorithm="maml", num_tasks=10, accuracy=0.80, ci=0.02, curve=curve)
+    add_run(exp, algorithm="maml", inner_lr=0.1, accuracy=0.85, curve=curve)
+    add_run(exp, algorithm="maml", inner_lr=0.1, outer_lr=0.01, accuracy=0.86, curve=curve)
+    add_run(exp, algorithm="maml", outer_lr=0.01, status="diverged", curve=[(10, 0.4)])
+    add_run(exp, algorithm="fomaml", accuracy=0.85, curve=curve, seconds=0.25)
+    add_run(exp, algorithm="fomaml", num_tasks=10, status="diverged", curve=[(10, 0.3)], seconds=0.25)
+    add_run(exp, algorithm="fomaml", num_tasks=100, accuracy=math.nan, curve=curve, seconds=0.25)  # NaN test score
+    add_run(exp, algorithm="reptile", accuracy=0.88, curve=curve, seconds=0.2)
+    add_run(exp, algorithm="reptile", num_tasks=10, status="failed", files=False)
+    add_run(exp, algorithm="pretrain", accuracy=0.70, curve=curve, seconds=0.1)
+    add_run(exp, algorithm="scratch", accuracy=0.50, curve=curve, seconds=0.1)
+    return exp, write_report(exp)
+
+
+def table(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def row_of(rows, **match):
+    found = [r for r in rows if all(r[k] == v for k, v in match.items())]
+    assert len(found) == 1, (match, rows)
+    return found[0]
+
+
+def test_table_combines_seeds_and_falls_back_to_episode_ci(omniglot_report):
+    exp, _ = omniglot_report
+    rows = table(exp / "report" / "table.csv")
+    both_seeds = row_of(rows, algorithm="maml", num_tasks="-1", inner_lr="0.4", outer_lr="0.001")
+    # seed means 90 and 94: mean 92, CI 1.96 * std([90, 94], ddof=1) / sqrt(2) = 1.96 * 2
+    assert float(both_seeds["test_accuracy_mean_pct"]) == pytest.approx(92.0)
+    assert float(both_seeds["test_accuracy_ci95_pct"]) == pytest.approx(3.92)
+    assert both_seeds["ci_over"] == "2 seeds" and both_seeds["finished"] == "2"
+    one_seed = row_of(rows, algorithm="maml", num_tasks="10")
+    assert float(one_seed["test_accuracy_mean_pct"]) == pytest.approx(80.0)
+    assert float(one_seed["test_accuracy_ci95_pct"]) == pytest.approx(2.0)  # the run's own episode CI
+    assert one_seed["ci_over"] == "100 episodes, 1 seed"
+    failed = row_of(rows, algorithm="reptile", num_tasks="10")
+    assert (failed["failed"], failed["finished"], failed["test_accuracy_mean_pct"]) == ("1", "0", "")
+    assert float(row_of(rows, algorithm="fomaml", num_tasks="-1")["seconds_per_iteration"]) == 0.25
+    assert len(rows) == 12  # 13 runs, the two maml seeds share a setting
+
+
+def test_markdown_table_marks_diverged_and_failed_settings(omniglot_report):
+    exp, _ = omniglot_report
+    lines = (exp / "report" / "table.md").read_text().splitlines()
+    assert lines[0].startswith("| algorithm | num_tasks | inner_lr | outer_lr | test accuracy (mean ± 95% CI)")
+    cells = {(c[1], c[2], c[3], c[4]): c for c in ([x.strip() for x in line.split("|")] for line in lines[2:])}
+    assert cells[("fomaml", "10", "0.4", "0.001")][5] == "diverged"
+    assert cells[("reptile", "10", "0.4", "0.001")][5] == "failed"
+    assert cells[("fomaml", "100", "0.4", "0.001")][5] == "NaN test score"
+    assert cells[("maml", "unlimited", "0.4", "0.01")][5] == "diverged"
+    assert cells[("maml", "unlimited", "0.4", "0.001")][5:7] == ["92.00 ± 3.92", "2 seeds"]
+
+
+def test_every_figure_is_a_png_and_svg_named_in_report_md_and_html(omniglot_report):
+    exp, report_md = omniglot_report
+    out = exp / "report"
+    expected = ["learning_curves", "task_counts", "baselines", "sensitivity_heatmap", "sensitivity_inner_lr",
+                "sensitivity_outer_lr", "cost"]
+    assert sorted(p.stem for p in out.glob("*.png")) == sorted(expected)
+    text, page = report_md.read_text(), (out / "report.html").read_text()
+    for stem in expected:
+        assert (out / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC
+        assert (out / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+        assert f"({stem}.png)" in text and f'src="{stem}.png"' in page
+
+
+def test_report_sentences_state_computed_facts(omniglot_report):
+    text = omniglot_report[1].read_text()
+    assert "The best setting is maml (num_tasks=unlimited, inner_lr=0.4, outer_lr=0.001) with test accuracy " \
+           "92.00, 4.00 points above the best other algorithm, reptile" in text
+    assert "maml goes from 80.00 with 10 to 92.00 with unlimited tasks" in text
+    assert "fomaml scores 85.00 with unlimited tasks (no score with 10, 100 tasks)" in text
+    assert "maml is best at inner_lr=0.4, outer_lr=0.001 (92.00); 1 of 4 cells have no score" in text
+    assert "The best meta-learner, maml (92.00), beats the best baseline, pretrain (70.00), by 22.00 points" in text
+    assert "Per meta-iteration, pretrain is fastest (0.1 s) and maml slowest (0.5 s, 5.0x as long)" in text
+    assert "13 runs: 10 finished, 2 diverged, 1 failed" in text
+    # 5-way 1-shot Omniglot has published numbers: marked, with their source
+    assert PUBLISHED_ACCURACY[("omniglot", 5, 1)]["maml"] == (98.7, "Finn et al. 2017, Table 1")
+    assert "maml 98.7% (Finn et al. 2017, Table 1)" in text
+
+
+def test_learning_curve_averages_seeds_with_ci_across_them(omniglot_report):
+    exp, _ = omniglot_report
+    analysis = analyse(exp)
+    group = analysis.groups[(analysis.groups["algorithm"] == "maml") & (analysis.groups["seeds"] == 2)].iloc[0]
+    curve = learning_curve(analysis, group["run_ids"].split(";"))
+    assert list(curve["iteration"]) == [10, 20, 30]
+    assert list(curve["mean"]) == pytest.approx([55.0, 75.0, 92.5])
+    # two seeds 10 points apart (in %): CI = 1.96 * 10/sqrt(2) / sqrt(2) = 9.8; 5 points apart: 4.9
+    assert list(curve["ci95"]) == pytest.approx([9.8, 9.8, 4.9])
+    single = learning_curve(analysis, [group["run_ids"].split(";")[0]])
+    assert list(single["ci95"]) == pytest.approx([5.0, 5.0, 5.0])  # the run's own validation CI
+
+
+def test_single_sine_run_reports_mse_and_cli_reports_a_folder_of_experiments(tmp_path, capsys):
+    sine = tmp_path / "sine"
+    add_run(sine, experiment="sine", dataset="sine", model="mlp", ways=1, shots=5, query=10, algorithm="maml",
+            accuracy=0.5, ci=0.1, curve=[(10, 1.5), (20, 0.9)])
+    add_run(tmp_path / "omni", algorithm="reptile", accuracy=0.9, curve=[(10, 0.9)])
+    assert main(["report", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [f"report: {tmp_path / 'omni' / 'report' / 'report.md'}",
+                       f"report: {tmp_path / 'sine' / 'report' / 'report.md'}"]
+    rows = table(sine / "report" / "table.csv")
+    assert len(rows) == 1 and float(rows[0]["test_loss_mean"]) == 0.5 and rows[0]["ci_over"] == "100 episodes, 1 seed"
+    assert sorted(p.stem for p in (sine / "report").glob("*.png")) == ["algorithms", "cost", "learning_curves"]
+    assert "test MSE 0.500" in (sine / "report" / "report.md").read_text()
+
+
+def test_report_of_a_folder_without_results_is_a_one_line_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "neither an experiment folder (with runs.csv) nor a folder of them" in capsys.readouterr().err
+
+
+def test_run_ends_by_writing_the_experiments_report(tmp_path, capsys):
+    config = Path(__file__).resolve().parents[1] / "configs" / "sine.yaml"
+    tiny = ["--set", "algorithm=maml", "--set", "iterations=2", "--set", "eval_interval=1", "--set",
+            "eval_episodes=2", "--set", "test_episodes=3", "--set", "meta_batch_size=2", "--no-progress"]
+    assert main(["run", str(config), "--results-dir", str(tmp_path), *tiny]) == 0
+    report_md = tmp_path / "sine" / "report" / "report.md"
+    assert capsys.readouterr().out.splitlines()[-1] == f"report: {report_md}"
+    assert "(learning_curves.png)" in report_md.read_text()
+
+
+def test_experiment_whose_only_run_diverged_still_gets_a_report(tmp_path):
+    add_run(tmp_path / "omni", algorithm="maml", status="diverged", curve=[(10, 0.2)])
+    report_md = write_report(tmp_path / "omni")
+    text = report_md.read_text()
+    assert "No run has a test score. 1 run: 0 finished, 1 diverged, 0 failed." in text
+    assert "| maml | diverged | – |" in text
+    assert sorted(p.stem for p in report_md.parent.glob("*.png")) == ["cost"]
