@@ -328,7 +328,9 @@ def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], th
     by_name = {r["implementation"]: r for r in rows}
     for r in rows:
         # Achieved GFLOP/s counts the reference's FLOPs (the work every contender must do), so a path
-        # that does extra arithmetic (grouped kernels, an extra forward) is not credited for it.
+        # that does extra arithmetic (Reptile's metrics forward) is not credited for it. The raw
+        # `gflop` of grouped (batch_tasks) rows is inflated: FlopCounterMode ignores `groups` in the
+        # conv input-gradient formula, so it counts that term `meta_batch` times over.
         ref = by_name.get(r["grad_reference"], r)
         r["useful_gflop"] = ref["gflop"]
         r["gflop_per_s"] = ref["gflop"] / r["seconds_median"]

@@ -65,6 +65,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     table = Path(configs[0].results_dir) / configs[0].experiment / "runs.csv"
     print(f"{len(summaries)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
           + f" -> {table}")
+    if not args.no_report:
+        _write_reports([table.parent])
     return 1 if counts.get("failed") else 0
 
 
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a config field in every run (repeatable), e.g. --set iterations=5")
     sweep.add_argument("--results-dir", help="where results go (default: the base config's results_dir)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar; plain lines only")
+    sweep.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     sweep.set_defaults(func=_cmd_sweep)
 
     evaluate = sub.add_parser("evaluate", help="score a trained Omniglot model on Lake's 20 one-shot runs")

@@ -72,10 +72,18 @@ class Metric:
     higher_is_better: bool
     fmt: str
 
-    def show(self, value: float) -> str:
+    def number(self, value: float) -> str:
         if not math.isfinite(value):
             return "n/a"
         return format(value, ".3g" if abs(value) >= 1e4 else self.fmt)
+
+    def show(self, value: float) -> str:
+        """With its unit, for sentences: "92.00%"."""
+        return self.number(value) + ("%" if self is ACCURACY and math.isfinite(value) else "")
+
+    def gap(self, value: float) -> str:
+        """A difference of two scores: "4.00 points" for accuracy."""
+        return self.number(value) + (" points" if self is ACCURACY else "")
 
     @property
     def word(self) -> str:
@@ -165,9 +173,11 @@ def load_runs(experiment_dir: Path) -> pd.DataFrame:
         path = experiment_dir / str(run_id) / "config.yaml"
         extra.append(_flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {})
     extra = pd.DataFrame(extra, index=runs.index)
+    defaults = _flatten(RunConfig().to_dict())
     for column in extra.columns:
         if column not in runs.columns:
-            runs[column] = extra[column]
+            # a field added to the schema after a run was made: that run had the default behaviour
+            runs[column] = extra[column].where(extra[column].notna(), defaults.get(column))
     runs["status"] = runs["status"].fillna("failed").astype(str)
     for column in ("test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean", "test_loss_ci95",
                    "seconds_per_iteration", "peak_memory_mb", "seed"):
@@ -192,6 +202,7 @@ def summarize(runs: pd.DataFrame, settings: Sequence[str], metric: Metric) -> pd
     for values, group in runs.groupby(keys, dropna=False, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         scored = group[(group["status"] == "finished") & np.isfinite(group[f"{metric.column}_mean"])]
+        scored = scored.drop_duplicates("seed", keep="last")  # a rerun of a seed (new run id) replaces it
         means = scored[f"{metric.column}_mean"].to_numpy(float) * metric.scale
         if len(scored) >= 2:
             mean, ci = results.mean_ci95(list(means))
@@ -390,7 +401,7 @@ def figure_learning_curves(exp: Experiment, out: Path) -> Section | None:
     axes[1].set_xlabel("wall-clock time of training + validation (s)")
     axes[0].set_ylabel(f"validation {metric.axis}")
     if any(published(r) is not None for r, _ in lines):
-        axes[0].plot([], [], ":", color="black", label="published test accuracy (same ways/shots)")
+        axes[0].plot([], [], ":", color="black", label="published test accuracy, full Omniglot (source in caption)")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     fig.suptitle(f"{exp.name}: validation {metric.word} during meta-training "
                  f"({metric.direction})")
@@ -457,7 +468,7 @@ def figure_task_counts(exp: Experiment, out: Path) -> Section | None:
     ax.set_ylabel(f"test {metric.axis}")
     ax.grid(alpha=0.3)
     if any(published(r) is not None for _, rows in series for _, r in rows.iterrows()):
-        ax.plot([], [], "*", color="gray", mec="black", ms=11, label="published (unlimited tasks)")
+        ax.plot([], [], "*", color="gray", mec="black", ms=11, label="published, full Omniglot (source in caption)")
     if any(not np.isfinite(rows["score_mean"].to_numpy(float)).all() for _, rows in series):
         ax.plot([], [], "X", ms=10, color="gray", mec="#c0392b", label="no score (diverged, failed or NaN)")
     ax.legend(title="algorithm (error bars: 95% CI)", fontsize=8)
@@ -490,7 +501,8 @@ def figure_task_counts(exp: Experiment, out: Path) -> Section | None:
     fixed_text = "; ".join(f"{a}: {describe(f)}" for a, f in fixed_all.items() if f)
     caption = ("Test score per number of distinct training tasks; ∞ (right end) means a fresh task for every "
                "draw. Error bars: 95% CI (across seeds, or over test episodes with one seed)."
-               + (f" Other swept fields fixed at: {fixed_text}." if fixed_text else ""))
+               + (f" Other swept fields fixed at: {fixed_text}." if fixed_text else "")
+               + _reference_note(exp, [r for _, rows in series for _, r in rows.iloc[:1].iterrows()]))
     return Section("(b) Number of training tasks", "; ".join(facts) + "." + leader, caption, figure=stem)
 
 
@@ -527,10 +539,11 @@ def figure_baselines(exp: Experiment, out: Path) -> Section | None:
                     Patch(facecolor="white", edgecolor="black", hatch="//", label="baseline (no meta-learning)")]
     if any(published(r) is not None for r in rows):
         handles.append(ax.plot([], [], marker="_", ms=15, mew=2.5, color="black", ls="none",
-                               label="published test accuracy")[0])
+                               label="published test accuracy, full Omniglot (source in caption)")[0])
     if handles:
-        ax.legend(handles=handles, fontsize=8)
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     ax.set_xlabel("algorithm, at its best setting (error bars: 95% CI)")
+    _pad_bars(ax, len(rows))
     what = "meta-learners vs baselines" if has_baselines else "algorithms compared"
     ax.set_title(f"{exp.name}: {what}, test {metric.word} "
                  f"({metric.direction})")
@@ -551,13 +564,12 @@ def figure_baselines(exp: Experiment, out: Path) -> Section | None:
             verb = "beats" if metric.better(meta["score_mean"], base["score_mean"]) else "trails"
             sentence = (f"The best meta-learner, {meta['algorithm']} ({metric.show(meta['score_mean'])}), {verb} "
                         f"the best baseline, {base['algorithm']} ({metric.show(base['score_mean'])}), by "
-                        f"{metric.show(gap)}{' points' if metric is ACCURACY else ''}.")
+                        f"{metric.gap(gap)}.")
     else:
         worst = min(scored, key=lambda r: metric.goodness(r["score_mean"]))
         gap = abs(best["score_mean"] - worst["score_mean"])
         sentence = (f"{best['algorithm']} is best ({metric.show(best['score_mean'])}) and {worst['algorithm']} "
-                    f"worst ({metric.show(worst['score_mean'])}), {metric.show(gap)}"
-                    f"{' points' if metric is ACCURACY else ''} apart."
+                    f"worst ({metric.show(worst['score_mean'])}), {metric.gap(gap)} apart."
                     if len(scored) > 1 else f"{best['algorithm']} scores {metric.show(best['score_mean'])}.")
     caption = ("Each algorithm at its best setting (named under its bar)"
                + ("; hatched bars are baselines (pretrain: supervised pre-training + fine-tuning; scratch: "
@@ -597,7 +609,7 @@ def figure_heatmaps(exp: Experiment, out: Path) -> Section | None:
         for _, r in rows.iterrows():
             i, j = outer.index(_num(r["outer_lr"])), inner.index(_num(r["inner_lr"]))
             if math.isfinite(r["score_mean"]):
-                text = metric.show(r["score_mean"])
+                text = metric.number(r["score_mean"])
                 if r["diverged"] or r["failed"]:
                     text += f"\n({r['diverged'] + r['failed']}/{r['runs']} div)"
                 ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white",
@@ -682,13 +694,19 @@ def figure_sensitivity_curves(exp: Experiment, out: Path) -> list[Section]:
                 continue
             spread = scored["score_mean"].max() - scored["score_mean"].min()
             facts.append(f"{algorithm} is best at {name}={show_value(name, best[name])} "
-                         f"({metric.show(best['score_mean'])}; range over values {metric.show(spread)}"
+                         f"({metric.show(best['score_mean'])}; range over values {metric.gap(spread)}"
                          + (f", {bad} value(s) without a score" if bad else "") + ")")
         caption = (f"Test score against {name} for each algorithm whose runs vary it, with the other swept fields "
                    f"fixed at their most common value (named in the legend). Red-edged crosses at the bottom: "
                    f"settings without a score (every run diverged, failed, or ended with a NaN test score).")
         sections.append(Section(f"(d) Sensitivity to {name}", "; ".join(facts) + ".", caption, figure=stem))
     return sections
+
+
+def _pad_bars(ax, n: int) -> None:
+    """Keep one or two bars from filling the whole plot."""
+    pad = max(0.75, (3 - n) / 2 + 0.5)
+    ax.set_xlim(-pad, n - 1 + pad)
 
 
 def _dodge(k: int, n: int) -> float:
@@ -746,6 +764,7 @@ def figure_cost(exp: Experiment, out: Path) -> Section | None:
                 ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value + error), ha="center",
                             va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(range(len(rows)), names)
+        _pad_bars(ax, len(rows))
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(axis="y", alpha=0.3)
@@ -759,7 +778,9 @@ def figure_cost(exp: Experiment, out: Path) -> Section | None:
     speed = [(r["algorithm"], r["seconds_per_iteration"]) for r in rows if math.isfinite(r["seconds_per_iteration"])]
     memory = [(r["algorithm"], r["peak_memory_mb"]) for r in rows if math.isfinite(r["peak_memory_mb"])]
     facts = []
-    if speed:
+    if len(speed) == 1:
+        facts.append(f"{speed[0][0]} takes {speed[0][1]:.3g} s per meta-iteration")
+    elif speed:
         fast, slow = min(speed, key=lambda t: t[1]), max(speed, key=lambda t: t[1])
         facts.append(f"per meta-iteration, {fast[0]} is fastest ({fast[1]:.3g} s)"
                      + (f" and {slow[0]} slowest ({slow[1]:.3g} s, {slow[1] / fast[1]:.1f}x as long)"
@@ -767,7 +788,8 @@ def figure_cost(exp: Experiment, out: Path) -> Section | None:
     if memory:
         low, high = min(memory, key=lambda t: t[1]), max(memory, key=lambda t: t[1])
         facts.append(f"peak memory ranges from {low[1]:.0f} MB ({low[0]}) to {high[1]:.0f} MB ({high[0]})"
-                     if round(high[1]) > round(low[1]) else f"peak memory is {low[1]:.0f} MB for each")
+                     if round(high[1]) > round(low[1]) else
+                     f"peak memory is {low[1]:.0f} MB" + (" for each" if len(memory) > 1 else ""))
     counted = ", ".join(f"{r['algorithm']} {r['runs']}" for r in rows)
     caption = (f"Each bar averages the algorithm's runs that do the same work per iteration as its best setting "
                f"(learning rates and task counts may differ; runs: {counted}). Seconds per meta-iteration count "
@@ -791,12 +813,12 @@ def why_unscored(group: pd.Series) -> str:
 def table_rows(exp: Experiment) -> list[list[str]]:
     """The results table as text cells (header first); a setting with no score says why."""
     metric = exp.metric
-    header = ["algorithm", *exp.settings, f"{metric.name} (mean ± 95% CI)", "CI over", "s / meta-iteration",
+    header = ["algorithm", *exp.settings, f"{metric.name}{' %' if metric is ACCURACY else ''} (mean ± 95% CI)", "CI over", "s / meta-iteration",
               "peak memory (MB)", "finished", "diverged", "failed"]
     rows = [header]
     for _, g in exp.groups.iterrows():
         if math.isfinite(g["score_mean"]):
-            score = f"{metric.show(g['score_mean'])} ± {metric.show(g['score_ci95'])}"
+            score = f"{metric.number(g['score_mean'])} ± {metric.number(g['score_ci95'])}"
         else:
             score = why_unscored(g)
         rows.append([str(g["algorithm"]), *[show_value(s, g[s]) for s in exp.settings], score, g["ci_over"] or "–",
@@ -820,8 +842,7 @@ def table_section(exp: Experiment) -> Section:
         others = exp.groups[(exp.groups["algorithm"] != best["algorithm"])]
         runner_up = best_row(others, metric)
         if runner_up is not None:
-            sentence += (f", {metric.show(abs(best['score_mean'] - runner_up['score_mean']))}"
-                         f"{' points' if metric is ACCURACY else ''} "
+            sentence += (f", {metric.gap(abs(best['score_mean'] - runner_up['score_mean']))} "
                          f"{'above' if metric.higher_is_better else 'below'} the best other algorithm, "
                          f"{label_of(exp, runner_up)}")
         sentence += "."
@@ -908,7 +929,7 @@ def write_report(experiment_dir: Path) -> Path:
     results.atomic_write(out / "table.csv", table.to_csv(index=False))
     results.atomic_write(out / "table.md", _markdown_table(exp.sections[0].table) + "\n")
     intro = (f"Made by `metacompare report` from {exp.directory}/runs.csv and the run folders beside it "
-             f"({len(exp.runs)} runs). Score: {exp.metric.name} "
+             f"({len(exp.runs)} run{'s' if len(exp.runs) != 1 else ''}). Score: {exp.metric.name} "
              f"({exp.metric.direction}). The table is also in "
              f"table.csv and table.md; every figure is also an SVG.")
     results.atomic_write(out / "report.md", _markdown(exp, intro))

@@ -227,6 +227,9 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                         for steps in cfg.test_inner_steps} if status == "running" else {}
     finally:
         bar.close()
+    if status == "running" and not math.isfinite(test["loss_mean"]):
+        # Training stayed finite but adapting at test time blew up: the run is not a usable result.
+        status, diverged_at = "diverged", iteration
     wall = elapsed + time.perf_counter() - began
     done = iteration - start_iteration
     summary = {

@@ -32,6 +32,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -143,9 +144,10 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), results_dir: str
         raise ConfigError(f"{path}: no such sweep file; see experiments/ for examples")
     spec = _read_yaml(path)
     spec.setdefault("experiment", path.stem)
-    if results_dir:
-        overrides = [*overrides, f"results_dir={results_dir}"]
-    return expand_sweep(spec, path.parent, overrides, source=str(path))
+    configs = expand_sweep(spec, path.parent, overrides, source=str(path))
+    if results_dir:  # not a --set value: a path is not YAML
+        configs = [with_overrides(c, results_dir=str(results_dir)) for c in configs]
+    return configs
 
 
 # ------------------------------------------------------------------------------------- execution
@@ -179,7 +181,10 @@ def run_one(cfg: RunConfig, threads: int, cwd: str | None = None) -> dict[str, A
 
 
 def failed_summary(cfg: RunConfig, error: str, iterations_done: int = 0, trace: str = "") -> dict[str, Any]:
-    """A summary row for a run that raised: its config fields, status 'failed' and the error."""
+    """A summary row for a run that raised: its config fields, status 'failed' and the error.
+
+    ``iterations_done`` is the run's last checkpointed iteration: where a rerun of the sweep resumes.
+    """
     return {**{k: v for k, v in cfg.to_dict().items() if k in results.SUMMARY_COLUMNS},
             "run_id": cfg.run_id(), "status": "failed", "iterations_done": iterations_done,
             "error": error.replace("\n", " ")[:500], "traceback": trace, "config": cfg.to_dict()}
@@ -276,7 +281,7 @@ def run_sweep(configs: list[RunConfig], workers: int | None = None, executor: st
     with sweep_lock(experiment_dir), stop_signals_raise():
         summaries, todo = _finished_runs(configs, experiment_dir)
         bar = tqdm(total=len(configs), initial=len(summaries), desc=experiment_dir.name, unit="run",
-                   disable=not progress, dynamic_ncols=True)
+                   disable=not progress, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
         say = bar.write if progress else functools.partial(print, flush=True)
         if summaries:
             say(f"{len(summaries)} of {len(configs)} runs already finished; running the other {len(todo)}")

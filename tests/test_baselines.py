@@ -184,5 +184,5 @@ def test_baselines_run_end_to_end_on_omniglot(algorithm, omniglot_root, tmp_path
     cfg = omniglot_config(omniglot_root, tmp_path, algorithm=algorithm)
     summary = train_and_evaluate(cfg, progress=False)
     assert summary["status"] == "finished" and summary["iterations_done"] == 4
-    assert 0.0 < summary["test_accuracy_mean"] <= 1.0
-    print(algorithm, summary["test_accuracy_mean"])
+    # 40 episodes x 5 queries: 0.34 (pretrain) and 0.30 (scratch) here, against 0.2 for guessing.
+    assert 0.25 < summary["test_accuracy_mean"] <= 1.0

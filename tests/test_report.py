@@ -97,7 +97,7 @@ def test_table_combines_seeds_and_falls_back_to_episode_ci(omniglot_report):
 def test_markdown_table_marks_diverged_and_failed_settings(omniglot_report):
     exp, _ = omniglot_report
     lines = (exp / "report" / "table.md").read_text().splitlines()
-    assert lines[0].startswith("| algorithm | num_tasks | inner_lr | outer_lr | test accuracy (mean ± 95% CI)")
+    assert lines[0].startswith("| algorithm | num_tasks | inner_lr | outer_lr | test accuracy % (mean ± 95% CI)")
     cells = {(c[1], c[2], c[3], c[4]): c for c in ([x.strip() for x in line.split("|")] for line in lines[2:])}
     assert cells[("fomaml", "10", "0.4", "0.001")][5] == "diverged"
     assert cells[("reptile", "10", "0.4", "0.001")][5] == "failed"
@@ -122,11 +122,11 @@ def test_every_figure_is_a_png_and_svg_named_in_report_md_and_html(omniglot_repo
 def test_report_sentences_state_computed_facts(omniglot_report):
     text = omniglot_report[1].read_text()
     assert "The best setting is maml (num_tasks=unlimited, inner_lr=0.4, outer_lr=0.001) with test accuracy " \
-           "92.00, 4.00 points above the best other algorithm, reptile" in text
-    assert "maml goes from 80.00 with 10 to 92.00 with unlimited tasks" in text
-    assert "fomaml scores 85.00 with unlimited tasks (no score with 10, 100 tasks)" in text
-    assert "maml is best at inner_lr=0.4, outer_lr=0.001 (92.00); 1 of 4 cells have no score" in text
-    assert "The best meta-learner, maml (92.00), beats the best baseline, pretrain (70.00), by 22.00 points" in text
+           "92.00%, 4.00 points above the best other algorithm, reptile" in text
+    assert "maml goes from 80.00% with 10 to 92.00% with unlimited tasks" in text
+    assert "fomaml scores 85.00% with unlimited tasks (no score with 10, 100 tasks)" in text
+    assert "maml is best at inner_lr=0.4, outer_lr=0.001 (92.00%); 1 of 4 cells have no score" in text
+    assert "The best meta-learner, maml (92.00%), beats the best baseline, pretrain (70.00%), by 22.00 points" in text
     assert "Per meta-iteration, pretrain is fastest (0.1 s) and maml slowest (0.5 s, 5.0x as long)" in text
     assert "13 runs: 10 finished, 2 diverged, 1 failed" in text
     # 5-way 1-shot Omniglot has published numbers: marked, with their source

@@ -92,7 +92,9 @@ def kill_and_resume(tmp_path: Path, reference: dict, rng: random.Random, kills: 
     for _ in range(kills):
         launched = time.time() - 0.01
         process = start_run(reference["config"], results)
-        assert wait_for(written_since(folder / "config.yaml", launched)), process.communicate()
+        # a launch that finds the run finished (killed after its summary) exits without training
+        started = written_since(folder / "config.yaml", launched)
+        assert wait_for(lambda: started() or process.poll() is not None)
         time.sleep(rng.uniform(0.0, reference["training_s"]))
         code, _, err = kill(process, signal.SIGKILL)
         if code == 0:  # it finished first; nothing left to interrupt
@@ -168,8 +170,10 @@ def kill_sweep_and_resume(tmp_path: Path, reference: dict, rng: random.Random, k
     for _ in range(kills):
         launched = time.time() - 0.01
         process = start_sweep(reference["sweep"], results, "--workers", "2")
-        started = lambda: any(p.stat().st_mtime >= launched for p in (results / "kills").glob("*/config.yaml"))
-        assert wait_for(started), process.communicate()
+        def started():
+            return any(p.stat().st_mtime >= launched for p in (results / "kills").glob("*/config.yaml"))
+
+        assert wait_for(lambda: started() or process.poll() is not None)
         time.sleep(rng.uniform(0.0, reference["training_s"]))
         code, _, err = kill_group(process, signal.SIGKILL)
         if code == 0:

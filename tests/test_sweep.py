@@ -154,3 +154,10 @@ def test_ray_executor_gives_the_local_executor_table(tmp_path):
     tables = [sorted(tuple(r[c] for c in columns) for r in read_rows(tmp_path / where / "same" / "runs.csv"))
               for where in ("local", "ray")]
     assert len(tables[0]) == 2 and tables[0] == tables[1]
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # makes `import ray` fail
+    configs = expand_sweep({"experiment": "noray", "base": {**TINY, "results_dir": str(tmp_path)}})
+    with pytest.raises(UserError, match=r"pip install 'metacompare\[ray\]'"):
+        run_sweep(configs, executor="ray", progress=False)
