@@ -14,6 +14,7 @@ Sine is scored by test MSE (lower is better), classification by test accuracy.
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -322,7 +323,10 @@ def learning_curve(exp: Experiment, run_ids: Sequence[str]) -> pd.DataFrame | No
         path = exp.directory / run_id / "metrics.csv"
         if not path.is_file():
             continue
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except pd.errors.EmptyDataError:  # a run stopped before its first evaluation logs no columns
+            continue
         if frame.empty or mean_col not in frame or not np.isfinite(frame[mean_col]).any():
             continue
         frames.append(frame.drop_duplicates("iteration", keep="last").set_index("iteration"))
@@ -703,6 +707,78 @@ def figure_sensitivity_curves(exp: Experiment, out: Path) -> list[Section]:
     return sections
 
 
+def test_by_steps(exp: Experiment, run_ids: str) -> dict[int, tuple[float, float]]:
+    """A setting's test score after each number of adaptation steps (``test_inner_steps``): mean over
+    its seeds, with the 95% CI across seeds, or over test episodes for a single seed."""
+    per_steps: dict[int, list[tuple[float, float]]] = {}
+    for run_id in filter(None, str(run_ids).split(";")):
+        path = exp.directory / run_id / "summary.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+        key = exp.metric.column.removeprefix("test_")  # "loss" or "accuracy"
+        for steps, scores in (summary.get("test_by_inner_steps") or {}).items():
+            mean, ci = _num(scores.get(f"{key}_mean")), _num(scores.get(f"{key}_ci95"))
+            if math.isfinite(mean):
+                per_steps.setdefault(int(steps), []).append((mean * exp.metric.scale, ci * exp.metric.scale))
+    out = {}
+    for steps, scores in sorted(per_steps.items()):
+        if len(scores) >= 2:
+            out[steps] = results.mean_ci95([m for m, _ in scores])
+        else:
+            out[steps] = scores[0]
+    return out
+
+
+def figure_adaptation_steps(exp: Experiment, out: Path) -> Section | None:
+    """Test score against the number of adaptation steps, as in Finn et al. (2017), Figure 3."""
+    metric = exp.metric
+    panel_field = next((f for f in ("shots", "ways") if f in exp.settings), None)
+    panels = sorted(exp.groups[panel_field].map(_num).unique()) if panel_field else [None]
+    curves: dict[Any, list[tuple[pd.Series, dict[int, tuple[float, float]]]]] = {}
+    for panel in panels:
+        rows = exp.groups if panel is None else exp.groups[exp.groups[panel_field].map(_num) == panel]
+        for algorithm in exp.algorithms():
+            best = best_row(rows[rows["algorithm"] == algorithm], metric)
+            if best is not None:
+                by_steps = test_by_steps(exp, best["run_ids"])
+                if len(by_steps) >= 2:
+                    curves.setdefault(panel, []).append((best, by_steps))
+    if not curves:
+        return None
+    fig = Figure(figsize=(4.2 * len(curves) + 1.5, 4.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(curves), sharey=True))
+    facts = []
+    for ax, (panel, lines) in zip(axes, curves.items()):
+        for row, by_steps in lines:
+            steps = list(by_steps)
+            ax.errorbar(steps, [by_steps[s][0] for s in steps], yerr=[by_steps[s][1] for s in steps],
+                        marker="o", capsize=3, color=exp.color(row["algorithm"]), label=row["algorithm"],
+                        ls="--" if row["algorithm"] in BASELINES else "-")
+            ax.set_xticks(steps)
+        _scale_y(ax, [v[0] for _, b in lines for v in b.values()], metric)
+        ax.set_xlabel("adaptation steps at test time")
+        ax.grid(alpha=0.3)
+        where = f"{panel_field}={show_value(panel_field, panel)}" if panel is not None else ""
+        if where:
+            ax.set_title(where, fontsize=10)
+        last = max(lines, key=lambda line: max(line[1]))
+        most = max(last[1])
+        winner = min(lines, key=lambda line: -metric.goodness(line[1].get(most, (math.nan,))[0])
+                     if math.isfinite(line[1].get(most, (math.nan,))[0]) else math.inf)
+        first = min(winner[1])
+        facts.append(f"{where + ': ' if where else ''}after {most} steps {winner[0]['algorithm']} is best "
+                     f"({metric.show(winner[1][most][0])}, from {metric.show(winner[1][first][0])} after "
+                     f"{first})")
+    axes[0].set_ylabel(f"test {metric.axis}")
+    axes[-1].legend(fontsize=8, title="algorithm (best setting); bars: 95% CI", title_fontsize=8)
+    fig.suptitle(f"{exp.name}: test {metric.word} vs adaptation steps ({metric.direction})")
+    stem = _save(fig, out, "adaptation_steps")
+    caption = ("Each algorithm at its best setting" + (f" for each {panel_field}" if panel_field else "")
+               + ", scored on the same test episodes after each number of adaptation steps in "
+               "`test_inner_steps` (dashed: baselines). Error bars: 95% CI across seeds, or over test "
+               "episodes with one seed. Finn et al. (2017), Figure 3, plots the same quantity for sine regression.")
+    return Section("(f) Adaptation steps at test time", "; ".join(facts) + ".", caption, figure=stem)
+
+
 def _pad_bars(ax, n: int) -> None:
     """Keep one or two bars from filling the whole plot."""
     pad = max(0.75, (3 - n) / 2 + 0.5)
@@ -899,7 +975,7 @@ def _html(exp: Experiment, intro: str) -> str:
 
 FIGURES: tuple[Callable[[Experiment, Path], Any], ...] = (
     figure_learning_curves, figure_task_counts, figure_baselines, figure_heatmaps, figure_sensitivity_curves,
-    figure_cost)
+    figure_cost, figure_adaptation_steps)
 
 
 def analyse(experiment_dir: Path) -> Experiment:

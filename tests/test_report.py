@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -184,3 +185,24 @@ def test_experiment_whose_only_run_diverged_still_gets_a_report(tmp_path):
     assert "No run has a test score. 1 run: 0 finished, 1 diverged, 0 failed." in text
     assert "| maml | diverged | – |" in text
     assert sorted(p.stem for p in report_md.parent.glob("*.png")) == ["cost"]
+
+
+def test_adaptation_steps_figure_averages_seeds_per_step_count(tmp_path):
+    """Per-step test scores (test_inner_steps) become one curve per algorithm and shots value."""
+    exp = tmp_path / "sine"
+    by_seed = {0: {1: 1.0, 5: 0.6}, 1: {1: 1.2, 5: 0.8}}
+    for seed, scores in by_seed.items():
+        cfg = add_run(exp, experiment="sine", dataset="sine", model="mlp", ways=1, shots=5, algorithm="maml",
+                      seed=seed, accuracy=scores[5], test_inner_steps=[1, 5])
+        summary_path = exp / cfg.run_id() / "summary.json"
+        summary = json.loads(summary_path.read_text())
+        summary["test_by_inner_steps"] = {str(s): {"loss_mean": v, "loss_ci95": 0.1} for s, v in scores.items()}
+        results.save_json(summary_path, summary)
+    add_run(exp, experiment="sine", dataset="sine", model="mlp", ways=1, shots=10, algorithm="maml",
+            accuracy=0.5)  # no per-step scores: left out of the figure, not an error
+    write_report(exp)
+    report_md = (exp / "report" / "report.md").read_text()
+    assert (exp / "report" / "adaptation_steps.png").read_bytes().startswith(PNG_MAGIC)
+    # mean over the two seeds: 1.1 after 1 step, 0.7 after 5
+    assert "shots=5: after 5 steps maml is best (0.700, from 1.100 after 1)" in report_md
+    assert "shots=10" not in report_md.split("(f) Adaptation steps")[1].split("![")[0]
