@@ -341,7 +341,7 @@ def learning_curve(exp: Experiment, run_ids: Sequence[str]) -> pd.DataFrame | No
     common = sorted(set.intersection(*(set(f.index) for f in frames)))
     values = np.stack([f.loc[common, mean_col].to_numpy(float) * scale for f in frames])
     walls = np.stack([f.loc[common, "wall_time_s"].to_numpy(float) for f in frames])
-    ci = 1.96 * values.std(axis=0, ddof=1) / math.sqrt(len(frames))
+    ci = results.t_critical(len(frames)) * values.std(axis=0, ddof=1) / math.sqrt(len(frames))
     return pd.DataFrame({"iteration": common, "wall_time_s": walls.mean(axis=0), "mean": values.mean(axis=0),
                          "ci95": ci})
 
@@ -707,7 +707,7 @@ def figure_sensitivity_curves(exp: Experiment, out: Path) -> list[Section]:
     return sections
 
 
-def test_by_steps(exp: Experiment, run_ids: str) -> dict[int, tuple[float, float]]:
+def scores_by_steps(exp: Experiment, run_ids: str) -> dict[int, tuple[float, float]]:
     """A setting's test score after each number of adaptation steps (``test_inner_steps``): mean over
     its seeds, with the 95% CI across seeds, or over test episodes for a single seed."""
     per_steps: dict[int, list[tuple[float, float]]] = {}
@@ -739,7 +739,7 @@ def figure_adaptation_steps(exp: Experiment, out: Path) -> Section | None:
         for algorithm in exp.algorithms():
             best = best_row(rows[rows["algorithm"] == algorithm], metric)
             if best is not None:
-                by_steps = test_by_steps(exp, best["run_ids"])
+                by_steps = scores_by_steps(exp, best["run_ids"])
                 if len(by_steps) >= 2:
                     curves.setdefault(panel, []).append((best, by_steps))
     if not curves:
