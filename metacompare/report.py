@@ -755,7 +755,12 @@ def figure_adaptation_steps(exp: Experiment, out: Path) -> Section | None:
                         ls="--" if row["algorithm"] in BASELINES else "-")
             ax.set_xticks(steps)
         _scale_y(ax, [v[0] for _, b in lines for v in b.values()], metric)
-        ax.set_xlabel("adaptation steps at test time")
+        counts = sorted({s for _, b in lines for s in b})
+        if counts[0] > 0 and counts[-1] / counts[0] >= 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xticks(counts, [str(c) for c in counts])
+        ax.set_xlabel("adaptation steps at test time" + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.grid(alpha=0.3)
         where = f"{panel_field}={show_value(panel_field, panel)}" if panel is not None else ""
         if where:
