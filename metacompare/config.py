@@ -13,6 +13,7 @@ import hashlib
 import json
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,6 +265,11 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"device: '{cfg.device}' asked for but no CUDA GPU is visible; set device: cpu")
     if not cfg.experiment or "/" in cfg.experiment or cfg.experiment in (".", ".."):
         raise ConfigError(f"experiment: must be a non-empty name without '/', got '{cfg.experiment}'")
+    if cfg.precision == "bfloat16" and cfg.algorithm == "maml" and cfg.inner_steps > 1:
+        # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
+        warnings.warn(f"precision: bfloat16 with maml and inner_steps={cfg.inner_steps}: at 5 steps its "
+                      f"meta-gradient differed from float32 by up to 84% of the largest entry (README, "
+                      f"Performance); use float32 for multi-step MAML", stacklevel=2)
     return cfg
 
 

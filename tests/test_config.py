@@ -49,3 +49,10 @@ def test_run_id_is_stable_and_ignores_where_results_go():
     assert a.run_id() == with_overrides(a, results_dir="/elsewhere").run_id()
     assert a.run_id() != with_overrides(a, seed=1).run_id()
     assert a.run_id().startswith("maml-")
+
+
+def test_bfloat16_multi_step_maml_warns_but_one_step_does_not(recwarn):
+    expand({"algorithm": "maml", "precision": "bfloat16", "inner_steps": 1})
+    assert not [w for w in recwarn if "bfloat16" in str(w.message)]
+    with pytest.warns(UserWarning, match="precision: bfloat16 with maml and inner_steps=5"):
+        expand({"algorithm": "maml", "precision": "bfloat16", "inner_steps": 5})
