@@ -204,16 +204,15 @@ def summarize(runs: pd.DataFrame, settings: Sequence[str], metric: Metric) -> pd
         values = values if isinstance(values, tuple) else (values,)
         scored = group[(group["status"] == "finished") & np.isfinite(group[f"{metric.column}_mean"])]
         scored = scored.drop_duplicates("seed", keep="last")  # a rerun of a seed (new run id) replaces it
-        means = scored[f"{metric.column}_mean"].to_numpy(float) * metric.scale
+        mean, ci = pool_seeds(list(scored[f"{metric.column}_mean"] * metric.scale),
+                              list(scored[f"{metric.column}_ci95"] * metric.scale))
         if len(scored) >= 2:
-            mean, ci = results.mean_ci95(list(means))
             ci_over = f"{len(scored)} seeds"
         elif len(scored) == 1:
-            mean, ci = float(means[0]), float(scored[f"{metric.column}_ci95"].iloc[0]) * metric.scale
             ci_over = f"{int(scored['test_episodes'].iloc[0])} episodes, 1 seed" if "test_episodes" in scored \
                 else "episodes, 1 seed"
         else:
-            mean, ci, ci_over = math.nan, math.nan, ""
+            ci_over = ""
         counts = {s: int((group["status"] == s).sum()) for s in STATUSES}
         rows.append({
             **{c: group[c].iloc[0] for c in CONTEXT if c in group}, **dict(zip(keys, values)),
@@ -227,6 +226,14 @@ def summarize(runs: pd.DataFrame, settings: Sequence[str], metric: Metric) -> pd
     order = {a: i for i, a in enumerate(ORDER)}
     groups["_order"] = groups["algorithm"].map(lambda a: order.get(a, len(order)))
     return groups.sort_values(["_order", "algorithm", *settings]).drop(columns="_order").reset_index(drop=True)
+
+
+def pool_seeds(means: list[float], own_cis: list[float]) -> tuple[float, float]:
+    """A setting's score from its seeds' scores: mean and 95% CI across seeds when there are several;
+    with one seed, that run's own CI over test episodes."""
+    if len(means) >= 2:
+        return results.mean_ci95(means)
+    return (float(means[0]), float(own_cis[0])) if means else (math.nan, math.nan)
 
 
 def _nanmean(values: pd.Series) -> float:
@@ -710,22 +717,17 @@ def figure_sensitivity_curves(exp: Experiment, out: Path) -> list[Section]:
 def scores_by_steps(exp: Experiment, run_ids: str) -> dict[int, tuple[float, float]]:
     """A setting's test score after each number of adaptation steps (``test_inner_steps``): mean over
     its seeds, with the 95% CI across seeds, or over test episodes for a single seed."""
+    key = exp.metric.column.removeprefix("test_")  # "loss" or "accuracy"
     per_steps: dict[int, list[tuple[float, float]]] = {}
     for run_id in filter(None, str(run_ids).split(";")):
         path = exp.directory / run_id / "summary.json"
         summary = json.loads(path.read_text()) if path.is_file() else {}
-        key = exp.metric.column.removeprefix("test_")  # "loss" or "accuracy"
         for steps, scores in (summary.get("test_by_inner_steps") or {}).items():
             mean, ci = _num(scores.get(f"{key}_mean")), _num(scores.get(f"{key}_ci95"))
             if math.isfinite(mean):
                 per_steps.setdefault(int(steps), []).append((mean * exp.metric.scale, ci * exp.metric.scale))
-    out = {}
-    for steps, scores in sorted(per_steps.items()):
-        if len(scores) >= 2:
-            out[steps] = results.mean_ci95([m for m, _ in scores])
-        else:
-            out[steps] = scores[0]
-    return out
+    return {steps: pool_seeds([m for m, _ in scores], [c for _, c in scores])
+            for steps, scores in sorted(per_steps.items())}
 
 
 def figure_adaptation_steps(exp: Experiment, out: Path) -> Section | None:
@@ -753,22 +755,19 @@ def figure_adaptation_steps(exp: Experiment, out: Path) -> Section | None:
             ax.errorbar(steps, [by_steps[s][0] for s in steps], yerr=[by_steps[s][1] for s in steps],
                         marker="o", capsize=3, color=exp.color(row["algorithm"]), label=row["algorithm"],
                         ls="--" if row["algorithm"] in BASELINES else "-")
-            ax.set_xticks(steps)
         _scale_y(ax, [v[0] for _, b in lines for v in b.values()], metric)
         counts = sorted({s for _, b in lines for s in b})
         if counts[0] > 0 and counts[-1] / counts[0] >= 10:
             ax.set_xscale("log")
             ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xticks(counts, [str(c) for c in counts])
+        ax.set_xticks(counts, [str(c) for c in counts])
         ax.set_xlabel("adaptation steps at test time" + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.grid(alpha=0.3)
         where = f"{panel_field}={show_value(panel_field, panel)}" if panel is not None else ""
         if where:
             ax.set_title(where, fontsize=10)
-        last = max(lines, key=lambda line: max(line[1]))
-        most = max(last[1])
-        winner = min(lines, key=lambda line: -metric.goodness(line[1].get(most, (math.nan,))[0])
-                     if math.isfinite(line[1].get(most, (math.nan,))[0]) else math.inf)
+        most = counts[-1]
+        winner = max((line for line in lines if most in line[1]), key=lambda line: metric.goodness(line[1][most][0]))
         first = min(winner[1])
         facts.append(f"{where + ': ' if where else ''}after {most} steps {winner[0]['algorithm']} is best "
                      f"({metric.show(winner[1][most][0])}, from {metric.show(winner[1][first][0])} after "
