@@ -400,7 +400,8 @@ def figure_learning_curves(exp: Experiment, out: Path) -> Section | None:
             style = "--" if row["algorithm"] in BASELINES else "-"
             ax.plot(curve[x], curve["mean"], style, marker="o", ms=3, color=color,
                     label=f"{label_of(exp, row)}, 95% CI {band}")
-            ax.fill_between(curve[x], curve["mean"] - curve["ci95"], curve["mean"] + curve["ci95"], color=color,
+            low = (curve["mean"] - curve["ci95"]).clip(lower=0.0)  # neither MSE nor accuracy goes below 0
+            ax.fill_between(curve[x], low, curve["mean"] + curve["ci95"], color=color,
                             alpha=0.08, lw=0.8, ls=style, edgecolor=color)
             mark = published(row)
             if mark is not None:
