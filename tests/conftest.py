@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,15 @@ import torch
 from metacompare.data import Task
 
 OMNIGLOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+
+
+def pytest_configure(config):
+    """The Ctrl-C tests need SIGINT to reach Python. A suite started in the background by a
+    non-interactive shell (`cmd &`, as some CI runners do) inherits SIGINT ignored, and metacompare
+    rightly leaves an ignored SIGINT alone; restore Python's usual handler (children then get the
+    default action too, since only an ignored disposition survives exec)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_task(ways: int = 3, shots: int = 2, query: int = 3, size: int = 16, seed: int = 0,
