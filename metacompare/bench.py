@@ -115,7 +115,7 @@ def make_tasks(s: Setting) -> list:
 
 def step_function(impl: Impl, s: Setting, model: torch.nn.Module, tasks: list) -> Callable[[], None]:
     """A closure doing one meta-iteration, leaving the mean meta-gradient in ``p.grad``."""
-    from metacompare.backends import fast
+    from metacompare import precision
 
     n, lr, steps = len(tasks), s.inner_lr, s.inner_steps
     outer = torch.optim.SGD(model.parameters(), lr=1e-4)
@@ -165,8 +165,8 @@ def step_function(impl: Impl, s: Setting, model: torch.nn.Module, tasks: list) -
     cfg = RunConfig(algorithm=impl.algorithm, dataset="omniglot", model=s.model, ways=s.ways, shots=s.shots,
                     query=s.query, inner_lr=lr, inner_steps=steps, inner_optimizer="sgd", outer_optimizer="sgd",
                     outer_lr=1e-4, meta_batch_size=n, filters=s.filters, **dict(impl.fast))
-    fast.prepare_model(model, cfg)
-    prepared = [fast.prepare_task(t, cfg) for t in tasks]
+    precision.prepare_model(model, cfg)
+    prepared = [precision.prepare_task(t, cfg) for t in tasks]
     algorithm = build_algorithm(model, cfg)
     return lambda: algorithm.meta_train_step(prepared)
 

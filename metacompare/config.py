@@ -43,6 +43,18 @@ class OmniglotConfig:
     validation_alphabets: tuple[str, ...] = ()
     test_alphabets: tuple[str, ...] = ("images_evaluation/*",)
     download: bool = True
+    # split: "alphabets" (the lists above) or "characters": every character of the sources shuffled
+    # with split_seed, the first train_characters train, the next validation_characters validate, the
+    # rest test (Nichol et al.: seed 0, 1200 / 0 / 423; Finn et al.: seed 1, 1100 / 100 / 423).
+    split: str = "alphabets"
+    split_seed: int = 0
+    train_characters: int = 1200
+    validation_characters: int = 0
+    # rotation: "classes" (each 90/180/270-degree turn of a character is a class of its own) or
+    # "per_task" (each task turns each class by a random multiple of 90 degrees, Finn et al.);
+    # rotated_splits: which splits get rotations (Nichol et al.: train only).
+    rotation: str = "classes"
+    rotated_splits: tuple[str, ...] = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,17 @@ class MiniImagenetConfig:
     in ``data_root``; ``download: true`` lets learn2learn fetch them (about 3 GB)."""
 
     download: bool = False
+
+
+@dataclass(frozen=True)
+class EvalProcedure:
+    """A test-time adaptation procedure shared by every algorithm of a comparison (``common_evaluation``)."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    steps: int = 10
+    batch_size: int = 0
+    betas: tuple[float, ...] = (0.9, 0.999)
 
 
 @dataclass(frozen=True)
@@ -70,8 +93,17 @@ class RunConfig:
     inner_lr: float = 0.01
     inner_steps: int = 1
     inner_optimizer: str = "sgd"
+    # Protocol knobs (Nichol et al. 2018's supervised-reptile, Finn et al. 2017's cbfinn/maml):
+    train_shots: int = 0  # examples per class a training task adapts on; 0: shots
+    test_query: int = 0  # query examples per class in validation/test episodes; 0: query
+    inner_batch_size: int = 0  # mini-batches of this size, one pass after another; 0: full batch
+    eval_inner_batch_size: int = 0  # the same at test time (Reptile's eval-batch)
+    inner_betas: tuple[float, ...] = (0.9, 0.999)  # inner Adam's betas (supervised-reptile: beta1 = 0)
+    inner_state: str = "reset"  # inner optimiser state per task ("reset") or carried across tasks
+    inner_loss: str = "mean"  # inner loss: mean, sum, or sum_over_shots (Finn's sum / K)
     outer_lr: float = 0.001
     outer_optimizer: str = "adam"
+    outer_lr_final: float | None = None  # anneal the outer step linearly to this (Reptile: 0)
     meta_batch_size: int = 25
     iterations: int = 1000
     eval_interval: int = 100
@@ -80,6 +112,8 @@ class RunConfig:
     eval_inner_steps: int = 10
     seed: int = 0
     eval_seed: int = 2018
+    test_checkpoint: str = "last"  # test the last iterate or the best-validation checkpoint ("best")
+    common_evaluation: EvalProcedure | None = None  # also score every algorithm with this procedure
     # extra test evaluations after each of these numbers of adaptation steps (Finn et al. 2017, Fig. 3)
     test_inner_steps: tuple[int, ...] = ()
     device: str = "cpu"
@@ -92,7 +126,7 @@ class RunConfig:
     evaluation: str = "transductive"
     filters: int = 64  # conv4 channels: 64 for Omniglot, 32 for mini-ImageNet (Finn et al. 2017)
     miniimagenet: MiniImagenetConfig = field(default_factory=MiniImagenetConfig)
-    # Fast paths (metacompare.backends.fast; `python -m metacompare bench` measures them): one grouped
+    # Fast paths (metacompare.grouped and metacompare.precision; `python -m metacompare bench` measures them): one grouped
     # network for the whole meta-batch, `task_chunk` tasks at a time (0: all); NHWC conv layout.
     # precision: bfloat16 meta-trains under autocast with float32 weights; evaluation stays float32.
     batch_tasks: bool = False
@@ -114,17 +148,29 @@ class RunConfig:
     def is_classification(self) -> bool:
         return self.dataset != "sine"
 
+    @property
+    def training_shots(self) -> int:
+        return self.train_shots or self.shots
+
+    @property
+    def evaluation_query(self) -> int:
+        return self.test_query or self.query
+
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("sine", "omniglot", "miniimagenet"),
-    "model": ("mlp", "conv4", "conv4_strided"),
+    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol"),
     "inner_optimizer": ("sgd", "adam"),
     "outer_optimizer": ("adam", "sgd"),
     "precision": ("float32", "float64", "bfloat16"),
     "memory_format": ("contiguous", "channels_last"),
     "evaluation": ("transductive", "non_transductive"),
+    "inner_state": ("reset", "carry"),
+    "inner_loss": ("mean", "sum", "sum_over_shots"),
+    "test_checkpoint": ("last", "best"),
 }
-POSITIVE = ("ways", "shots", "query", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
+NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size")
+POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
             "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters")
 POSITIVE_FLOAT = ("inner_lr", "outer_lr")
 
@@ -224,6 +270,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in POSITIVE:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be a positive whole number, got {getattr(cfg, name)}")
+    for name in NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name}: must be 0 or a positive whole number, got {getattr(cfg, name)}")
+    _validate_protocol(cfg)
     if any(steps <= 0 for steps in cfg.test_inner_steps):
         raise ConfigError(f"test_inner_steps: each entry must be a positive number of steps, got {list(cfg.test_inner_steps)}")
     for name in POSITIVE_FLOAT:
@@ -271,6 +321,46 @@ def validate(cfg: RunConfig) -> RunConfig:
                       f"meta-gradient differed from float32 by up to 84% of the largest entry (README, "
                       f"Performance); use float32 for multi-step MAML", stacklevel=2)
     return cfg
+
+
+def _validate_protocol(cfg: RunConfig) -> None:
+    """The protocol knobs: ranges, and combinations an algorithm or backend cannot run."""
+    from metacompare.algorithms import ALGORITHMS
+
+    if cfg.query == 0 and getattr(ALGORITHMS[cfg.algorithm], "needs_query", True):
+        raise ConfigError(f"query: must be a positive whole number for {cfg.algorithm}, which scores its adapted "
+                          f"weights on query examples; got {cfg.query}")
+    if cfg.evaluation_query <= 0:
+        raise ConfigError("test_query: evaluation episodes need query examples; set test_query >= 1")
+    if len(cfg.inner_betas) != 2 or not all(0 <= b < 1 for b in cfg.inner_betas):
+        raise ConfigError(f"inner_betas: expected two numbers in [0, 1), got {list(cfg.inner_betas)}")
+    if cfg.outer_lr_final is not None and not 0 <= cfg.outer_lr_final < float("inf"):
+        raise ConfigError(f"outer_lr_final: must be a finite number >= 0, got {cfg.outer_lr_final}")
+    if cfg.inner_state == "carry" and cfg.inner_optimizer == "sgd":
+        raise ConfigError("inner_state: carry keeps an inner optimiser's state across tasks, and plain SGD "
+                          "has none; set inner_optimizer: adam or inner_state: reset")
+    plain = (cfg.inner_optimizer == "sgd" and cfg.inner_batch_size == 0 and cfg.inner_loss == "mean")
+    if cfg.backend != "metacompare" and not plain:
+        raise ConfigError(f"backend: {cfg.backend} runs full-batch SGD on a mean loss only; set backend: "
+                          f"metacompare for inner_optimizer/inner_batch_size/inner_loss")
+    procedure = cfg.common_evaluation
+    if procedure is not None:
+        if procedure.optimizer not in CHOICES["inner_optimizer"]:
+            raise ConfigError(f"common_evaluation.optimizer: choose one of {', '.join(CHOICES['inner_optimizer'])}, "
+                              f"got '{procedure.optimizer}'")
+        if not 0 < procedure.lr < float("inf") or procedure.steps <= 0 or procedure.batch_size < 0:
+            raise ConfigError("common_evaluation: lr must be a positive number, steps a positive whole "
+                              "number and batch_size >= 0")
+    oc = cfg.omniglot
+    if oc.split not in ("alphabets", "characters"):
+        raise ConfigError(f"omniglot.split: choose alphabets or characters, got '{oc.split}'")
+    if oc.rotation not in ("classes", "per_task"):
+        raise ConfigError(f"omniglot.rotation: choose classes or per_task, got '{oc.rotation}'")
+    unknown = set(oc.rotated_splits) - {"train", "validation", "test"}
+    if unknown:
+        raise ConfigError(f"omniglot.rotated_splits: unknown split(s) {sorted(unknown)}; use train, validation, test")
+    if oc.train_characters <= 0 or oc.validation_characters < 0:
+        raise ConfigError("omniglot.train_characters must be positive and omniglot.validation_characters >= 0")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -375,7 +465,24 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
             configs.append(validate(_build(RunConfig, values)))
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
+    _check_same_episodes(configs, source)
     return configs
+
+
+# What defines the validation and test episodes: one comparison scores every algorithm on the same ones.
+EPISODE_FIELDS = ("dataset", "data_root", "ways", "shots", "evaluation_query", "eval_seed", "eval_episodes",
+                  "test_episodes", "omniglot", "miniimagenet", "evaluation")
+
+
+def _check_same_episodes(configs: list[RunConfig], source: str) -> None:
+    """Refuse a comparison whose per_algorithm settings would give its algorithms different test episodes."""
+    first = configs[0]
+    for other in configs[1:]:
+        differ = [name for name in EPISODE_FIELDS if getattr(first, name) != getattr(other, name)]
+        if differ:
+            fields = ", ".join("test_query (or query)" if d == "evaluation_query" else d for d in differ)
+            raise ConfigError(f"{source}: per_algorithm gives {first.algorithm} and {other.algorithm} different "
+                              f"test episodes ({fields}); set these fields once for all algorithms")
 
 
 def _check_per_algorithm(per_algorithm: dict[str, Any], source: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import io
 import math
 import random
@@ -29,6 +30,14 @@ from metacompare.errors import UserError
 
 OMNIGLOT_SOURCES = ("images_background", "images_evaluation",
                     "images_background_small1", "images_background_small2")
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 32-bit seed for one named random stream: distinct streams never share a seed by accident
+    (with plain offsets, a training ``seed`` equal to ``eval_seed + 2`` made the training sine functions
+    the test functions)."""
+    digest = hashlib.sha256(f"{stream}:{seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 class DataError(UserError):
@@ -189,7 +198,7 @@ class OmniglotCharacters(Dataset):
 
 
 def omniglot_splits(cfg: RunConfig) -> dict[str, OmniglotCharacters]:
-    """Alphabet-disjoint train / validation / test datasets as the config chooses them."""
+    """Train / validation / test datasets, split by alphabet or by character as the config chooses."""
     oc = cfg.omniglot
     root = Path(cfg.data_root)
     for source in oc.sources:
@@ -201,6 +210,34 @@ def omniglot_splits(cfg: RunConfig) -> dict[str, OmniglotCharacters]:
 
         download_omniglot(root, missing)
     characters = load_omniglot(str(root), tuple(oc.sources), oc.image_size)
+    keys = _character_split(characters, oc) if oc.split == "characters" else _alphabet_split(characters, oc)
+    splits = {}
+    for name, chosen in keys.items():
+        if not chosen:
+            raise DataError(f"omniglot: the {name} split holds no characters; list alphabets in "
+                            f"omniglot.{name}_alphabets or change the character counts")
+        rotated = name in oc.rotated_splits and oc.rotations and oc.rotation == "classes"
+        splits[name] = OmniglotCharacters([characters[key] for key in chosen], rotated)
+    return splits
+
+
+def _character_split(characters: dict, oc) -> dict[str, list]:
+    """Nichol et al. and Finn et al.: all characters shuffled with a fixed seed, then cut by count."""
+    keys = sorted(characters)
+    random.Random(oc.split_seed).shuffle(keys)
+    train_end = oc.train_characters
+    validation_end = train_end + oc.validation_characters
+    if validation_end >= len(keys):
+        raise DataError(f"omniglot: train_characters + validation_characters = {validation_end} leaves no "
+                        f"test characters out of the {len(keys)} of the configured sources; lower them")
+    train, test = keys[:train_end], keys[validation_end:]
+    # No validation characters (supervised-reptile has none): validate on fresh training tasks.
+    validation = keys[train_end:validation_end] or train
+    return {"train": train, "validation": validation, "test": test}
+
+
+def _alphabet_split(characters: dict, oc) -> dict[str, list]:
+    """Alphabet-disjoint splits from the configured alphabet lists."""
     available = {(s, a) for s, a, _ in characters}
     test = select_alphabets(oc.test_alphabets, available, "test_alphabets")
     validation = select_alphabets(oc.validation_alphabets, available, "validation_alphabets")
@@ -214,14 +251,8 @@ def omniglot_splits(cfg: RunConfig) -> dict[str, OmniglotCharacters]:
         if shared:
             raise DataError(f"omniglot: the {name} splits share alphabets {sorted(shared)}; "
                             f"make the alphabet lists disjoint")
-    splits = {}
-    for name, chosen in (("train", train), ("validation", validation or test), ("test", test)):
-        picked = [characters[key] for key in sorted(characters) if key[:2] in chosen]
-        if not picked:
-            raise DataError(f"omniglot: the {name} split holds no characters; list alphabets in "
-                            f"omniglot.{name}_alphabets")
-        splits[name] = OmniglotCharacters(picked, oc.rotations)
-    return splits
+    return {name: [key for key in sorted(characters) if key[:2] in chosen]
+            for name, chosen in (("train", train), ("validation", validation), ("test", test))}
 
 
 # ------------------------------------------------------------------------------------ task sampling
@@ -252,8 +283,12 @@ def _split_task(x: torch.Tensor, y: torch.Tensor, ways: int, shots: int, classif
 class TaskSampler:
     """A learn2learn ``TaskDataset`` whose randomness is owned by one seeded ``random.Random``."""
 
-    def __init__(self, dataset: Dataset, cfg: RunConfig, num_tasks: int, seed: int, split: str):
+    def __init__(self, dataset: Dataset, cfg: RunConfig, num_tasks: int, seed: int, split: str,
+                 shots: int | None = None, query: int | None = None, rotate: bool = False):
+        """``shots``/``query``: examples per class (default: the config's training-task sizes)."""
         classify = cfg.is_classification
+        shots = cfg.training_shots if shots is None else shots
+        query = cfg.query if query is None else query
         meta = l2l.data.MetaDataset(dataset, labels_to_indices=dataset.labels_to_indices,
                                     indices_to_labels=dataset.indices_to_labels)
         classes = len(meta.labels)
@@ -261,16 +296,17 @@ class TaskSampler:
             raise DataError(f"ways: {cfg.ways} exceeds the {classes} classes of the {split} split; "
                             f"lower ways or give the split more alphabets")
         smallest = min(len(v) for v in dataset.labels_to_indices.values())
-        if cfg.shots + cfg.query > smallest:
-            raise DataError(f"shots + query: {cfg.shots} + {cfg.query} exceeds the {smallest} examples per "
-                            f"class of the {split} split; lower shots or query")
+        if shots + query > smallest:
+            raise DataError(f"shots + query: {shots} + {query} exceeds the {smallest} examples per "
+                            f"class of the {split} split; lower shots or query (or train_shots, test_query)")
         transforms = [l2l.data.transforms.NWays(meta, cfg.ways),
-                      l2l.data.transforms.KShots(meta, cfg.shots + cfg.query),
+                      l2l.data.transforms.KShots(meta, shots + query),
                       l2l.data.transforms.LoadData(meta)]
         self.num_classes = classes
         self.tasks = l2l.data.TaskDataset(meta, task_transforms=transforms, num_tasks=num_tasks)
         self.rng = random.Random(seed)
         self.cfg, self.classify = cfg, classify
+        self.shots, self.rotate = shots, rotate
         if num_tasks > 0:  # fix the finite task set now, in index order, from this sampler's seed
             with self._own_random():
                 for i in range(num_tasks):
@@ -294,7 +330,17 @@ class TaskSampler:
         with self._own_random():
             x, y = self.tasks.sample()
         permutation = self.rng.sample(range(self.cfg.ways), self.cfg.ways) if self.classify else None
-        return _split_task(x, y, self.cfg.ways, self.cfg.shots, self.classify, permutation)
+        if self.rotate:
+            x = self._rotate_classes(x, y)
+        return _split_task(x, y, self.cfg.ways, self.shots, self.classify, permutation)
+
+    def _rotate_classes(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Turn each class of the task by its own random multiple of 90 degrees (Finn et al.'s Omniglot)."""
+        x = x.clone()
+        for label in sorted(set(y.tolist())):
+            rows = y == label
+            x[rows] = torch.rot90(x[rows], self.rng.randrange(4), dims=(-2, -1))
+        return x
 
     def episodes(self, count: int) -> list[Task]:
         return [self.sample() for _ in range(count)]
@@ -314,17 +360,24 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
     ``eval_seed`` alone, so every algorithm and every seed is scored on the very same tasks.
     """
     if cfg.dataset == "sine":
-        points = max(50, cfg.shots + cfg.query)
-        datasets = {"train": SineWaves(10_000, points, seed=cfg.seed),
-                    "validation": SineWaves(1_000, points, seed=cfg.eval_seed + 1),
-                    "test": SineWaves(1_000, points, seed=cfg.eval_seed + 2)}
+        points = max(50, cfg.training_shots + cfg.query, cfg.shots + cfg.evaluation_query)
+        datasets = {"train": SineWaves(10_000, points, seed=stream_seed(cfg.seed, "train functions")),
+                    "validation": SineWaves(1_000, points, seed=stream_seed(cfg.eval_seed, "validation functions")),
+                    "test": SineWaves(1_000, points, seed=stream_seed(cfg.eval_seed, "test functions"))}
     elif cfg.dataset == "miniimagenet":
         from metacompare.miniimagenet import miniimagenet_splits  # late: it imports this module
 
         datasets = miniimagenet_splits(cfg)
     else:
         datasets = omniglot_splits(cfg)
-    train = TaskSampler(datasets["train"], cfg, cfg.num_tasks, seed=cfg.seed, split="train")
-    validation = TaskSampler(datasets["validation"], cfg, -1, seed=cfg.eval_seed, split="validation")
-    test = TaskSampler(datasets["test"], cfg, -1, seed=cfg.eval_seed + 1, split="test")
-    return TaskSplits(train, validation.episodes(cfg.eval_episodes), test.episodes(cfg.test_episodes))
+    def per_task(split: str) -> bool:
+        oc = cfg.omniglot
+        return (cfg.dataset == "omniglot" and oc.rotations and oc.rotation == "per_task"
+                and split in oc.rotated_splits)
+    train = TaskSampler(datasets["train"], cfg, cfg.num_tasks, stream_seed(cfg.seed, "train tasks"), "train",
+                        cfg.training_shots, cfg.query, per_task("train"))
+    evaluation = {split: TaskSampler(datasets[split], cfg, -1, stream_seed(cfg.eval_seed, f"{split} tasks"), split,
+                                     cfg.shots, cfg.evaluation_query, per_task(split))
+                  for split in ("validation", "test")}
+    return TaskSplits(train, evaluation["validation"].episodes(cfg.eval_episodes),
+                      evaluation["test"].episodes(cfg.test_episodes))

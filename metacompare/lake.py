@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from metacompare import precision
 from metacompare.algorithms import build_algorithm
 from metacompare.algorithms.base import predict_query
 from metacompare.config import RunConfig, expand
@@ -126,7 +127,7 @@ def load_trained(path: str | Path, overrides: Sequence[str] = ()):
     if not isinstance(state, dict) or "config" not in state or "algorithm" not in state:
         raise UserError(f"{weights}: not a metacompare model.pt or checkpoint.pt (no config and weights)")
     cfg: RunConfig = expand(state["config"], overrides, source=str(weights))[0]
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.precision]
+    dtype = precision.storage_dtype(cfg.precision)
     model = build_model(cfg).to(device=cfg.device, dtype=dtype)
     algorithm = build_algorithm(model, cfg, num_classes=state.get("num_classes"))
     algorithm.load_state_dict(state["algorithm"])
@@ -136,7 +137,7 @@ def load_trained(path: str | Path, overrides: Sequence[str] = ()):
 def evaluate_runs(algorithm, runs: dict[str, Task], steps: int) -> list[RunScore]:
     """Adapt on each run's training images, classify its test items; errors per run."""
     cfg = algorithm.cfg
-    dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.precision]
+    dtype = precision.storage_dtype(cfg.precision)
     scores = []
     for name, task in runs.items():
         task = task.to(cfg.device, dtype)

@@ -1,8 +1,13 @@
-"""The networks of the papers: an MLP for sine regression and the 4-block conv net for Omniglot."""
+"""The networks of the papers: an MLP for sine regression and the 4-block conv nets for images.
+
+``conv4`` / ``conv4_strided`` use torch's default initialisation; ``conv4_finn`` and ``conv4_nichol``
+reproduce the Omniglot networks of the authors' code exactly as they are built there (see each).
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from metacompare.config import RunConfig
@@ -42,11 +47,71 @@ def conv4(ways: int, channels: int = 1, filters: int = 64, image_size: int = 28,
     return nn.Sequential(*body, nn.Linear(features, ways))
 
 
+class BatchNormOffset(nn.Module):
+    """BatchNorm with batch statistics and a learned offset but no scale: ``tf.contrib.layers.batch_norm``'s
+    defaults (``center=True, scale=False``), as cbfinn/maml uses it. The offset is not in that code's
+    ``weights`` dict, so the inner loop leaves it alone (``inner_loop_frozen``); the outer loop learns it."""
+
+    inner_loop_frozen = True
+
+    def __init__(self, channels: int, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, None, self.bias, True, 0.0, self.eps)
+
+
+class SpatialMean(nn.Module):
+    """Mean over the spatial axes: cbfinn/maml's ``reduce_mean(hidden4, [1, 2])`` before the Omniglot head."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+def conv4_finn(ways: int, channels: int = 1, filters: int = 64) -> nn.Sequential:
+    """Finn et al. (2017)'s Omniglot network as cbfinn/maml builds it: four stride-2 3x3 convs (Xavier
+    uniform weights, zero biases), BatchNorm with an offset and no scale, ReLU; the mean over the
+    remaining 2x2 positions; a linear head whose weights are drawn from N(0, 1) (``tf.random_normal``)."""
+    layers: list[nn.Module] = []
+    for i in range(4):
+        conv = nn.Conv2d(channels if i == 0 else filters, filters, 3, stride=2, padding=1)
+        nn.init.xavier_uniform_(conv.weight)
+        nn.init.zeros_(conv.bias)
+        layers += [conv, BatchNormOffset(filters), nn.ReLU()]
+    head = nn.Linear(filters, ways)
+    nn.init.normal_(head.weight, 0.0, 1.0)
+    nn.init.zeros_(head.bias)
+    return nn.Sequential(*layers, SpatialMean(), head)
+
+
+def conv4_nichol(ways: int, channels: int = 1, filters: int = 64, image_size: int = 28) -> nn.Sequential:
+    """Nichol et al. (2018)'s Omniglot network as supervised-reptile builds it: four stride-2 3x3 convs,
+    BatchNorm (scale and offset, batch statistics), ReLU, flatten, dense; TensorFlow's default Glorot
+    uniform weights and zero biases. (TensorFlow pads 'same' convolutions asymmetrically; here they
+    are padded by one pixel on every side, which gives the same output sizes.)"""
+    model = conv4(ways, channels, filters, image_size, strided=True)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            module.eps = 1e-3  # tf.layers.batch_normalization's default epsilon
+    return model
+
+
 def build_model(cfg: RunConfig) -> nn.Module:
     """The model named by ``cfg.model``, initialised from ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
     if cfg.model == "mlp":
         return mlp()
+    channels = 3 if cfg.dataset == "miniimagenet" else 1
+    if cfg.model == "conv4_finn":
+        return conv4_finn(cfg.ways, channels, cfg.filters)
+    if cfg.model == "conv4_nichol":
+        size = 84 if cfg.dataset == "miniimagenet" else cfg.omniglot.image_size
+        return conv4_nichol(cfg.ways, channels, cfg.filters, size)
     if cfg.dataset == "miniimagenet":  # 84x84 colour images (Vinyals et al. 2016)
         return conv4(cfg.ways, channels=3, filters=cfg.filters, image_size=84, strided=cfg.model == "conv4_strided")
     return conv4(cfg.ways, filters=cfg.filters, image_size=cfg.omniglot.image_size,

@@ -27,8 +27,14 @@ from metacompare.errors import UserError
 SUMMARY_COLUMNS = [
     "experiment", "run_id", "algorithm", "backend", "dataset", "model", "ways", "shots", "query", "num_tasks",
     "inner_lr", "inner_steps", "inner_optimizer", "outer_lr", "outer_optimizer", "meta_batch_size",
-    "iterations", "eval_inner_steps", "evaluation", "precision", "seed", "status", "iterations_done", "diverged_at",
+    "iterations", "eval_inner_steps", "evaluation", "precision", "seed",
+    "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size", "inner_state", "inner_loss",
+    "outer_lr_final", "test_checkpoint", "status", "iterations_done", "diverged_at",
     "test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean", "test_loss_ci95", "test_episodes",
+    "floor_accuracy_mean", "floor_accuracy_ci95", "floor_loss_mean", "floor_loss_ci95",
+    "test_common_accuracy_mean", "test_common_accuracy_ci95", "test_common_loss_mean", "test_common_loss_ci95",
+    "floor_common_accuracy_mean", "floor_common_accuracy_ci95", "floor_common_loss_mean", "floor_common_loss_ci95",
+    "tested_checkpoint",
     "wall_time_s", "seconds_per_iteration", "peak_memory_mb", "git_commit", "error",
 ]
 

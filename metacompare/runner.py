@@ -9,6 +9,7 @@ uninterrupted run (CPU, same seed).
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import random
@@ -26,14 +27,13 @@ from tqdm import tqdm
 
 from metacompare import results
 from metacompare.algorithms import build_algorithm
-from metacompare.backends import fast
+from metacompare import precision, scoring
+from metacompare.scoring import evaluate
 from metacompare.config import RunConfig, dump
 from metacompare.data import Task, build_tasks
 from metacompare.errors import UserError
 from metacompare.models import build_model
 
-# bfloat16 keeps float32 weights and data: it is autocast inside meta_train_step (backends.fast).
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -50,19 +50,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def evaluate(algorithm, episodes: list[Task], steps: int, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
-    """Mean and 95% CI of query loss/accuracy over fixed episodes."""
-    losses, accuracies = [], []
-    for task in episodes:
-        loss, acc = algorithm.evaluate(task.to(device, dtype), steps)
-        losses.append(loss)
-        if acc is not None:
-            accuracies.append(acc)
-    loss_mean, loss_ci = results.mean_ci95(losses)
-    acc_mean, acc_ci = results.mean_ci95(accuracies) if accuracies else (math.nan, math.nan)
-    return {"loss_mean": loss_mean, "loss_ci95": loss_ci, "accuracy_mean": acc_mean, "accuracy_ci95": acc_ci}
 
 
 @contextmanager
@@ -118,12 +105,14 @@ def _main_thread() -> bool:
 
 
 def _save_checkpoint(path: Path, algorithm, iteration: int, rows: list[dict], elapsed: float, cfg: RunConfig,
-                     sampler_rng: random.Random, status: str = "running", diverged_at: int | None = None) -> None:
+                     sampler_rng: random.Random, status: str = "running", diverged_at: int | None = None,
+                     extra: dict | None = None) -> None:
     buffer = io.BytesIO()
     torch.save({"config": cfg.to_dict(), "iteration": iteration, "algorithm": algorithm.state_dict(),
                 "metrics": rows, "elapsed": elapsed, "sampler_rng": sampler_rng.getstate(),
                 "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate(), "status": status, "diverged_at": diverged_at}, buffer)
+                "python_rng": random.getstate(), "status": status, "diverged_at": diverged_at,
+                "extra": extra or {}}, buffer)
     results.atomic_write(path, buffer.getvalue())
 
 
@@ -159,10 +148,10 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         return _finished(out, summary_path)
 
     device = torch.device(cfg.device)
-    dtype = DTYPES[cfg.precision]
+    dtype = precision.storage_dtype(cfg.precision)
     seed_everything(cfg.seed)
     tasks = build_tasks(cfg)  # data errors surface here, before anything is written
-    model = fast.prepare_model(build_model(cfg).to(device=device, dtype=dtype), cfg)
+    model = precision.prepare_model(build_model(cfg).to(device=device, dtype=dtype), cfg)
     algorithm = build_algorithm(model, cfg, num_classes=tasks.train.num_classes)
     results.check_writable(out)
     for name in ("checkpoint.pt", "metrics.csv", "config.yaml", "model.pt", "summary.json"):
@@ -172,11 +161,13 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
 
     start_iteration, rows, elapsed = 0, [], 0.0
     status, diverged_at = "running", None
+    extra: dict[str, Any] = {}  # the floor's scores and the best-validation state survive a resume
     state = _load_checkpoint(checkpoint_path, cfg)
     if state is not None:
         algorithm.load_state_dict(state["algorithm"])
         start_iteration, rows, elapsed = state["iteration"], state["metrics"], state["elapsed"]
         status, diverged_at = state["status"], state["diverged_at"]
+        extra = state.get("extra", {})
         tasks.train.rng.setstate(state["sampler_rng"])
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
@@ -185,7 +176,12 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
 
     def checkpoint(iteration: int) -> None:
         _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,
-                         cfg, tasks.train.rng, status, diverged_at)
+                         cfg, tasks.train.rng, status, diverged_at, extra)
+
+    if "floor" not in extra:  # the untrained network under the same test procedures: the floor
+        extra["floor_episodes"] = {}
+        extra["floor"] = scoring.score_test(algorithm, tasks.test, cfg, device, dtype, "floor_",
+                                            extra["floor_episodes"])
 
     began = time.perf_counter()
     train_time = 0.0
@@ -196,9 +192,10 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     try:
         with deferred_stop() as stop:
             while iteration < cfg.iterations and status == "running":
-                batch = [fast.prepare_task(tasks.train.sample().to(device, dtype), cfg)
+                batch = [precision.prepare_task(tasks.train.sample().to(device, dtype), cfg)
                          for _ in range(cfg.meta_batch_size)]
                 tick = time.perf_counter()
+                algorithm.set_outer_lr(iteration / cfg.iterations)
                 metrics = algorithm.meta_train_step(batch)
                 train_time += time.perf_counter() - tick
                 iteration += 1
@@ -215,6 +212,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                  "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
                                  **{f"val_{k}": v for k, v in val.items()}})
                     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
+                    _keep_if_best(extra, algorithm, cfg, iteration, val)
                 if iteration % cfg.checkpoint_interval == 0 or stop.signal is not None:
                     checkpoint(iteration)
                 if stop.signal is not None:
@@ -222,12 +220,16 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
             if status == "running" and iteration > start_iteration and iteration % cfg.checkpoint_interval:
                 checkpoint(iteration)  # training is done: a kill during testing need not redo it
         with stop_signals_raise():  # the checkpoint above is whole, so the test may stop at any point
-            test = evaluate(algorithm, tasks.test, cfg.eval_inner_steps, device, dtype) if status == "running" else {}
+            episode_columns: dict[str, list] = {}
+            if status == "running" and cfg.test_checkpoint == "best" and "best_state" in extra:
+                algorithm.load_state_dict(extra["best_state"])
+            test = scoring.score_test(algorithm, tasks.test, cfg, device, dtype, "test_", episode_columns) \
+                if status == "running" else {}
             by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
                         for steps in cfg.test_inner_steps} if status == "running" else {}
     finally:
         bar.close()
-    if status == "running" and not math.isfinite(test["loss_mean"]):
+    if status == "running" and not math.isfinite(test["test_loss_mean"]):
         # Training stayed finite but adapting at test time blew up: the run is not a usable result.
         status, diverged_at = "diverged", iteration
     wall = elapsed + time.perf_counter() - began
@@ -238,10 +240,13 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         "status": "finished" if status == "running" else status,
         "iterations_done": iteration,
         "diverged_at": diverged_at,
-        "test_accuracy_mean": test.get("accuracy_mean", math.nan),
-        "test_accuracy_ci95": test.get("accuracy_ci95", math.nan),
-        "test_loss_mean": test.get("loss_mean", math.nan),
-        "test_loss_ci95": test.get("loss_ci95", math.nan),
+        "test_accuracy_mean": test.get("test_accuracy_mean", math.nan),
+        "test_accuracy_ci95": test.get("test_accuracy_ci95", math.nan),
+        "test_loss_mean": test.get("test_loss_mean", math.nan),
+        "test_loss_ci95": test.get("test_loss_ci95", math.nan),
+        **{k: v for k, v in test.items() if k.startswith("test_common_")},
+        **extra.get("floor", {}),
+        "tested_checkpoint": extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
         "test_episodes": cfg.test_episodes,
         "test_by_inner_steps": by_steps,
         "wall_time_s": wall,
@@ -252,6 +257,10 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         "config": cfg.to_dict(),
     }
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
+    if status == "running":  # per-episode scores, for paired comparisons across algorithms
+        columns = {**extra.get("floor_episodes", {}), **episode_columns}
+        results.write_csv(out / "episodes.csv", [{"episode": i, **{k: v[i] for k, v in columns.items()}}
+                                                 for i in range(len(tasks.test))], ["episode", *columns])
     if status == "running":  # final weights, for `metacompare evaluate` (e.g. Lake's one-shot runs)
         buffer = io.BytesIO()
         torch.save({"config": cfg.to_dict(), "algorithm": algorithm.state_dict(),
@@ -273,6 +282,16 @@ def _finished(out: Path, summary_path: Path) -> dict[str, Any]:
         results.record_run(out.parent, summary)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return summary
+
+
+def _keep_if_best(extra: dict, algorithm, cfg: RunConfig, iteration: int, val: dict[str, float]) -> None:
+    """Remember the best-validation state (model selection as in MAML++ and Chen et al. 2019)."""
+    if cfg.test_checkpoint != "best":
+        return
+    score = val[f"{scoring.score_key(cfg)}_mean"]
+    if scoring.better(cfg, score, extra.get("best_score")):
+        extra.update(best_score=score, best_iteration=iteration,
+                     best_state=copy.deepcopy(algorithm.state_dict()))
 
 
 def _finite(model: torch.nn.Module) -> bool:

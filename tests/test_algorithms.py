@@ -140,8 +140,12 @@ def test_seed_loop_with_fixed_sign_equals_the_plugin(outer):
     for _ in range(2):
         algo.meta_train_step(tasks)
         naive_reptile_step(seeds, [(t.all_x, t.all_y) for t in tasks], seed_optim, 0.05, 3, F.cross_entropy)
+    # The inner steps round differently (our functional θ − α·g against torch's fused in-place add), by
+    # ~1e-16 relative; an outer Adam divides each entry by its own gradient scale, which turns that into
+    # up to ~1e-8 relative on entries whose gradient is tiny (measured 4e-9). SGD keeps it at 1e-16.
+    rtol = 1e-10 if outer == "sgd" else 1e-7
     for a, b in zip(ours.parameters(), seeds.parameters()):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a, b, rtol=rtol, atol=1e-12 if outer == "sgd" else 1e-9)
 
 
 def test_seed_loop_as_written_moves_away_from_the_adapted_weights():

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from metacompare.algorithms import build_algorithm
-from metacompare.backends import fast
+from metacompare import grouped, precision
 from metacompare.bench import IMPLEMENTATIONS, Setting, step_function
 from metacompare.config import ConfigError, RunConfig, with_overrides
 from metacompare.data import Task
@@ -45,8 +45,8 @@ def config(algorithm, **changes) -> RunConfig:
 def ours(algorithm, dtype, strided=False, tasks=None, **changes):
     """The mean meta-gradient of metacompare's ``meta_train_step`` (left in ``.grad``) and its metrics."""
     cfg = config(algorithm, **changes)
-    model = fast.prepare_model(tiny_conv(dtype, strided), cfg)
-    batch = [fast.prepare_task(t, cfg) for t in (tasks or tasks_of(dtype))]
+    model = precision.prepare_model(tiny_conv(dtype, strided), cfg)
+    batch = [precision.prepare_task(t, cfg) for t in (tasks or tasks_of(dtype))]
     metrics = build_algorithm(model, cfg).meta_train_step(batch)
     return [p.grad.clone() for p in model.parameters()], metrics
 
@@ -155,7 +155,7 @@ def test_grouped_forward_is_the_per_task_forward():
     model = tiny_conv(torch.float64)
     stacked = {k: torch.stack([v + 0.01 * i for i in range(3)]) for k, v in model.named_parameters()}
     x = torch.stack([t.support_x for t in tasks_of(torch.float64)])
-    out = fast.grouped_forward(model, stacked, x)
+    out = grouped.grouped_forward(model, stacked, x)
     for i in range(3):
         single = torch.func.functional_call(model, {k: v[i] for k, v in stacked.items()}, (x[i],))
         torch.testing.assert_close(out[i], single, rtol=0, atol=1e-12)
@@ -176,8 +176,8 @@ def test_fast_path_config_is_validated():
 
 def test_channels_last_layout_is_applied():
     cfg = config("maml", memory_format="channels_last")
-    model = fast.prepare_model(tiny_conv(torch.float32), cfg)
+    model = precision.prepare_model(tiny_conv(torch.float32), cfg)
     assert model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
-    task = fast.prepare_task(make_task(dtype=torch.float32), cfg)
+    task = precision.prepare_task(make_task(dtype=torch.float32), cfg)
     assert task.query_x.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(task, Task)

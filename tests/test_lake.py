@@ -120,17 +120,18 @@ def test_runner_saves_final_weights_that_evaluate_reads(lake_runs, tmp_path):
     """A tiny 20-way run on a generated Omniglot folder, then `evaluate RUN_FOLDER`."""
     from metacompare.runner import run_dir, train_and_evaluate
 
-    for alphabet in ("Train", "Test"):
+    for alphabet in ("Train", "Valid", "Test"):
         for c in range(5):  # 5 characters x 4 rotations = 20 classes per split
             folder = tmp_path / "omni" / "images_background" / alphabet / f"character{c:02d}"
             folder.mkdir(parents=True)
             for d in range(2):
-                drawing(1000 * (alphabet == "Test") + 10 * c + d).save(folder / f"{c:02d}_{d}.png")
+                drawing(1000 * ("Train", "Valid", "Test").index(alphabet) + 10 * c + d).save(folder / f"{c:02d}_{d}.png")
     cfg = expand(dict(algorithm="fomaml", dataset="omniglot", data_root=str(tmp_path / "omni"), model="conv4",
                       filters=8, ways=20, shots=1, query=1, meta_batch_size=2, iterations=2, eval_interval=2,
                       eval_episodes=1, test_episodes=1, eval_inner_steps=1, results_dir=str(tmp_path / "results"),
                       omniglot=dict(sources=["images_background"], image_size=28, download=False,
-                                    train_alphabets=["Train"], test_alphabets=["Test"])))[0]
+                                    train_alphabets=["Train"], validation_alphabets=["Valid"],
+                                    test_alphabets=["Test"])))[0]
     train_and_evaluate(cfg, progress=False)
     assert (run_dir(cfg) / "model.pt").is_file() and not (run_dir(cfg) / "checkpoint.pt").exists()
     result = evaluate_checkpoint(run_dir(cfg), lake_runs, steps=2)

@@ -31,7 +31,7 @@ def build_algorithm(model, cfg, num_classes: int | None = None):
     return cls(model, cfg)
 
 
-from metacompare.algorithms import fomaml, maml, reptile  # noqa: E402,F401  (registration)
+from metacompare.algorithms import maml, reptile  # noqa: E402,F401  (registration: maml and fomaml)
 from metacompare.algorithms import anil, metasgd  # noqa: E402,F401  (registration)
 from metacompare.algorithms import pretrain, scratch  # noqa: E402,F401  (baselines)
 

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from metacompare import inner
 from metacompare.algorithms import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
-from metacompare.backends.functional import sgd_steps
 from metacompare.config import ConfigError
 from metacompare.data import Task
 
@@ -33,24 +33,28 @@ class ANIL(MetaAlgorithm):
         super().__init__(model, cfg)
         self.body, self.head = model[:-1], model[-1]
 
-    def _adapted_head(self, x: torch.Tensor, y: torch.Tensor, steps: int, second_order: bool) -> dict[str, torch.Tensor]:
-        """Head weights after ``steps`` SGD steps on the body's features of (x, y)."""
-        features = self.body(x)
-        if not second_order:
-            features = features.detach()
-        head = dict(self.head.named_parameters())
-        return sgd_steps(self.head, head, features, y, self.loss_fn, self.cfg.inner_lr, steps, second_order)
+    def _head_forward(self, head: inner.Params, features: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.head, head, (features,))
 
-    def _predict(self, head: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.head, head, (self.body(x),))
+    def _adapted_head(self, features: torch.Tensor, y: torch.Tensor, loop: inner.InnerLoop) -> inner.Params:
+        """Head weights after the inner loop on the body's features of the support set."""
+        loop.adapted = None  # the head's own parameters, all of them
+        head, _ = inner.adapt(self._head_forward, dict(self.head.named_parameters()), features, y, loop)
+        return head
 
     def task_gradient(self, task: Task) -> TaskGradient:
-        head = self._adapted_head(task.support_x, task.support_y, self.cfg.inner_steps, second_order=True)
-        outputs = self._predict(head, task.query_x)
+        head = self._adapted_head(self.body(task.support_x), task.support_y, self.training_loop(second_order=True))
+        outputs = self._head_forward(head, self.body(task.query_x))
         loss = self.loss_fn(outputs, task.query_y)
         grads = torch.autograd.grad(loss, self.meta_parameters())
-        return TaskGradient(list(grads), loss.item(), accuracy(outputs.detach(), task.query_y))
+        fit = self._head_forward(head, self.body(task.support_x))
+        fit = fit.detach()
+        return TaskGradient(list(grads), self.loss_fn(fit, task.support_y).item(), accuracy(fit, task.support_y))
 
-    def adapt(self, task: Task, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        head = {k: v.detach() for k, v in self._adapted_head(task.support_x, task.support_y, steps, False).items()}
-        return lambda x: self._predict(head, x)
+    def adapt(self, task: Task, steps: int, procedure=None, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
+        with torch.enable_grad():
+            features = self.body(task.support_x).detach()
+            head = self._adapted_head(features, task.support_y, self.evaluation_loop(steps, procedure))
+        head = {k: v.detach() for k, v in head.items()}
+        return lambda x: self._head_forward(head, self.body(x))
+

@@ -4,20 +4,23 @@ The algorithm holds its hyperparameters, the model (whose parameters are the met
 the outer optimiser. A plug-in fills in :meth:`MetaAlgorithm.task_gradient`: its contribution to the
 meta-gradient from one task. :meth:`meta_train_step` averages those over the meta-batch, writes them
 to ``.grad`` and steps the outer optimiser, so every algorithm's outer update happens in one place.
+Adaptation, in training and at test time, goes through the one inner loop of :mod:`metacompare.inner`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from metacompare.backends import BACKENDS, fast, get_adapt
-from metacompare.config import RunConfig
+from metacompare import inner, precision
+from metacompare.backends import BACKENDS, get_adapt
+from metacompare.config import EvalProcedure, RunConfig
 from metacompare.data import Task
 
 
@@ -28,6 +31,15 @@ class TaskGradient:
     grads: list[torch.Tensor]
     loss: float
     accuracy: float | None = None
+
+
+@dataclass
+class BatchGradient:
+    """The mean meta-gradient of a meta-batch, and the mean loss/accuracy seen computing it."""
+
+    grads: list[torch.Tensor]
+    loss: float
+    accuracy: float | None
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
@@ -52,10 +64,20 @@ def predict_query(predict: Callable[[torch.Tensor], torch.Tensor], support_x: to
 
 
 def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """The outer optimiser (torch's own: it steps θ in place)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    # beta1 = 0 is what supervised-reptile uses; the MAML code uses Adam's defaults. Defaults here.
     return torch.optim.Adam(params, lr=lr)
+
+
+def adapted_names(model: nn.Module) -> tuple[str, ...]:
+    """Parameters the inner loop adapts: all but those of modules marked ``inner_loop_frozen``
+    (Finn et al.'s BatchNorm offsets live outside their ``weights`` dict and are learned in the
+    outer loop only)."""
+    frozen = {f"{prefix}.{name}" if prefix else name
+              for prefix, module in model.named_modules() if getattr(module, "inner_loop_frozen", False)
+              for name, _ in module.named_parameters(recurse=False)}
+    return tuple(name for name, _ in model.named_parameters() if name not in frozen)
 
 
 class MetaAlgorithm(ABC):
@@ -68,22 +90,55 @@ class MetaAlgorithm(ABC):
         self.model, self.cfg = model, cfg
         self.loss_fn: Callable = F.cross_entropy if cfg.is_classification else F.mse_loss
         self.adapt_fn = get_adapt(cfg.backend)
+        self.adapted = adapted_names(model)
         self.outer_optimizer = make_optimizer(cfg.outer_optimizer, self.meta_parameters(), cfg.outer_lr)
+        self.inner_state: Any = None  # the inner optimiser's state when it is carried across tasks
+
+    # ------------------------------------------------------------------------------ the network
+    def forward(self, params: inner.Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, params, (x,))
+
+    def theta(self) -> inner.Params:
+        return dict(self.model.named_parameters())
 
     def meta_parameters(self) -> list[torch.Tensor]:
         """The tensors the outer optimiser updates (Meta-SGD-like plug-ins add their own)."""
         return list(self.model.parameters())
 
+    def training_loop(self, second_order: bool = False) -> inner.InnerLoop:
+        """The inner loop of meta-training, as the config describes it."""
+        cfg = self.cfg
+        return inner.InnerLoop(inner.make_inner_optimizer(cfg.inner_optimizer, cfg.inner_lr, cfg.inner_betas),
+                               cfg.inner_steps, cfg.inner_batch_size, second_order, cfg.inner_loss,
+                               cfg.train_shots or cfg.shots, self.adapted)
+
+    def evaluation_loop(self, steps: int, procedure: EvalProcedure | None = None) -> inner.InnerLoop:
+        """The test-time inner loop: the algorithm's own (its training optimiser, ``eval_inner_batch_size``)
+        or a common ``procedure`` shared by every algorithm of a comparison."""
+        cfg = self.cfg
+        if procedure is None:
+            optimizer = inner.make_inner_optimizer(cfg.inner_optimizer, cfg.inner_lr, cfg.inner_betas)
+            batch = cfg.eval_inner_batch_size
+        else:
+            optimizer = inner.make_inner_optimizer(procedure.optimizer, procedure.lr, procedure.betas)
+            batch = procedure.batch_size
+        return inner.InnerLoop(optimizer, steps, batch, False, cfg.inner_loss, cfg.shots, self.adapted)
+
+    # ------------------------------------------------------------------------------ training
     @abstractmethod
     def task_gradient(self, task: Task) -> TaskGradient:
         """This task's contribution to the meta-gradient, parallel to :meth:`meta_parameters`."""
 
-    def meta_train_step(self, tasks: list[Task]) -> dict[str, float]:
+    def batched_gradient(self, tasks: list[Task]) -> BatchGradient | None:
+        """The mean meta-gradient computed for all tasks at once, or None where the plug-in has no
+        batched form (the looped engine is then used)."""
+        return None
+
+    def meta_train_step(self, tasks: list[Task], engine: Callable | None = None) -> dict[str, float]:
         """One outer update from a meta-batch: θ ← outer_optimizer(θ, mean of task gradients)."""
-        with fast.autocast(self.cfg):  # a no-op unless precision: bfloat16
-            batch = fast.batched_meta_gradient(self, tasks) if self.cfg.batch_tasks else None
-            if batch is None:
-                batch = self.looped_meta_gradient(tasks)
+        engine = engine or engine_for(self.cfg)
+        with precision.autocast(self.cfg):  # a no-op unless precision: bfloat16
+            batch = engine(self, tasks)
         self.outer_optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.meta_parameters(), batch.grads):
             p.grad = g
@@ -93,36 +148,80 @@ class MetaAlgorithm(ABC):
             metrics["accuracy"] = batch.accuracy
         return metrics
 
-    def looped_meta_gradient(self, tasks: list[Task]) -> fast.BatchGradient:
-        """The mean of :meth:`task_gradient` over ``tasks``, one task at a time."""
-        total = [torch.zeros_like(p) for p in self.meta_parameters()]
-        losses, accuracies = [], []
-        for task in tasks:
-            step = self.task_gradient(task)
-            for acc, g in zip(total, step.grads):
-                acc.add_(g)
-            losses.append(step.loss)
-            if step.accuracy is not None:
-                accuracies.append(step.accuracy)
-        return fast.BatchGradient([g / len(tasks) for g in total], sum(losses) / len(losses),
-                                  sum(accuracies) / len(accuracies) if accuracies else None)
+    def set_outer_lr(self, fraction_done: float) -> None:
+        """Anneal the outer step linearly from ``outer_lr`` to ``outer_lr_final`` (Reptile's
+        ``meta_step_final``: lr = f·final + (1 − f)·initial with f the fraction of iterations done)."""
+        final = self.cfg.outer_lr_final
+        if final is None:
+            return
+        for group in self.outer_optimizer.param_groups:
+            group["lr"] = fraction_done * final + (1 - fraction_done) * self.cfg.outer_lr
 
-    def adapt(self, task: Task, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Fine-tune on the support set; return a predictor with the adapted weights."""
-        adapted = self.adapt_fn(self.model, task.support_x, task.support_y, self.loss_fn,
-                                self.cfg.inner_lr, steps, second_order=False)
-        return adapted.predict
+    def fit_summary(self, params: inner.Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
+        """The logged training loss, one definition for every algorithm: the adapted weights' loss
+        (and accuracy) on the examples they were adapted on."""
+        with torch.no_grad():
+            outputs = self.forward(params, x)
+            return self.loss_fn(outputs, y).item(), accuracy(outputs, y)
 
-    def evaluate(self, task: Task, steps: int) -> tuple[float, float | None]:
+    # ------------------------------------------------------------------------------ test time
+    def adapt(self, task: Task, steps: int, procedure: EvalProcedure | None = None,
+              generator: torch.Generator | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Fine-tune on the support set; return a predictor with the adapted weights. A carried inner
+        optimiser state is used as it stands and left unchanged (supervised-reptile restores it)."""
+        state = self.inner_state if procedure is None else None
+        with torch.enable_grad():
+            params, _ = inner.adapt(self.forward, self.theta(), task.support_x, task.support_y,
+                                    self.evaluation_loop(steps, procedure), state, generator)
+        params = {k: v.detach() for k, v in params.items()}
+        return lambda x: self.forward(params, x)
+
+    def evaluate(self, task: Task, steps: int, procedure: EvalProcedure | None = None,
+                 generator: torch.Generator | None = None) -> tuple[float, float | None]:
         """Query loss and accuracy after ``steps`` adaptation steps on the support set."""
-        predict = self.adapt(task, steps)
+        predict = self.adapt(task, steps, procedure, generator)
         with torch.no_grad():
             outputs = predict_query(predict, task.support_x, task.query_x, self.cfg.evaluation)
             return self.loss_fn(outputs, task.query_y).item(), accuracy(outputs, task.query_y)
 
+    # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "outer_optimizer": self.outer_optimizer.state_dict()}
+        state = {"model": self.model.state_dict(), "outer_optimizer": self.outer_optimizer.state_dict()}
+        if isinstance(self.inner_state, inner.AdamState):
+            state["inner_state"] = self.inner_state.to_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.outer_optimizer.load_state_dict(state["outer_optimizer"])
+        if "inner_state" in state:
+            self.inner_state = inner.AdamState.from_dict(state["inner_state"])
+
+
+def looped_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
+    """The looped engine: the mean of :meth:`MetaAlgorithm.task_gradient`, one task at a time."""
+    total = [torch.zeros_like(p) for p in algorithm.meta_parameters()]
+    losses, accuracies = [], []
+    for task in tasks:
+        step = algorithm.task_gradient(task)
+        for acc, g in zip(total, step.grads):
+            acc.add_(g)
+        losses.append(step.loss)
+        if step.accuracy is not None:
+            accuracies.append(step.accuracy)
+    return BatchGradient([g / len(tasks) for g in total], sum(losses) / len(losses),
+                         sum(accuracies) / len(accuracies) if accuracies else None)
+
+
+def batched_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
+    """The task-batched engine: the plug-in's batched form where it has one, else the looped engine."""
+    return algorithm.batched_gradient(tasks) or looped_gradient(algorithm, tasks)
+
+
+ENGINES: dict[str, Callable[[MetaAlgorithm, list[Task]], BatchGradient]] = {
+    "looped": looped_gradient, "batched": batched_gradient}
+
+
+def engine_for(cfg: RunConfig) -> Callable[[MetaAlgorithm, list[Task]], BatchGradient]:
+    """The engine a config asks for (``batch_tasks``)."""
+    return ENGINES["batched" if cfg.batch_tasks else "looped"]

@@ -1,24 +1,83 @@
-"""MAML (Finn, Abbeel & Levine 2017): the meta-gradient flows back through the inner SGD steps."""
+"""MAML (Finn, Abbeel & Levine 2017) and its first-order variant (same paper, section 5.2).
+
+One class: the meta-gradient is the query loss's gradient through the inner steps (MAML: second
+order, Hessian-vector products included) or the same gradient taken at the adapted weights with the
+Jacobian dθ̃/dθ taken as the identity (FOMAML). Both names are registered.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
+from metacompare import grouped, inner
 from metacompare.algorithms import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
+from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 
 
 @register
 class MAML(MetaAlgorithm):
     name = "maml"
+    first_order: ClassVar[bool] = False
+
+    def _adapt_for_training(self, task: Task) -> inner.Params:
+        """θ̃ after the training inner loop on the support set (on the configured backend)."""
+        cfg = self.cfg
+        if cfg.backend != "metacompare":  # learn2learn's MAML wrapper or higher: plain SGD steps
+            adapted = self.adapt_fn(self.model, task.support_x, task.support_y, self.loss_fn, cfg.inner_lr,
+                                    cfg.inner_steps, second_order=not self.first_order)
+            return dict(zip(self.theta(), adapted.params))
+        params, _ = inner.adapt(self.forward, self.theta(), task.support_x, task.support_y,
+                                self.training_loop(second_order=not self.first_order))
+        return params
 
     def task_gradient(self, task: Task) -> TaskGradient:
-        cfg = self.cfg
-        adapted = self.adapt_fn(self.model, task.support_x, task.support_y, self.loss_fn,
-                                cfg.inner_lr, cfg.inner_steps, second_order=True)
-        outputs = adapted.predict(task.query_x)
-        loss = self.loss_fn(outputs, task.query_y)
-        # ∇_θ L_query(θ̃(θ)): second order, through the Hessian-vector products of the inner steps.
-        grads = torch.autograd.grad(loss, self.meta_parameters())
-        return TaskGradient(list(grads), loss.item(), accuracy(outputs.detach(), task.query_y))
+        params = self._adapt_for_training(task)
+        loss = self.loss_fn(self.forward(params, task.query_x), task.query_y)
+        # MAML: ∇_θ L_query(θ̃(θ)); FOMAML: ∇_θ̃ L_query(θ̃), used as if it were ∇_θ.
+        wrt = list(params.values()) if self.first_order else self.meta_parameters()
+        grads = torch.autograd.grad(loss, wrt)
+        return TaskGradient(list(grads), *self.fit_summary(params, task.support_x, task.support_y))
+
+    def batched_gradient(self, tasks: list[Task]) -> BatchGradient | None:
+        """All tasks adapted in one grouped network (:mod:`metacompare.grouped`)."""
+        if self.cfg.backend != "metacompare" or not grouped.same_shapes(tasks):
+            return None
+        chunk = self.cfg.task_chunk or len(tasks)
+        parts = [self._batched_part(tasks[i:i + chunk]) for i in range(0, len(tasks), chunk)]
+        return _weighted_mean(parts)
+
+    def _batched_part(self, tasks: list[Task]) -> tuple[int, BatchGradient]:
+        sx, sy = grouped.stack([t.support_x for t in tasks]), grouped.stack([t.support_y for t in tasks])
+        qx, qy = grouped.stack([t.query_x for t in tasks]), grouped.stack([t.query_y for t in tasks])
+        def forward(params, x):
+            return grouped.grouped_forward(self.model, params, x)
+        start = grouped.stacked(self.theta(), len(tasks), track=not self.first_order)
+        params, _ = inner.adapt(forward, start, sx, sy, self.training_loop(not self.first_order), stacked=True)
+        losses = inner.task_loss(forward(params, qx), qy)
+        wrt = list(params.values()) if self.first_order else self.meta_parameters()
+        grads = torch.autograd.grad(losses.mean(), wrt)
+        if self.first_order:  # Σ_t ∂(mean_t L_t)/∂θ̃_t = mean_t ∇L_t(θ̃_t)
+            grads = [g.sum(0) for g in grads]
+        with torch.no_grad():
+            fit = forward(params, sx)
+            loss = inner.task_loss(fit, sy).mean().item()
+            acc = None if sy.is_floating_point() else (fit.argmax(-1) == sy).float().mean().item()
+        return len(tasks), BatchGradient(list(grads), loss, acc)
+
+
+@register
+class FOMAML(MAML):
+    name = "fomaml"
+    first_order = True
+
+
+def _weighted_mean(parts: list[tuple[int, BatchGradient]]) -> BatchGradient:
+    """The mean over all tasks of chunks' means, each weighted by its number of tasks."""
+    total = sum(n for n, _ in parts)
+    grads = [sum(n * r.grads[i] for n, r in parts) / total for i in range(len(parts[0][1].grads))]
+    loss = sum(n * r.loss for n, r in parts) / total
+    acc = None if parts[0][1].accuracy is None else sum(n * r.accuracy for n, r in parts) / total
+    return BatchGradient(grads, loss, acc)

@@ -12,10 +12,10 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
+from metacompare import inner
 from metacompare.algorithms import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
+from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 
 
@@ -32,26 +32,29 @@ class MetaSGD(MetaAlgorithm):
     def meta_parameters(self) -> list[torch.Tensor]:
         return list(self.model.parameters()) + self.inner_lrs
 
-    def _adapted(self, x: torch.Tensor, y: torch.Tensor, steps: int, second_order: bool) -> dict[str, torch.Tensor]:
-        """θ̃ after ``steps`` steps θ ← θ − α ⊙ ∇L(θ); differentiable in θ and α if second order."""
-        params = dict(self.model.named_parameters())
-        rates = self.inner_lrs if second_order else [a.detach() for a in self.inner_lrs]
-        for _ in range(steps):
-            loss = self.loss_fn(functional_call(self.model, params, (x,)), y)
-            grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order)
-            params = {name: p - a * g for (name, p), a, g in zip(params.items(), rates, grads)}
-        return params
+    def _loop(self, steps: int, second_order: bool) -> inner.InnerLoop:
+        """Plain SGD with the learned α; differentiable in θ and α if second order."""
+        names = [name for name, _ in self.model.named_parameters()]
+        rates = {k: a if second_order else a.detach() for k, a in zip(names, self.inner_lrs)}
+        loop = self.training_loop(second_order)
+        loop.optimizer, loop.steps = inner.SGD(rates), steps
+        return loop
 
     def task_gradient(self, task: Task) -> TaskGradient:
-        params = self._adapted(task.support_x, task.support_y, self.cfg.inner_steps, second_order=True)
-        outputs = functional_call(self.model, params, (task.query_x,))
-        loss = self.loss_fn(outputs, task.query_y)
+        params, _ = inner.adapt(self.forward, self.theta(), task.support_x, task.support_y,
+                                self._loop(self.cfg.inner_steps, second_order=True))
+        loss = self.loss_fn(self.forward(params, task.query_x), task.query_y)
         grads = torch.autograd.grad(loss, self.meta_parameters())
-        return TaskGradient(list(grads), loss.item(), accuracy(outputs.detach(), task.query_y))
+        return TaskGradient(list(grads), *self.fit_summary(params, task.support_x, task.support_y))
 
-    def adapt(self, task: Task, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        params = {k: v.detach() for k, v in self._adapted(task.support_x, task.support_y, steps, False).items()}
-        return lambda x: functional_call(self.model, params, (x,))
+    def adapt(self, task: Task, steps: int, procedure=None, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
+        if procedure is not None:  # a common test procedure replaces the learned α too
+            return super().adapt(task, steps, procedure, generator)
+        with torch.enable_grad():
+            params, _ = inner.adapt(self.forward, self.theta(), task.support_x, task.support_y,
+                                    self._loop(steps, second_order=False), generator=generator)
+        params = {k: v.detach() for k, v in params.items()}
+        return lambda x: self.forward(params, x)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "inner_lrs": [a.detach().clone() for a in self.inner_lrs]}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metacompare import inner
 from metacompare.algorithms import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
 from metacompare.config import ConfigError
@@ -26,6 +27,7 @@ from metacompare.data import Task
 @register
 class Pretrain(MetaAlgorithm):
     name = "pretrain"
+    needs_query = False  # trains on all of a task's examples
     uses_num_classes = True  # build_algorithm passes the training split's class count
 
     def __init__(self, model: nn.Module, cfg, num_classes: int | None = None):
@@ -63,22 +65,19 @@ class Pretrain(MetaAlgorithm):
         grads = torch.autograd.grad(loss, self.meta_parameters())
         return TaskGradient(list(grads), loss.item(), accuracy(outputs.detach(), y))
 
-    def adapt(self, task: Task, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def adapt(self, task: Task, steps: int, procedure=None, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.head is None:
-            return super().adapt(task, steps)
+            return super().adapt(task, steps, procedure, generator)
         with torch.no_grad():
             features = self.body(task.support_x)
-        weight = features.new_zeros(self.cfg.ways, features.shape[1], requires_grad=True)
-        bias = features.new_zeros(self.cfg.ways, requires_grad=True)
+        head = {"weight": features.new_zeros(self.cfg.ways, features.shape[1], requires_grad=True),
+                "bias": features.new_zeros(self.cfg.ways, requires_grad=True)}
+        loop = self.evaluation_loop(steps, procedure)
+        loop.adapted = None
         with torch.enable_grad():
-            for _ in range(steps):
-                loss = F.cross_entropy(F.linear(features, weight, bias), task.support_y)
-                grad_w, grad_b = torch.autograd.grad(loss, (weight, bias))
-                with torch.no_grad():
-                    weight -= self.cfg.inner_lr * grad_w
-                    bias -= self.cfg.inner_lr * grad_b
-        weight, bias = weight.detach(), bias.detach()
-        return lambda x: F.linear(self.body(x), weight, bias)
+            head, _ = inner.adapt(_linear, head, features, task.support_y, loop, generator=generator)
+        head = {k: v.detach() for k, v in head.items()}
+        return lambda x: _linear(head, self.body(x))
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -90,3 +89,7 @@ class Pretrain(MetaAlgorithm):
         super().load_state_dict(state)
         if self.head is not None:
             self.head.load_state_dict(state["head"])
+
+
+def _linear(head: inner.Params, features: torch.Tensor) -> torch.Tensor:
+    return F.linear(features, head["weight"], head["bias"])

@@ -1,18 +1,20 @@
 """Reptile (Nichol, Achiam & Schulman 2018): move θ towards the weights θ̃ found on each task.
 
 The task gradient is θ − θ̃, so an outer ``SGD(lr=ε)`` performs exactly θ ← θ + ε·mean(θ̃ − θ)
-(the paper's batched update); an outer Adam receives the same vector as its gradient.
+(the paper's batched update, Algorithm 2); ``outer_lr_final`` anneals ε linearly as supervised-reptile's
+``meta_step_final`` does. Each training task is trained on all its examples (``train_shots`` per
+class), in mini-batches of ``inner_batch_size`` (``inner_steps`` of them), with an inner optimiser whose
+state may be carried from task to task (``inner_state: carry``, supervised-reptile's behaviour: it
+resets only the model's variables between tasks, not Adam's moments and step count).
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Callable
-
 import torch
 
+from metacompare import grouped, inner
 from metacompare.algorithms import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy, make_optimizer
+from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 
 
@@ -20,44 +22,37 @@ from metacompare.data import Task
 class Reptile(MetaAlgorithm):
     name = "reptile"
     backends = ("metacompare", "learn2learn")
-
-    def __init__(self, model, cfg):
-        super().__init__(model, cfg)
-        if cfg.backend == "learn2learn" and cfg.inner_optimizer != "sgd":
-            from metacompare.config import ConfigError
-
-            raise ConfigError("inner_optimizer: the learn2learn backend only takes SGD inner steps; "
-                              "set inner_optimizer: sgd or backend: metacompare")
-        # One scratch copy reused for every task: no per-task deepcopy (the seed code's main cost).
-        self._scratch = copy.deepcopy(model)
-
-    def _train_on(self, x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Plain training from θ on (x, y); returns the final weights and the last outputs."""
-        if self.cfg.backend == "learn2learn":
-            adapted = self.adapt_fn(self.model, x, y, self.loss_fn, self.cfg.inner_lr, steps, second_order=False)
-            with torch.no_grad():
-                return [p.detach() for p in adapted.params], adapted.predict(x)
-        scratch = self._scratch
-        with torch.no_grad():
-            for mine, theirs in zip(scratch.parameters(), self.model.parameters()):
-                mine.copy_(theirs)
-        inner = make_optimizer(self.cfg.inner_optimizer, list(scratch.parameters()), self.cfg.inner_lr)
-        for _ in range(steps):
-            inner.zero_grad(set_to_none=True)
-            self.loss_fn(scratch(x), y).backward()
-            inner.step()
-        with torch.no_grad():
-            return [p.detach().clone() for p in scratch.parameters()], scratch(x)
+    needs_query = False  # trains on all of a task's examples
 
     def task_gradient(self, task: Task) -> TaskGradient:
         # Reptile has no support/query distinction in training: it trains on all of the task's data.
         x, y = task.all_x, task.all_y
-        adapted, outputs = self._train_on(x, y, self.cfg.inner_steps)
-        grads = [theta.detach() - tilde for theta, tilde in zip(self.model.parameters(), adapted)]
-        return TaskGradient(grads, self.loss_fn(outputs, y).item(), accuracy(outputs, y))
-
-    def adapt(self, task: Task, steps: int) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.cfg.backend == "learn2learn":
-            return super().adapt(task, steps)
-        self._train_on(task.support_x, task.support_y, steps)
-        return self._scratch
+            adapted = self.adapt_fn(self.model, x, y, self.loss_fn, self.cfg.inner_lr, self.cfg.inner_steps,
+                                    second_order=False)
+            params = {k: p.detach() for k, p in zip(self.theta(), adapted.params)}
+        else:
+            carry = self.cfg.inner_state == "carry"
+            params, state = inner.adapt(self.forward, self.theta(), x, y, self.training_loop(),
+                                        self.inner_state if carry else None)
+            if carry:
+                self.inner_state = state.detached() if hasattr(state, "detached") else state
+        grads = [theta.detach() - params[k].detach() for k, theta in self.theta().items()]
+        return TaskGradient(grads, *self.fit_summary(params, x, y))
+
+    def batched_gradient(self, tasks: list[Task]) -> BatchGradient | None:
+        """All tasks trained at once in one grouped network; not with a carried inner state, which
+        makes each task start where the previous one ended."""
+        if self.cfg.backend != "metacompare" or self.cfg.inner_state == "carry" or not grouped.same_shapes(tasks):
+            return None
+        x, y = grouped.stack([t.all_x for t in tasks]), grouped.stack([t.all_y for t in tasks])
+        def forward(params, inputs):
+            return grouped.grouped_forward(self.model, params, inputs)
+        params, _ = inner.adapt(forward, grouped.stacked(self.theta(), len(tasks), track=False), x, y,
+                                self.training_loop(), stacked=True)
+        with torch.no_grad():
+            outputs = forward(params, x)
+            loss = inner.task_loss(outputs, y).mean().item()
+            acc = None if y.is_floating_point() else (outputs.argmax(-1) == y).float().mean().item()
+            grads = [theta - params[k].mean(0) for k, theta in self.theta().items()]
+        return BatchGradient([g.detach() for g in grads], loss, acc)

@@ -26,7 +26,7 @@ class Scratch(MetaAlgorithm):
         return TaskGradient([torch.zeros_like(p) for p in self.meta_parameters()], loss,
                             accuracy(outputs, task.query_y))
 
-    def meta_train_step(self, tasks: list[Task]) -> dict[str, float]:
+    def meta_train_step(self, tasks: list[Task], engine=None) -> dict[str, float]:
         """Leaves θ as initialised; returns the untrained network's query loss, so curves have a value."""
         steps = [self.task_gradient(task) for task in tasks]
         metrics = {"loss": sum(s.loss for s in steps) / len(steps)}

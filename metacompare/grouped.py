@@ -1,0 +1,98 @@
+"""One network for a whole meta-batch: the task-batched engine's forward pass.
+
+Every task gets its own copy of the parameters, stacked along a leading task axis, and the conv
+layers become one grouped convolution with the tasks as groups (``[N, T·C, H, W]`` activations,
+``groups=T``); the linear head is one batched matmul. BatchNorm over ``T·C`` channels normalises each
+task with its own batch statistics, so the result is the per-task loop's, computed in a few large
+kernels instead of ``T`` small ones. The inner loop (:func:`metacompare.inner.adapt` with
+``stacked=True``) sums the tasks' losses, so each task's copy gets exactly its own gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metacompare.data import Task
+from metacompare.errors import UserError
+
+Params = dict[str, torch.Tensor]
+
+
+def _layers(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """Leaf modules in call order with their parameter-name prefixes (nested Sequentials only)."""
+    children = list(module.named_children())
+    if not children:
+        yield prefix, module
+        return
+    if not isinstance(module, nn.Sequential):
+        raise UserError(f"batch_tasks: cannot batch tasks through {type(module).__name__}; "
+                        f"set batch_tasks: false")
+    for name, child in children:
+        yield from _layers(child, f"{prefix}{name}.")
+
+
+def grouped_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
+    """``model`` applied to every task at once: ``x`` is ``[T, N, ...]``, each param ``[T, ...]``.
+
+    Returns ``[T, N, outputs]``; task ``t`` sees only its own inputs and its own parameters.
+    """
+    tasks, n = x.shape[:2]
+    grouped = x.dim() == 5
+    h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]) if grouped else x
+    for prefix, layer in _layers(model):
+        def p(name):
+            return params[prefix + name]
+        if isinstance(layer, nn.Conv2d):
+            w = p("weight")
+            bias = p("bias").reshape(-1) if layer.bias is not None else None
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias, layer.stride, layer.padding,
+                         layer.dilation, tasks * layer.groups)
+        elif isinstance(layer, nn.BatchNorm2d):
+            if layer.track_running_stats:
+                raise UserError("batch_tasks: BatchNorm with running statistics cannot be batched over tasks; "
+                                "set batch_tasks: false")
+            weight = p("weight").reshape(-1) if layer.affine else None
+            bias = p("bias").reshape(-1) if layer.affine else None
+            h = F.batch_norm(h, None, None, weight, bias, True, 0.0, layer.eps)
+        elif getattr(layer, "inner_loop_frozen", False):  # models.BatchNormOffset: offset, no scale
+            h = F.batch_norm(h, None, None, None, p("bias").reshape(-1), True, 0.0, layer.eps)
+        elif type(layer).__name__ == "SpatialMean":
+            h = h.mean(dim=(2, 3)).reshape(n, tasks, -1).transpose(0, 1)
+            grouped = False
+        elif isinstance(layer, nn.MaxPool2d):
+            h = F.max_pool2d(h, layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode)
+        elif isinstance(layer, nn.ReLU):
+            h = F.relu(h)
+        elif isinstance(layer, nn.Flatten):
+            h = h.reshape(n, tasks, -1).transpose(0, 1)  # [T, N, C·H·W], per task in C, H, W order
+            grouped = False
+        elif isinstance(layer, nn.Linear):
+            w = p("weight")
+            h = torch.baddbmm(p("bias").unsqueeze(1), h, w.transpose(1, 2)) if layer.bias is not None \
+                else torch.bmm(h, w.transpose(1, 2))
+        else:
+            raise UserError(f"batch_tasks: no grouped version of {type(layer).__name__}; set batch_tasks: false")
+    if grouped:
+        raise UserError("batch_tasks: the model must end in a Linear layer to be batched over tasks")
+    return h
+
+
+def stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.contiguous() for t in tensors])
+
+
+def same_shapes(tasks: list[Task]) -> bool:
+    first = tasks[0]
+    return all(t.support_x.shape == first.support_x.shape and t.query_x.shape == first.query_x.shape
+               for t in tasks)
+
+
+def stacked(params: Params, tasks: int, track: bool) -> Params:
+    """Every parameter repeated per task; differentiable back to θ when ``track``, else fresh leaves."""
+    if track:
+        return {k: v.unsqueeze(0).expand(tasks, *v.shape) for k, v in params.items()}
+    return {k: v.detach().unsqueeze(0).repeat(tasks, *[1] * v.dim()).requires_grad_() for k, v in params.items()}

@@ -1,0 +1,197 @@
+"""The one functional inner loop: parameters in, adapted parameters out.
+
+Every algorithm, baseline and engine adapts through :func:`adapt`. Parameters are a ``dict`` of
+tensors and the network is called through a ``forward(params, x)`` function, so the same loop serves
+one task (``torch.func.functional_call``) and a whole meta-batch at once (the grouped network of
+:mod:`metacompare.engines`). What varies between the papers is data, not code:
+
+- the step: a small optimiser plug-in with optax's shape (``init`` then ``update``), plain SGD with
+  a float or per-parameter step size (Meta-SGD), or Adam whose state the caller may carry from task to
+  task (supervised-reptile resets only the model's variables between tasks, not Adam's);
+- the batches: full batch, or mini-batches drawn without replacement, one pass after another
+  (supervised-reptile's ``_mini_batches``);
+- the order: second order keeps the graph through every step (MAML); first order does not;
+- the loss reduction: the mean, the sum, or Finn et al.'s sum over examples divided by the shots K.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+Forward = Callable[[Params, torch.Tensor], torch.Tensor]
+
+
+# --------------------------------------------------------------------------------- loss reduction
+def task_loss(outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean", shots: int = 1) -> torch.Tensor:
+    """Loss of one task (``outputs [N, C]``) or of each task of a stack (``[T, N, C]`` gives ``[T]``).
+
+    ``mean``: the mean over examples. ``sum``: their sum, what TensorFlow differentiates when handed a
+    vector of per-example losses (supervised-reptile). ``sum_over_shots``: that sum divided by K, the
+    loss of Finn et al.'s code (cbfinn/maml ``xent`` divides by ``update_batch_size``), so its step sizes
+    (0.4 for 5-way Omniglot) can be used verbatim: it is ``ways`` times the mean.
+    """
+    classify = not targets.is_floating_point()
+    if outputs.dim() == 2 and reduction == "mean":  # one task: exactly the library's own mean
+        return F.cross_entropy(outputs, targets) if classify else F.mse_loss(outputs, targets)
+    lead = outputs.shape[:-2]  # () for one task, (T,) for a stack of tasks
+    if classify:
+        flat = F.cross_entropy(outputs.flatten(0, -2), targets.flatten(), reduction="none")
+    else:
+        flat = F.mse_loss(outputs.flatten(0, -2), targets.flatten(0, -2), reduction="none")
+    per_task = flat.reshape(*lead, -1)
+    if reduction == "mean":
+        return per_task.mean(-1)
+    total = per_task.sum(-1)
+    return total / shots if reduction == "sum_over_shots" else total
+
+
+# ---------------------------------------------------------------------------------- optimisers
+class InnerOptimizer(Protocol):
+    """A functional optimiser: ``init`` makes its state, ``update`` returns new params and state."""
+
+    def init(self, params: Params) -> Any: ...
+
+    def update(self, params: Params, grads: Params, state: Any) -> tuple[Params, Any]: ...
+
+
+@dataclass(frozen=True)
+class SGD:
+    """θ ← θ − α·g; ``lr`` is one float or a tensor per parameter name (Meta-SGD's learned α)."""
+
+    lr: float | Mapping[str, torch.Tensor]
+
+    def init(self, params: Params) -> None:
+        return None
+
+    def update(self, params: Params, grads: Params, state: None) -> tuple[Params, None]:
+        rate = self.lr
+        if isinstance(rate, Mapping):
+            return {k: p - rate[k] * grads[k] if k in grads else p for k, p in params.items()}, None
+        return {k: p - rate * grads[k] if k in grads else p for k, p in params.items()}, None
+
+
+@dataclass
+class AdamState:
+    """Adam's step count and moment estimates, per parameter name."""
+
+    step: int
+    m: Params
+    v: Params
+
+    def detached(self) -> "AdamState":
+        return AdamState(self.step, {k: t.detach() for k, t in self.m.items()},
+                         {k: t.detach() for k, t in self.v.items()})
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "m": {k: t.detach().clone() for k, t in self.m.items()},
+                "v": {k: t.detach().clone() for k, t in self.v.items()}}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "AdamState":
+        return cls(int(state["step"]), dict(state["m"]), dict(state["v"]))
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam in the form of Kingma & Ba (2015, end of section 2), as TensorFlow implements it:
+    α_t = α·√(1−β₂ᵗ)/(1−β₁ᵗ), θ ← θ − α_t·m/(√v + ε). supervised-reptile uses β₁ = 0."""
+
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def init(self, params: Params) -> AdamState:
+        return AdamState(0, {k: torch.zeros_like(p) for k, p in params.items()},
+                         {k: torch.zeros_like(p) for k, p in params.items()})
+
+    def update(self, params: Params, grads: Params, state: AdamState) -> tuple[Params, AdamState]:
+        b1, b2 = self.betas
+        step = state.step + 1
+        m = {k: b1 * state.m[k] + (1 - b1) * g for k, g in grads.items()}
+        v = {k: b2 * state.v[k] + (1 - b2) * g * g for k, g in grads.items()}
+        rate = self.lr * math.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+        new = {k: p - rate * m[k] / (v[k].sqrt() + self.eps) if k in grads else p for k, p in params.items()}
+        return new, AdamState(step, {**state.m, **m}, {**state.v, **v})
+
+
+def make_inner_optimizer(name: str, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> InnerOptimizer:
+    if name == "sgd":
+        return SGD(lr)
+    if name == "adam":
+        return Adam(lr, tuple(betas))
+    raise ValueError(f"unknown inner optimiser '{name}'")
+
+
+# ------------------------------------------------------------------------------------ batches
+def mini_batches(size: int, batch: int, count: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
+    """``count`` index batches of ``batch`` examples out of ``size``, without replacement: shuffle,
+    cut consecutive batches, reshuffle when the examples run out (a batch may span two passes), as
+    supervised-reptile's ``_mini_batches(..., replacement=False)``. ``batch`` 0 or ≥ size: all
+    examples every step, in order."""
+    if batch <= 0 or batch >= size:
+        everything = torch.arange(size)
+        for _ in range(count):
+            yield everything
+        return
+    current: list[torch.Tensor] = []
+    taken = done = 0
+    while True:
+        for index in torch.randperm(size, generator=generator):
+            current.append(index)
+            taken += 1
+            if taken < batch:
+                continue
+            yield torch.stack(current)
+            done += 1
+            if done == count:
+                return
+            current, taken = [], 0
+
+
+# ------------------------------------------------------------------------------------- the loop
+@dataclass
+class InnerLoop:
+    """How a task is adapted: optimiser, number of steps, mini-batch size, order, loss reduction.
+
+    ``adapted`` names the parameters the loop changes (None: all); the others pass through as they
+    are, still differentiable with respect to θ (Finn et al.'s BatchNorm offsets, ANIL's body).
+    """
+
+    optimizer: InnerOptimizer
+    steps: int
+    batch_size: int = 0
+    second_order: bool = False
+    reduction: str = "mean"
+    shots: int = 1
+    adapted: tuple[str, ...] | None = None
+
+
+def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, loop: InnerLoop,
+          state: Any = None, generator: torch.Generator | None = None, stacked: bool = False) -> tuple[Params, Any]:
+    """Take ``loop.steps`` optimiser steps on (x, y) from ``params``; return adapted params and state.
+
+    ``stacked``: ``x``/``y`` carry a leading task axis (``[T, N, ...]``); the loss is then the sum of
+    the tasks' losses, whose gradient with respect to task ``t``'s parameters is task ``t``'s own
+    gradient, and the elementwise optimisers act as ``T`` independent ones. ``state`` None starts the
+    optimiser afresh. First order: the adapted parameters are returned as fresh leaves (FOMAML and
+    Reptile take no gradient through the steps); second order keeps the whole graph back to θ.
+    """
+    names = [k for k in params if loop.adapted is None or k in loop.adapted]
+    if state is None:
+        state = loop.optimizer.init({k: params[k] for k in names})
+    axis = 1 if stacked else 0
+    examples = y.shape[axis]
+    for index in mini_batches(examples, loop.batch_size, loop.steps, generator):
+        bx, by = (x, y) if len(index) == examples else (x.index_select(axis, index), y.index_select(axis, index))
+        loss = task_loss(forward(params, bx), by, loop.reduction, loop.shots).sum()
+        grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=loop.second_order)
+        params, state = loop.optimizer.update(params, dict(zip(names, grads)), state)
+        if not loop.second_order:
+            params = {k: (p.detach().requires_grad_() if k in names else p) for k, p in params.items()}
+    return params, state

@@ -1,0 +1,47 @@
+"""Precision and memory layout, chosen by config: bfloat16 autocast and NHWC convolutions.
+
+``precision: bfloat16`` runs meta-training under CPU/CUDA autocast (float32 master weights);
+``memory_format: channels_last`` stores conv weights and images NHWC. Evaluation stays in the
+run's storage dtype (:data:`STORAGE`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from metacompare.data import Task
+
+# The dtype weights and data are stored in; bfloat16 keeps float32 storage and autocasts the compute.
+STORAGE = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
+
+
+def storage_dtype(name: str) -> torch.dtype:
+    return STORAGE[name]
+
+
+def autocast(cfg) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast when the config asks for it, otherwise nothing."""
+    if getattr(cfg, "precision", "float32") != "bfloat16":
+        return contextlib.nullcontext()
+    # No cast cache: it keys on the weight tensor, so a weight updated in place inside the region
+    # (Reptile's inner optimiser) would keep being read as its stale bfloat16 copy.
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def prepare_model(model: nn.Module, cfg) -> nn.Module:
+    """Apply the configured memory layout to the model's 4-d weights (in place)."""
+    if getattr(cfg, "memory_format", "contiguous") == "channels_last":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def prepare_task(task: Task, cfg) -> Task:
+    """Apply the configured memory layout to a task's images."""
+    if getattr(cfg, "memory_format", "contiguous") != "channels_last" or task.support_x.dim() != 4:
+        return task
+    def nhwc(x):
+        return x.contiguous(memory_format=torch.channels_last)
+    return Task(nhwc(task.support_x), task.support_y, nhwc(task.query_x), task.query_y, task.classes)
