@@ -70,34 +70,53 @@ class SpatialMean(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def conv4_finn(ways: int, channels: int = 1, filters: int = 64) -> nn.Sequential:
-    """Finn et al. (2017)'s Omniglot network as cbfinn/maml builds it: four stride-2 3x3 convs (Xavier
-    uniform weights, zero biases), BatchNorm with an offset and no scale, ReLU; the mean over the
-    remaining 2x2 positions; a linear head whose weights are drawn from N(0, 1) (``tf.random_normal``)."""
+def conv4_finn(ways: int, channels: int = 1, filters: int = 64, image_size: int = 28,
+               max_pool: bool = False) -> nn.Sequential:
+    """Finn et al. (2017)'s networks as cbfinn/maml builds them: four 3x3 convs (Xavier uniform weights,
+    zero biases), BatchNorm with an offset and no scale, ReLU. Omniglot: stride-2 convs, the mean over
+    the remaining 2x2 positions, a head whose weights are drawn from N(0, 1) (``tf.random_normal``).
+    mini-ImageNet (``max_pool``): stride-1 convs each followed by 2x2 max-pooling without padding
+    (84 -> 42 -> 21 -> 10 -> 5), flattened into a Xavier-initialised head."""
     layers: list[nn.Module] = []
     for i in range(4):
-        conv = nn.Conv2d(channels if i == 0 else filters, filters, 3, stride=2, padding=1)
+        conv = nn.Conv2d(channels if i == 0 else filters, filters, 3, stride=1 if max_pool else 2, padding=1)
         nn.init.xavier_uniform_(conv.weight)
         nn.init.zeros_(conv.bias)
-        layers += [conv, BatchNormOffset(filters), nn.ReLU()]
+        layers += [conv, BatchNormOffset(filters), nn.ReLU()] + ([nn.MaxPool2d(2)] if max_pool else [])
+    if max_pool:
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        head = nn.Linear(filters * side * side, ways)
+        nn.init.xavier_uniform_(head.weight)
+        nn.init.zeros_(head.bias)
+        return nn.Sequential(*layers, nn.Flatten(), head)
     head = nn.Linear(filters, ways)
     nn.init.normal_(head.weight, 0.0, 1.0)
     nn.init.zeros_(head.bias)
     return nn.Sequential(*layers, SpatialMean(), head)
 
 
-def conv4_nichol(ways: int, channels: int = 1, filters: int = 64, image_size: int = 28) -> nn.Sequential:
-    """Nichol et al. (2018)'s Omniglot network as supervised-reptile builds it: four stride-2 3x3 convs,
-    BatchNorm (scale and offset, batch statistics), ReLU, flatten, dense; TensorFlow's default Glorot
-    uniform weights and zero biases. (TensorFlow pads 'same' convolutions asymmetrically; here they
-    are padded by one pixel on every side, which gives the same output sizes.)"""
-    model = conv4(ways, channels, filters, image_size, strided=True)
+def conv4_nichol(ways: int, channels: int = 1, filters: int = 64, image_size: int = 28,
+                 max_pool: bool = False) -> nn.Sequential:
+    """Nichol et al. (2018)'s networks as supervised-reptile builds them: four 3x3 convs, BatchNorm
+    (scale and offset, batch statistics), ReLU, flatten, dense; TensorFlow's default Glorot uniform
+    weights and zero biases. Omniglot: stride-2 convs. mini-ImageNet (``max_pool``): stride-1 convs
+    and 'same'-padded 2x2 max-pooling (84 -> 42 -> 21 -> 11 -> 6: ``ceil_mode``). (TensorFlow pads
+    'same' convolutions asymmetrically; here by one pixel on every side: the same output sizes.)"""
+    layers: list[nn.Module] = []
+    for i in range(4):
+        conv = nn.Conv2d(channels if i == 0 else filters, filters, 3, stride=1 if max_pool else 2, padding=1)
+        norm = nn.BatchNorm2d(filters, eps=1e-3, track_running_stats=False)  # tf.layers' default epsilon
+        layers += [conv, norm, nn.ReLU()] + ([nn.MaxPool2d(2, ceil_mode=True)] if max_pool else [])
+    body = nn.Sequential(*layers, nn.Flatten())
+    with torch.no_grad():
+        features = body(torch.zeros(2, channels, image_size, image_size)).shape[1]
+    model = nn.Sequential(*body, nn.Linear(features, ways))
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            module.eps = 1e-3  # tf.layers.batch_normalization's default epsilon
     return model
 
 
@@ -106,12 +125,12 @@ def build_model(cfg: RunConfig) -> nn.Module:
     torch.manual_seed(cfg.seed)
     if cfg.model == "mlp":
         return mlp()
-    channels = 3 if cfg.dataset == "miniimagenet" else 1
+    images = cfg.dataset == "miniimagenet"
+    channels, size = (3, 84) if images else (1, cfg.omniglot.image_size)
     if cfg.model == "conv4_finn":
-        return conv4_finn(cfg.ways, channels, cfg.filters)
+        return conv4_finn(cfg.ways, channels, cfg.filters, size, max_pool=images)
     if cfg.model == "conv4_nichol":
-        size = 84 if cfg.dataset == "miniimagenet" else cfg.omniglot.image_size
-        return conv4_nichol(cfg.ways, channels, cfg.filters, size)
+        return conv4_nichol(cfg.ways, channels, cfg.filters, size, max_pool=images)
     if cfg.dataset == "miniimagenet":  # 84x84 colour images (Vinyals et al. 2016)
         return conv4(cfg.ways, channels=3, filters=cfg.filters, image_size=84, strided=cfg.model == "conv4_strided")
     return conv4(cfg.ways, filters=cfg.filters, image_size=cfg.omniglot.image_size,
