@@ -15,6 +15,7 @@ from metacompare.config import RunConfig, dump
 from metacompare.report import PUBLISHED_ACCURACY, analyse, learning_curve, scores_by_steps, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+T1 = 12.706204736174694  # Student-t 0.975 quantile, 1 degree of freedom (tables: 12.706)
 OMNIGLOT = dict(experiment="omni", dataset="omniglot", model="conv4", ways=5, shots=1, query=5, inner_lr=0.4,
                 outer_lr=0.001, iterations=30, test_episodes=100)
 
@@ -83,7 +84,7 @@ def test_table_combines_seeds_and_falls_back_to_episode_ci(omniglot_report):
     both_seeds = row_of(rows, algorithm="maml", num_tasks="-1", inner_lr="0.4", outer_lr="0.001")
     # seed means 90 and 94: mean 92, CI t(0.975, 1 df) * std([90, 94], ddof=1) / sqrt(2) = 12.706 * 2
     assert float(both_seeds["test_accuracy_mean_pct"]) == pytest.approx(92.0)
-    assert float(both_seeds["test_accuracy_ci95_pct"]) == pytest.approx(25.412)
+    assert float(both_seeds["test_accuracy_ci95_pct"]) == pytest.approx(2 * T1)
     assert both_seeds["ci_over"] == "2 seeds" and both_seeds["finished"] == "2"
     one_seed = row_of(rows, algorithm="maml", num_tasks="10")
     assert float(one_seed["test_accuracy_mean_pct"]) == pytest.approx(80.0)
@@ -143,7 +144,7 @@ def test_learning_curve_averages_seeds_with_ci_across_them(omniglot_report):
     assert list(curve["iteration"]) == [10, 20, 30]
     assert list(curve["mean"]) == pytest.approx([55.0, 75.0, 92.5])
     # two seeds 10 points apart (in %): CI = 12.706 * 10/sqrt(2) / sqrt(2) = 63.53; 5 points apart: 31.765
-    assert list(curve["ci95"]) == pytest.approx([63.53, 63.53, 31.765])
+    assert list(curve["ci95"]) == pytest.approx([T1 * 5, T1 * 5, T1 * 2.5])
     single = learning_curve(analysis, [group["run_ids"].split(";")[0]])
     assert list(single["ci95"]) == pytest.approx([5.0, 5.0, 5.0])  # the run's own validation CI
 
@@ -207,5 +208,5 @@ def test_adaptation_steps_figure_averages_seeds_per_step_count(tmp_path):
     assert "shots=5: after 5 steps maml is best (0.700, from 1.100 after 1)" in report_md
     analysis = analyse(exp)
     row = analysis.groups[analysis.groups["shots"] == 5].iloc[0]
-    assert scores_by_steps(analysis, row["run_ids"])[5] == pytest.approx((0.7, 12.706 * math.sqrt(0.02) / math.sqrt(2)))
+    assert scores_by_steps(analysis, row["run_ids"])[5] == pytest.approx((0.7, T1 * math.sqrt(0.02) / math.sqrt(2)))
     assert "shots=10" not in report_md.split("(f) Adaptation steps")[1].split("![")[0]

@@ -1,0 +1,141 @@
+"""Reading an experiment folder: ``runs.csv``, each run's ``config.yaml``, ``metrics.csv``,
+``summary.json`` and (when the run wrote one) ``episodes.csv``, into pandas DataFrames.
+
+A failed run may have no files, a diverged run no test score, an older run no per-episode scores:
+each is read as far as it goes, so one odd run never stops the report of the others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from metacompare.config import RunConfig
+from metacompare.errors import UserError
+from metacompare.report.metric import Metric, num
+
+EPISODES_FILE = "episodes.csv"
+CURVE_COLUMNS = ["run_id", "iteration", "wall_time_s", "mean", "ci95"]
+STEP_COLUMNS = ["run_id", "steps", "mean", "ci95"]
+EPISODE_COLUMNS = ["run_id", "algorithm", "seed", "episode", "score"]
+
+
+def config_fields() -> list[str]:
+    """Flat names of every config field (``omniglot.rotations``), from the current schema."""
+    return list(flatten(RunConfig().to_dict()))
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+def load_runs(experiment_dir: Path) -> pd.DataFrame:
+    """One row per run: ``runs.csv`` plus config fields it lacks, read from each run's config.yaml."""
+    experiment_dir = Path(experiment_dir)
+    table = experiment_dir / "runs.csv"
+    if not table.is_file():
+        raise UserError(f"{experiment_dir}: no runs.csv here; give an experiment folder such as "
+                        f"results/sine (made by `metacompare run` or `sweep`)")
+    runs = pd.read_csv(table)
+    if runs.empty:
+        raise UserError(f"{table}: holds no runs yet; run an experiment first")
+    extra = pd.DataFrame([_run_config(experiment_dir / str(run_id)) for run_id in runs["run_id"]], index=runs.index)
+    defaults = flatten(RunConfig().to_dict())
+    for column in extra.columns:
+        if column not in runs.columns:
+            # a field added to the schema after a run was made: that run had the default behaviour
+            runs[column] = extra[column].where(extra[column].notna(), defaults.get(column))
+    runs["status"] = runs["status"].fillna("failed").astype(str)
+    for column in ("test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean", "test_loss_ci95",
+                   "seconds_per_iteration", "peak_memory_mb", "seed"):
+        runs[column] = pd.to_numeric(runs[column], errors="coerce") if column in runs else np.nan
+    return runs
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    return flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def load_curves(experiment_dir: Path, run_ids: list[str], metric: Metric) -> pd.DataFrame:
+    """Validation score per evaluation of every run (``metrics.csv``), in the metric's units."""
+    mean_col, ci_col = f"{metric.val_column}_mean", f"{metric.val_column}_ci95"
+    frames = []
+    for run_id in run_ids:
+        frame = _read_csv(Path(experiment_dir) / run_id / "metrics.csv")
+        if frame is None or frame.empty or mean_col not in frame or not np.isfinite(frame[mean_col]).any():
+            continue
+        frame = frame.drop_duplicates("iteration", keep="last")
+        frames.append(pd.DataFrame({
+            "run_id": run_id, "iteration": frame["iteration"].to_numpy(),
+            "wall_time_s": frame["wall_time_s"].to_numpy(float), "mean": frame[mean_col].to_numpy(float) * metric.scale,
+            "ci95": (frame[ci_col].to_numpy(float) if ci_col in frame else np.nan) * metric.scale}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        return None  # a run stopped before its first evaluation logs no columns; a broken file is skipped
+
+
+def load_steps(experiment_dir: Path, run_ids: list[str], metric: Metric) -> pd.DataFrame:
+    """Each run's test score after each number of adaptation steps (``test_by_inner_steps`` in summary.json)."""
+    key = metric.column.removeprefix("test_")  # "loss" or "accuracy"
+    rows = []
+    for run_id in run_ids:
+        for steps, scores in (_summary(Path(experiment_dir) / run_id).get("test_by_inner_steps") or {}).items():
+            mean, ci = num(scores.get(f"{key}_mean")), num(scores.get(f"{key}_ci95"))
+            if math.isfinite(mean):
+                rows.append({"run_id": run_id, "steps": int(steps), "mean": mean * metric.scale,
+                             "ci95": ci * metric.scale})
+    return pd.DataFrame(rows, columns=STEP_COLUMNS)
+
+
+def _summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def load_episodes(experiment_dir: Path, runs: pd.DataFrame, metric: Metric) -> tuple[pd.DataFrame, list[str]]:
+    """Per-episode test scores from each finished run's ``episodes.csv`` (columns episode, accuracy, loss).
+
+    Returns:
+        The scores (columns ``EPISODE_COLUMNS``, in the metric's units) and one note per file that
+        could not be used. Runs without the file are simply absent: older runs did not write it.
+    """
+    column = metric.column.removeprefix("test_")
+    frames, notes = [], []
+    for run in runs[runs["status"] == "finished"].itertuples():
+        path = Path(experiment_dir) / str(run.run_id) / EPISODES_FILE
+        if not path.exists():
+            continue
+        frame = _read_csv(path) if path.is_file() else None
+        if frame is None or not {"episode", column} <= set(frame.columns):
+            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable or lacks the columns episode, {column}; "
+                         f"left out")
+            continue
+        frames.append(pd.DataFrame({"run_id": run.run_id, "algorithm": run.algorithm, "seed": run.seed,
+                                    "episode": pd.to_numeric(frame["episode"], errors="coerce"),
+                                    "score": pd.to_numeric(frame[column], errors="coerce") * metric.scale}).dropna())
+    scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS)
+    return scores, notes
