@@ -373,26 +373,22 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Tasks/s per implementation, one panel per (model, inner steps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Tasks/s per implementation, one panel per (model, inner steps), in the report's shared style."""
+    from metacompare.report.draw import style
 
     panels = sorted({(r["model"], r["inner_steps"]) for r in rows})
-    colours = {"seed": "tab:gray", "learn2learn": "tab:orange", "higher": "tab:green", "metacompare": "tab:blue"}
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 0.35 * len(rows) / len(panels) + 2),
-                             squeeze=False)
-    for ax, (model, steps) in zip(axes[0], panels):
-        sub = [r for r in rows if (r["model"], r["inner_steps"]) == (model, steps)]
-        ax.barh([r["implementation"] for r in sub], [r["tasks_per_s"] for r in sub],
-                color=[colours[r["library"]] for r in sub])
-        ax.invert_yaxis()
-        ax.set_xlabel("tasks per second (higher is better)")
-        ax.set_title(f"{model}, {steps} inner step{'s' * (steps > 1)}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with style.styled():
+        fig = style.figure(6 * len(panels), 0.35 * len(rows) / max(len(panels), 1) + 2)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (model, steps) in zip(axes, panels):
+            sub = [r for r in rows if (r["model"], r["inner_steps"]) == (model, steps)]
+            ax.barh([r["implementation"] for r in sub], [r["tasks_per_s"] for r in sub],
+                    color=[style.LIBRARY_COLORS[r["library"]] for r in sub])
+            ax.invert_yaxis()
+            ax.set_xlabel("tasks per second (higher is better)")
+            ax.set_title(f"{model}, {steps} inner step{'s' * (steps > 1)}")
+            ax.grid(True, axis="x")
+        style.save(fig, path.parent, path.stem, dpi=100, svg=False)
 
 
 def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, query: int = 15,
