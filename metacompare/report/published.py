@@ -24,8 +24,10 @@ T, N = "transductive", "non_transductive"
 _ROWS = [
     ("omniglot", 5, 1, "maml", T, 98.7, 0.4, FINN), ("omniglot", 5, 5, "maml", T, 99.9, 0.1, FINN),
     ("omniglot", 20, 1, "maml", T, 95.8, 0.3, FINN), ("omniglot", 20, 5, "maml", T, 98.9, 0.2, FINN),
-    ("omniglot", 5, 1, "fomaml", T, 98.3, 0.5, NICHOL_OMNIGLOT), ("omniglot", 5, 5, "fomaml", T, 99.2, 0.2, NICHOL_OMNIGLOT),
-    ("omniglot", 20, 1, "fomaml", T, 89.4, 0.5, NICHOL_OMNIGLOT), ("omniglot", 20, 5, "fomaml", T, 97.9, 0.1, NICHOL_OMNIGLOT),
+    ("omniglot", 5, 1, "fomaml", T, 98.3, 0.5, NICHOL_OMNIGLOT),
+    ("omniglot", 5, 5, "fomaml", T, 99.2, 0.2, NICHOL_OMNIGLOT),
+    ("omniglot", 20, 1, "fomaml", T, 89.4, 0.5, NICHOL_OMNIGLOT),
+    ("omniglot", 20, 5, "fomaml", T, 97.9, 0.1, NICHOL_OMNIGLOT),
     ("omniglot", 5, 1, "reptile", T, 97.68, 0.04, NICHOL_OMNIGLOT),
     ("omniglot", 5, 5, "reptile", T, 99.48, 0.06, NICHOL_OMNIGLOT),
     ("omniglot", 20, 1, "reptile", T, 89.43, 0.14, NICHOL_OMNIGLOT),

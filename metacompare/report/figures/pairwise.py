@@ -33,13 +33,18 @@ def seed_scores(exp: Experiment) -> pd.DataFrame:
                          "score": runs[f"{exp.metric.column}_mean"] * exp.metric.scale})
 
 
+def _in_report_order(scores: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
+    rank = {a: i for i, a in enumerate(exp.algorithms())}
+    return scores.sort_values("algorithm", key=lambda c: c.map(rank), kind="stable")
+
+
 def data(exp: Experiment) -> pd.DataFrame:
     """The pairwise table over episodes (where saved) and over seeds (where at least two are shared)."""
     tables = []
-    episodes = episode_scores(exp)
+    episodes = _in_report_order(episode_scores(exp), exp)
     if episodes["algorithm"].nunique() >= 2:
         tables.append(pairwise(episodes, "episode", exp.metric.higher_is_better))
-    seeds = seed_scores(exp)
+    seeds = _in_report_order(seed_scores(exp), exp)
     if seeds.groupby("algorithm")["seed"].nunique().ge(2).sum() >= 2:
         by_seed = pairwise(seeds, "seed", exp.metric.higher_is_better)
         tables.append(by_seed[by_seed["n"] >= 2])
@@ -68,7 +73,7 @@ def section(exp: Experiment) -> Section | None:
                                                       "no significant difference in any") + ".").strip()
     caption = ("Each algorithm at its best setting. A − B: mean over the shared units of the difference in "
                f"{metric_name(exp)} (positive: A scored higher), 95% Student-t CI. p-values: paired t-test and "
-               "Wilcoxon signed-rank test (scipy.stats), then Holm's correction across the pairs (episodes and seeds corrected separately). The verdict names "
+               "Wilcoxon signed-rank test (scipy.stats), then Holm's correction across the pairs (episodes and seeds corrected separately); with five pairs or fewer the exact Wilcoxon test cannot reach p < 0.05. The verdict names "
                "the better algorithm where the Holm-adjusted t-test rejects equality.")
     return Section("(g) Paired comparisons", text, caption, table=rows(table, exp))
 
