@@ -73,7 +73,9 @@ def section(exp: Experiment) -> Section | None:
                                                       "no significant difference in any") + ".").strip()
     caption = ("Each algorithm at its best setting. A − B: mean over the shared units of the difference in "
                f"{metric_name(exp)} (positive: A scored higher), 95% Student-t CI. p-values: paired t-test and "
-               "Wilcoxon signed-rank test (scipy.stats), then Holm's correction across the pairs (episodes and seeds corrected separately); with five pairs or fewer the exact Wilcoxon test cannot reach p < 0.05. The verdict names "
+               "Wilcoxon signed-rank test (scipy.stats), then Holm's correction across the pairs (episodes and "
+               "seeds corrected separately); with five pairs or fewer the exact Wilcoxon test cannot reach "
+               "p < 0.05. The verdict names "
                "the better algorithm where the Holm-adjusted t-test rejects equality.")
     return Section("(g) Paired comparisons", text, caption, table=rows(table, exp))
 
