@@ -38,8 +38,12 @@ def _write_reports(experiment_dirs: list[Path]) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from metacompare.report import report
 
-    for path in report(Path(args.results_dir)):
-        print(f"report: {path}")
+    try:
+        for path in report(Path(args.results_dir)):
+            print(f"report: {path}")
+    except KeyboardInterrupt:  # the report is written atomically: the previous one is still whole
+        print("metacompare: interrupted; the previous report is left as it was", file=sys.stderr)
+        return 130
     return 0
 
 
