@@ -372,8 +372,9 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Tasks/s per implementation, one panel per (model, inner steps), in the report's shared style."""
+def plot(rows: list[dict], path: Path):
+    """Tasks/s per implementation, one panel per (model, inner steps), in the report's shared style;
+    returns the matplotlib Figure."""
     from metacompare.report.draw import style
 
     panels = sorted({(r["model"], r["inner_steps"]) for r in rows})
@@ -389,6 +390,7 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.set_title(f"{model}, {steps} inner step{'s' * (steps > 1)}")
             ax.grid(True, axis="x")
         style.save(fig, path.parent, path.stem, dpi=100, svg=False)
+    return fig
 
 
 def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, query: int = 15,

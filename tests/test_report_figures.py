@@ -202,3 +202,18 @@ def test_paired_section_without_episode_files_says_so(omni):
     section = pairwise.section(exp)
     assert section.sentence.startswith("Per-episode scores (episodes.csv in each run folder) are not in these runs")
     assert section.table is None  # maml alone has two seeds: nothing to pair over seeds either
+
+
+def test_bench_chart_uses_the_shared_style(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from metacompare.bench import plot
+
+    bars = (("learn2learn maml", "learn2learn", 5.0), ("metacompare maml", "metacompare", 8.0))
+    rows = [{"model": "conv4", "inner_steps": 1, "implementation": name, "library": library, "tasks_per_s": speed}
+            for name, library, speed in bars]
+    fig = plot(rows, tmp_path / "bench.png")
+    bars = fig.axes[0].patches
+    assert [to_hex(b.get_facecolor()) for b in bars] == [style.LIBRARY_COLORS["learn2learn"], style.PALETTE[0]]
+    assert [b.get_width() for b in bars] == [5.0, 8.0]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
