@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from metacompare.report import load
+from metacompare.report.load import (CURVE_COLUMNS, EPISODE_COLUMNS, STEP_COLUMNS, config_fields, load_curves,
+                                     load_episodes, load_runs, load_steps)
 from metacompare.report.metric import Metric, choose_metric
 from metacompare.report.stats import pool_seeds
 
@@ -48,9 +49,9 @@ class Experiment:
     settings: list[str]
     groups: pd.DataFrame
     metric: Metric
-    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=load.CURVE_COLUMNS))
-    steps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=load.STEP_COLUMNS))
-    episodes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=load.EPISODE_COLUMNS))
+    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CURVE_COLUMNS))
+    steps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STEP_COLUMNS))
+    episodes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EPISODE_COLUMNS))
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -64,7 +65,7 @@ class Experiment:
 
 def setting_fields(runs: pd.DataFrame) -> list[str]:
     """Config fields (not the seed) that take more than one value across runs, in schema order."""
-    names = [c for c in load.config_fields() if c in runs.columns and c not in NOT_SETTINGS]
+    names = [c for c in config_fields() if c in runs.columns and c not in NOT_SETTINGS]
     return [c for c in names if runs[c].dropna().astype(str).nunique() > 1]
 
 
@@ -110,11 +111,11 @@ def nanmean(values: pd.Series) -> float:
 
 def analyse(experiment_dir: Path) -> Experiment:
     """Load an experiment folder, group its runs into settings and read each run's series."""
-    runs = load.load_runs(experiment_dir)
+    runs = load_runs(experiment_dir)
     settings = setting_fields(runs)
     metric = choose_metric(runs)
     run_ids = [str(r) for r in runs["run_id"]]
-    episodes, notes = load.load_episodes(experiment_dir, runs, metric)
+    episodes, notes = load_episodes(experiment_dir, runs, metric)
     return Experiment(Path(experiment_dir), runs, settings, summarize(runs, settings, metric), metric,
-                      curves=load.load_curves(experiment_dir, run_ids, metric),
-                      steps=load.load_steps(experiment_dir, run_ids, metric), episodes=episodes, notes=notes)
+                      curves=load_curves(experiment_dir, run_ids, metric),
+                      steps=load_steps(experiment_dir, run_ids, metric), episodes=episodes, notes=notes)
