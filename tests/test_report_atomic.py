@@ -88,3 +88,19 @@ def test_new_report_replaces_the_old_and_removes_a_killed_reports_folders(report
     assert "fomaml" in after["table.md"].decode() and "fomaml" not in before["table.md"].decode()
     assert "stale_figure.png" not in after and leftovers(exp) == []
     assert (exp / "report").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("content, says", [(b"", "unreadable"), (b"\xff\xfe\x00broken", "unreadable"),
+                                           (b"a,b\n1,2\n", "lacks the column(s) algorithm, dataset, run_id, status")])
+def test_broken_runs_csv_is_a_one_line_error(tmp_path, capsys, content, says):
+    (tmp_path / "omni").mkdir()
+    (tmp_path / "omni" / "runs.csv").write_bytes(content)
+    assert main(["report", str(tmp_path / "omni")]) == 2
+    err = capsys.readouterr().err
+    assert says in err and str(tmp_path / "omni" / "runs.csv") in err and len(err.strip().splitlines()) == 1
+
+
+def test_broken_run_config_does_not_stop_the_report(reported):
+    exp, _ = reported
+    next(exp.glob("maml-*/config.yaml")).write_text("{[broken")
+    assert write.write_report(exp).is_file()

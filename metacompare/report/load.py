@@ -48,7 +48,14 @@ def load_runs(experiment_dir: Path) -> pd.DataFrame:
     if not table.is_file():
         raise UserError(f"{experiment_dir}: no runs.csv here; give an experiment folder such as "
                         f"results/sine (made by `metacompare run` or `sweep`)")
-    runs = pd.read_csv(table)
+    try:
+        runs = pd.read_csv(table)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, IsADirectoryError) as err:
+        raise UserError(f"{table}: unreadable ({type(err).__name__}); restore it or rerun the experiment's runs "
+                        f"to rewrite it") from None
+    missing = sorted({"run_id", "algorithm", "status", "dataset"} - set(runs.columns))
+    if missing:
+        raise UserError(f"{table}: lacks the column(s) {', '.join(missing)}; restore it or rerun the experiment")
     if runs.empty:
         raise UserError(f"{table}: holds no runs yet; run an experiment first")
     extra = pd.DataFrame([_run_config(experiment_dir / str(run_id)) for run_id in runs["run_id"]], index=runs.index)
@@ -65,8 +72,13 @@ def load_runs(experiment_dir: Path) -> pd.DataFrame:
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
+    """A run's resolved config, flattened; empty when absent or broken (runs.csv holds the main fields)."""
     path = run_dir / "config.yaml"
-    return flatten(yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    try:
+        values = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return flatten(values) if isinstance(values, dict) else {}
 
 
 def load_curves(experiment_dir: Path, run_ids: list[str], metric: Metric) -> pd.DataFrame:

@@ -107,12 +107,11 @@ def pairwise(scores: pd.DataFrame, over: str, higher_is_better: bool = True, alp
         rows.append({"a": a, "b": b, "over": over, "mean_a": float(pair[a].mean()) if len(pair) else math.nan,
                      "mean_b": float(pair[b].mean()) if len(pair) else math.nan,
                      **paired_test(pair[a].to_numpy(), pair[b].to_numpy())})
-    table = pd.DataFrame(rows, columns=[c for c in PAIR_COLUMNS if c not in ("t_p_holm", "wilcoxon_p_holm",
-                                                                            "verdict")])
-    table["t_p_holm"] = holm(table["t_p"]) if len(table) else []
-    table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"]) if len(table) else []
+    table = pd.DataFrame(rows, columns=PAIR_COLUMNS[:-3])
+    table["t_p_holm"] = holm(table["t_p"])
+    table["wilcoxon_p_holm"] = holm(table["wilcoxon_p"])
     table["verdict"] = [verdict(r, higher_is_better, alpha) for r in table.itertuples()]
-    return table[PAIR_COLUMNS]
+    return table
 
 
 def verdict(row, higher_is_better: bool, alpha: float = ALPHA) -> str:
