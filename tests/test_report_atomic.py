@@ -10,7 +10,7 @@ import pytest
 from metacompare.cli import main
 from metacompare.report import write
 from metacompare.report.draw import style
-from tests.test_report import add_run
+from tests.report_runs import add_run
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

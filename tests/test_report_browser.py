@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from metacompare.report import write_report
-from tests.test_report import add_run
+from tests.report_runs import add_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,

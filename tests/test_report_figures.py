@@ -19,7 +19,7 @@ from metacompare.report.draw import style
 from metacompare.report.figures import adaptation_steps, baselines, cost, heatmap, learning_curves, pairwise
 from metacompare.report.figures import sensitivity, task_counts
 from metacompare.report.metric import ACCURACY, MSE
-from tests.test_report import T1, add_run
+from tests.report_runs import T1, add_run
 
 T2 = 4.302652729749464  # Student-t 0.975 quantile, 2 degrees of freedom (tables: 4.303)
 
