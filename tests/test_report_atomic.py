@@ -104,3 +104,41 @@ def test_broken_run_config_does_not_stop_the_report(reported):
     exp, _ = reported
     next(exp.glob("maml-*/config.yaml")).write_text("{[broken")
     assert write.write_report(exp).is_file()
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from metacompare.cli import main
+from metacompare.report.draw import style
+real_save = style.save
+def save_then_wait(fig, out, stem, **kwargs):
+    real_save(fig, out, stem, **kwargs)
+    Path(sys.argv[2]).write_text(stem)  # one figure is written: tell the test, then wait for its Ctrl-C
+    time.sleep(60)
+style.save = save_then_wait
+sys.exit(main(["report", sys.argv[1]]))
+"""
+
+
+@pytest.mark.slow
+def test_real_ctrl_c_part_way_keeps_the_previous_report(reported, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exp, before = reported
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(exp), str(ready)], env=env, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ready.exists(), child.stderr.read() if child.poll() is not None else "child never drew a figure"
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=60) == 130
+    assert "the previous report is left as it was" in child.stderr.read()
+    assert snapshot(exp / "report") == before and leftovers(exp) == []
