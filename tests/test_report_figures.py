@@ -9,12 +9,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 
 from metacompare import results
 from metacompare.config import reported_accuracy
-from metacompare.report import analyse, published
+from metacompare.report import analyse, published, write_report
 from metacompare.report.draw import style
 from metacompare.report.figures import adaptation_steps, baselines, cost, heatmap, learning_curves, pairwise
 from metacompare.report.figures import sensitivity, task_counts
@@ -192,6 +193,10 @@ def test_paired_section_compares_per_episode_scores_and_notes_a_broken_file(tmp_
         ("reptile", "maml")]
     row = table.iloc[0]
     assert row["n"] == 4 and row["difference"] == pytest.approx(-40.0) and row["verdict"] == "maml beats reptile"
+    write_report(exp)
+    saved = pd.read_csv(exp / "report" / "pairwise.csv")
+    assert saved[["a", "b", "over", "n", "verdict"]].values.tolist() == [["reptile", "maml", "episode", 4,
+                                                                         "maml beats reptile"]]
     section = pairwise.section(analysis)
     assert f"{ids['pretrain']}/episodes.csv is unreadable" in section.sentence
     assert section.table[1][:5] == ["reptile", "maml", "episodes", "4", "-40.00 ± 0.00"]

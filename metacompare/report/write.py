@@ -48,6 +48,9 @@ def fill(exp: Experiment, out: Path) -> Path:
     sections = build(exp, out)
     results.atomic_write(out / "table.csv", table.csv_table(exp).to_csv(index=False))
     results.atomic_write(out / "table.md", markdown_table(sections[0].table) + "\n")
+    paired = pairwise.data(exp)
+    if not paired.empty:  # the verdict table, for scripts
+        results.atomic_write(out / "pairwise.csv", paired.to_csv(index=False))
     n = len(exp.runs)
     intro = (f"Made by `metacompare report` from {exp.directory}/runs.csv and the run folders beside it "
              f"({n} run{'s' if n != 1 else ''}). Score: {exp.metric.name} ({exp.metric.direction}). The table is "

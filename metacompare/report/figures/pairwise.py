@@ -76,7 +76,7 @@ def section(exp: Experiment) -> Section | None:
                "Wilcoxon signed-rank test (scipy.stats), then Holm's correction across the pairs (episodes and "
                "seeds corrected separately); with five pairs or fewer the exact Wilcoxon test cannot reach "
                "p < 0.05. The verdict names "
-               "the better algorithm where the Holm-adjusted t-test rejects equality.")
+               "the better algorithm where the Holm-adjusted t-test rejects equality. Also in pairwise.csv.")
     return Section("(g) Paired comparisons", text, caption, table=rows(table, exp))
 
 
