@@ -12,6 +12,7 @@ import pytest
 from metacompare import results
 from metacompare.cli import main
 from metacompare.report import PUBLISHED_ACCURACY, analyse, learning_curve, scores_by_steps, write_report
+from metacompare.report.figures import pairwise
 from tests.report_runs import PNG_MAGIC, T1, add_run
 
 
@@ -146,6 +147,22 @@ def test_run_ends_by_writing_the_experiments_report(tmp_path, capsys):
     report_md = tmp_path / "sine" / "report" / "report.md"
     assert capsys.readouterr().out.splitlines()[-1] == f"report: {report_md}"
     assert "(learning_curves.png)" in report_md.read_text()
+
+
+def test_runs_per_episode_scores_are_compared_in_pairs(tmp_path):
+    """The runner's episodes.csv, read back by the report: both algorithms scored on the same 4 episodes."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "sine.yaml"
+    tiny = ["--set", "algorithm=[reptile, fomaml]", "--set", "iterations=1", "--set", "eval_interval=1", "--set",
+            "eval_episodes=1", "--set", "test_episodes=4", "--set", "meta_batch_size=1", "--no-progress",
+            "--no-report"]
+    assert main(["run", str(config), "--results-dir", str(tmp_path), *tiny]) == 0
+    exp = analyse(tmp_path / "sine")
+    assert sorted(exp.episodes.groupby("algorithm")["episode"].apply(list).items()) == [
+        ("fomaml", [0, 1, 2, 3]), ("reptile", [0, 1, 2, 3])]
+    row = pairwise.data(exp).iloc[0]
+    assert (row["a"], row["b"], row["over"], row["n"]) == ("reptile", "fomaml", "episode", 4)
+    scores = {a: list(g["score"]) for a, g in exp.episodes.groupby("algorithm")}
+    assert row["difference"] == pytest.approx(sum(r - f for r, f in zip(scores["reptile"], scores["fomaml"])) / 4)
 
 
 def test_experiment_whose_only_run_diverged_still_gets_a_report(tmp_path):

@@ -176,15 +176,17 @@ def test_learning_rate_grid_data_marks_why_a_cell_has_no_score(tmp_path):
     assert set(curve["fixed"]) == {"outer_lr=0.001"}
 
 
-def write_episodes(run_dir, accuracies):
-    results.write_csv(run_dir / "episodes.csv", [{"episode": e, "accuracy": a, "loss": 1.0 - a}
-                                                 for e, a in enumerate(accuracies)], ["episode", "accuracy", "loss"])
+def write_episodes(run_dir, accuracies, prefix="test_"):
+    """episodes.csv as the runner writes it (with the untrained floor's columns first)."""
+    columns = ["episode", "floor_loss", "floor_accuracy", f"{prefix}loss", f"{prefix}accuracy"]
+    results.write_csv(run_dir / "episodes.csv", [dict(zip(columns, (e, 1.6, 0.2, 1.0 - a, a)))
+                                                 for e, a in enumerate(accuracies)], columns)
 
 
 def test_paired_section_compares_per_episode_scores_and_notes_a_broken_file(tmp_path):
     exp, ids = build(tmp_path)
     write_episodes(exp / ids["maml0"], [1.0, 0.8, 1.0, 0.8])
-    write_episodes(exp / ids["maml1"], [1.0, 1.0, 0.8, 1.0])
+    write_episodes(exp / ids["maml1"], [1.0, 1.0, 0.8, 1.0], prefix="")  # plain accuracy/loss columns are read too
     write_episodes(exp / ids["reptile"], [0.6, 0.4, 0.6, 0.4])  # seed 0 only: pairs with maml's seed 0
     (exp / ids["pretrain"] / "episodes.csv").write_text("not,a\nscore,file\n")
     analysis = analyse(exp)

@@ -129,25 +129,33 @@ def _summary(run_dir: Path) -> dict[str, Any]:
 
 
 def load_episodes(experiment_dir: Path, runs: pd.DataFrame, metric: Metric) -> tuple[pd.DataFrame, list[str]]:
-    """Per-episode test scores from each finished run's ``episodes.csv`` (columns episode, accuracy, loss).
+    """Per-episode test scores from each finished run's ``episodes.csv`` (the runner writes columns
+    ``episode``, ``test_accuracy``, ``test_loss`` and more; a bare ``accuracy`` / ``loss`` is read too).
 
     Returns:
         The scores (columns ``EPISODE_COLUMNS``, in the metric's units) and one note per file that
         could not be used. Runs without the file are simply absent: older runs did not write it.
     """
-    column = metric.column.removeprefix("test_")
     frames, notes = [], []
     for run in runs[runs["status"] == "finished"].itertuples():
         path = Path(experiment_dir) / str(run.run_id) / EPISODES_FILE
         if not path.exists():
             continue
         frame = _read_csv(path) if path.is_file() else None
-        if frame is None or not {"episode", column} <= set(frame.columns):
-            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable or lacks the columns episode, {column}; "
-                         f"left out")
+        column = _score_column(frame, metric)
+        if column is None:
+            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable or lacks the columns episode and "
+                         f"{metric.column}; left out")
             continue
         frames.append(pd.DataFrame({"run_id": run.run_id, "algorithm": run.algorithm, "seed": run.seed,
                                     "episode": pd.to_numeric(frame["episode"], errors="coerce"),
                                     "score": pd.to_numeric(frame[column], errors="coerce") * metric.scale}).dropna())
     scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS)
     return scores, notes
+
+
+def _score_column(frame: pd.DataFrame | None, metric: Metric) -> str | None:
+    """The column of ``episodes.csv`` holding the metric: ``test_accuracy`` (or plain ``accuracy``)."""
+    if frame is None or "episode" not in frame.columns:
+        return None
+    return next((c for c in (metric.column, metric.column.removeprefix("test_")) if c in frame.columns), None)
