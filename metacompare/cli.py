@@ -131,13 +131,12 @@ def bounded(kind: type, low: float, high: float):
         if not (math.isfinite(value) and low <= value <= high):
             raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
         return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="metacompare",
-                                     description="Compare Reptile, FOMAML and MAML on your data and budget.")
+                     description="Compare Reptile, FOMAML and MAML on your data and budget.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

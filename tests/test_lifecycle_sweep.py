@@ -21,7 +21,7 @@ from tests.faults import closed_port_url, sine_config, start_sweep, wait_for, wr
 
 LONG = {"experiment": "long", "base": sine_config(iterations=10**6, eval_interval=10**5, checkpoint_interval=20),
         "grid": {"seed": [0, 1, 2, 3, 4]}}
-STOP_WITHIN_S = 20.0  # generous for a loaded 2-core machine; an idle one stops in about a second
+STOP_WITHIN_S = 30.0  # generous for a loaded 2-core machine; an idle one stops in about a second
 
 
 def children(pid: int) -> list[int]:
@@ -57,7 +57,7 @@ def start_and_wait_for_training(tmp_path: Path):
     sweep = write_config(tmp_path / "long.yaml", LONG)
     process = start_sweep(sweep, tmp_path / "results", "--workers", "2")
     checkpoints = lambda: len(list((tmp_path / "results" / "long").glob("*/checkpoint.pt")))  # noqa: E731
-    assert wait_for(lambda: checkpoints() >= 2 or process.poll() is not None, timeout=180)
+    assert wait_for(lambda: checkpoints() >= 2 or process.poll() is not None, timeout=600)  # slow when loaded
     assert process.poll() is None, process.communicate()
     workers = workers_of(process)
     assert len(workers) == 2, workers
