@@ -7,6 +7,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -36,15 +37,30 @@ def _write_reports(experiment_dirs: list[Path]) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from metacompare.report import report
+    """Report every experiment; one that cannot be read is one error line and does not stop the others."""
+    from metacompare.report import write_report
+    from metacompare.results import read_runs
 
-    try:
-        for path in report(Path(args.results_dir)):
-            print(f"report: {path}")
-    except KeyboardInterrupt:  # the report is written atomically: the previous one is still whole
-        print("metacompare: interrupted; the previous report is left as it was", file=sys.stderr)
-        return 130
-    return 0
+    folder = Path(args.results_dir)
+    experiments = [folder] if (folder / "runs.csv").exists() else sorted(
+        p.parent for p in folder.glob("*/runs.csv")) if folder.is_dir() else []
+    if not experiments:
+        raise UserError(f"{folder}: neither an experiment folder (with runs.csv) nor a folder of them; "
+                        f"give e.g. results/sine or results")
+    failed = 0
+    for directory in experiments:
+        try:
+            read_runs(directory)  # the results table, strictly: a broken one is one line, not a traceback
+            print(f"report: {write_report(directory)}")
+        except UserError as err:
+            if args.debug or len(experiments) == 1:
+                raise
+            print(f"metacompare: error: {err}", file=sys.stderr)
+            failed += 1
+        except KeyboardInterrupt:  # the report is written atomically: the previous one is still whole
+            print("metacompare: interrupted; the previous report is left as it was", file=sys.stderr)
+            return 130
+    return 2 if failed else 0
 
 
 def _summary_line(s: dict) -> str:
@@ -100,9 +116,30 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the house's one-line errors (exit status 2) instead of usage plus error."""
+
+    def error(self, message: str):
+        self.exit(2, f"metacompare: error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
+def bounded(kind: type, low: float, high: float):
+    """An argparse ``type`` that accepts a finite ``kind`` (int or float) from ``low`` to ``high``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole number' if kind is int else 'number'}, "
+                                             f"got {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metacompare",
-                                     description="Compare Reptile, FOMAML and MAML on your data and budget.")
+    parser = _Parser(prog="metacompare",
+                     description="Compare Reptile, FOMAML and MAML on your data and budget.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -119,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="run a grid of configs in parallel (resumable); exit 1 if a run failed")
     sweep.add_argument("sweep", help="sweep file: base config + grid, e.g. experiments/sine_task_counts.yaml")
-    sweep.add_argument("--workers", type=int, default=None,
+    sweep.add_argument("--workers", type=bounded(int, 1, 256), default=None,
                        help="parallel local worker processes (default: one per CPU core)")
     sweep.add_argument("--executor", choices=["local", "ray"], default="local",
                        help="local processes, or Ray tasks (pip install 'metacompare[ray]')")
@@ -135,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="a run folder results/<experiment>/<run_id>, or its model.pt")
     evaluate.add_argument("--lake-runs", required=True, metavar="DIR",
                           help="unpacked one-shot-classification/all_runs.zip (holds run01 ... run20)")
-    evaluate.add_argument("--steps", type=int, default=None,
+    evaluate.add_argument("--steps", type=bounded(int, 0, 100_000), default=None,
                           help="adaptation steps per run (default: the run's eval_inner_steps)")
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -149,15 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time one meta-iteration of every implementation on the same tasks")
     bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"], choices=["conv4", "conv4_strided"])
-    bench.add_argument("--steps", nargs="+", type=int, default=[1, 5], help="inner steps (one race each)")
-    bench.add_argument("--ways", type=int, default=5)
-    bench.add_argument("--shots", type=int, default=1)
-    bench.add_argument("--query", type=int, default=15, help="query examples per class")
-    bench.add_argument("--meta-batch", type=int, default=32)
-    bench.add_argument("--repeats", type=int, default=5, help="timed iterations (interleaved) after two warm-ups")
+    bench.add_argument("--steps", nargs="+", type=bounded(int, 1, 1000), default=[1, 5], help="inner steps (one race each)")
+    bench.add_argument("--ways", type=bounded(int, 1, 100), default=5)
+    bench.add_argument("--shots", type=bounded(int, 1, 100), default=1)
+    bench.add_argument("--query", type=bounded(int, 1, 100), default=15, help="query examples per class")
+    bench.add_argument("--meta-batch", type=bounded(int, 1, 1024), default=32)
+    bench.add_argument("--repeats", type=bounded(int, 1, 1000), default=5, help="timed iterations (interleaved) after two warm-ups")
     bench.add_argument("--implementations", nargs="+", default=None, metavar="NAME",
                        help="a subset to race (default: all; see metacompare.bench.IMPLEMENTATIONS)")
-    bench.add_argument("--threads", type=int, default=1,
+    bench.add_argument("--threads", type=bounded(int, 0, 1024), default=1,
                        help="torch threads per process (0: torch's default; 1 keeps ratios stable on shared cores)")
     bench.add_argument("--data-root", default=None, help="Omniglot folder for the task-sampling rate")
     bench.add_argument("--out", default="results/bench", help="folder for bench.csv, bench.png, sampling.csv")
@@ -169,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--root", default="data/omniglot", help="folder to put the zips in")
     download.add_argument("--sources", nargs="+", default=["images_background", "images_evaluation"])
     download.add_argument("--url", default=None, help="base URL to fetch from (default: the official repository)")
-    download.add_argument("--timeout", type=float, default=60.0, help="seconds before a stalled download fails")
+    download.add_argument("--timeout", type=bounded(float, 0.001, 86_400), default=60.0, help="seconds before a stalled download fails")
     download.set_defaults(func=_cmd_download)
     return parser
 
@@ -187,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("metacompare: interrupted; progress is checkpointed, rerun the same command to resume",
+        resumable = args.command in ("run", "sweep")
+        print("metacompare: interrupted" + ("; progress is checkpointed, rerun the same command to resume"
+                                            if resumable else "; nothing was finished, rerun the command"),
               file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from metacompare import files
 from metacompare.errors import UserError
 
 
@@ -136,12 +137,14 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that define a run (all but :data:`NOT_IN_RUN_ID`): what ``run_id`` hashes and
+        what a checkpoint must share to be resumed."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_IN_RUN_ID}
+
     def run_id(self) -> str:
         """Stable name for this exact configuration, so a rerun finds (and skips) a finished run."""
-        body = self.to_dict()
-        for volatile in ("results_dir", "experiment", "device", "data_root"):
-            body.pop(volatile)
-        digest = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
+        digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.algorithm}-{digest}"
 
     @property
@@ -156,6 +159,10 @@ class RunConfig:
     def evaluation_query(self) -> int:
         return self.test_query or self.query
 
+
+# Where files live and which device computes: a moved folder or another GPU is the same run (the
+# numbers are pinned by one torch thread per run, see runner.pin_threads).
+NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("sine", "omniglot", "miniimagenet"),
@@ -173,6 +180,17 @@ NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_
 POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
             "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters")
 POSITIVE_FLOAT = ("inner_lr", "outer_lr")
+# Upper bounds where a larger value would exhaust memory (episodes are drawn up front; sizes and widths
+# set the activations) or overflow a counter, checked before anything is built.
+AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000, "inner_steps": 100_000,
+           "eval_inner_steps": 100_000, "eval_episodes": 100_000, "test_episodes": 100_000, "filters": 4096,
+           "task_chunk": 10_000, "num_tasks": 10**8, "iterations": 10**9, "eval_interval": 10**9,
+           "checkpoint_interval": 10**9, "train_shots": 1000, "test_query": 1000, "inner_batch_size": 10**6,
+           "eval_inner_batch_size": 10**6}
+EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the examples one meta-batch holds
+# Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
+# non-default value for an algorithm that would ignore it is refused rather than recorded as used.
+OPTIONAL_FIELDS = ("inner_state",)
 
 
 def _plain(value: Any) -> Any:
@@ -273,7 +291,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: must be 0 or a positive whole number, got {getattr(cfg, name)}")
+    _check_bounds(cfg)
     _validate_protocol(cfg)
+    _check_used(cfg, ALGORITHMS)
     if any(steps <= 0 for steps in cfg.test_inner_steps):
         raise ConfigError(f"test_inner_steps: each entry must be a positive number of steps, got {list(cfg.test_inner_steps)}")
     for name in POSITIVE_FLOAT:
@@ -296,8 +316,6 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"ways: sine regression tasks have one function, set ways: 1 (got {cfg.ways})")
     elif cfg.model == "mlp":
         raise ConfigError(f"model: {cfg.dataset} needs a conv model; set model: conv4 or conv4_strided")
-    if cfg.omniglot.image_size < 8:
-        raise ConfigError(f"omniglot.image_size: must be at least 8 pixels, got {cfg.omniglot.image_size}")
     if cfg.dataset == "omniglot" and cfg.model == "conv4" and cfg.omniglot.image_size < 16:
         raise ConfigError(f"omniglot.image_size: conv4 halves the image four times and needs at least 16 "
                           f"pixels, got {cfg.omniglot.image_size}; raise it or set model: conv4_strided")
@@ -363,6 +381,32 @@ def _validate_protocol(cfg: RunConfig) -> None:
         raise ConfigError("omniglot.train_characters must be positive and omniglot.validation_characters >= 0")
 
 
+def _check_bounds(cfg: RunConfig) -> None:
+    for name, limit in AT_MOST.items():
+        if getattr(cfg, name) > limit:
+            raise ConfigError(f"{name}: at most {limit:,} (more would exhaust memory), got {getattr(cfg, name):,}")
+    if max(cfg.test_inner_steps, default=0) > AT_MOST["eval_inner_steps"]:
+        raise ConfigError(f"test_inner_steps: each at most {AT_MOST['eval_inner_steps']:,}, got {list(cfg.test_inner_steps)}")
+    if not 8 <= cfg.omniglot.image_size <= 512:
+        raise ConfigError(f"omniglot.image_size: must be 8 to 512 pixels, got {cfg.omniglot.image_size}")
+    examples = cfg.ways * (max(cfg.shots, cfg.training_shots) + max(cfg.query, cfg.evaluation_query)) * cfg.meta_batch_size
+    if examples > EXAMPLES_PER_BATCH:
+        raise ConfigError(f"meta_batch_size: ways * (shots + query) * meta_batch_size = {examples:,} examples per "
+                          f"meta-batch, more than {EXAMPLES_PER_BATCH:,} fit in memory; lower one of them")
+
+
+def _check_used(cfg: RunConfig, algorithms: dict[str, type]) -> None:
+    """Refuse a setting the algorithm would silently ignore (its class's ``uses`` omits the field)."""
+    defaults = RunConfig()
+    for name in OPTIONAL_FIELDS:
+        value, default = getattr(cfg, name), getattr(defaults, name)
+        if value != default and name not in getattr(algorithms[cfg.algorithm], "uses", ()):
+            users = sorted(n for n, c in algorithms.items() if name in getattr(c, "uses", ()))
+            raise ConfigError(f"{name}: {cfg.algorithm} ignores it, so '{value}' would be recorded but not used "
+                              f"(only {', '.join(users) or 'no algorithm'} reads it); set {name}: {default}, or "
+                              f"set it for those algorithms under per_algorithm:")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` from the command line; the value is read as YAML so numbers stay numbers."""
     if "=" not in text:
@@ -396,43 +440,14 @@ def load_experiment(path: str | Path, overrides: typing.Sequence[str] = ()) -> l
     papers tune Reptile and MAML differently. ``--set`` overrides apply last, to every run.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such config file; see configs/ for examples")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file; give a YAML config such as configs/sine.yaml") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}; fix the file") from None
-    if raw is None:
-        raise ConfigError(f"{path}: the config file is empty; set at least dataset and algorithm "
-                          f"(see configs/sine.yaml)")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got a "
-                          f"{type(raw).__name__}; write one 'field: value' per line")
+    raw = files.read_yaml(path, "fix the file (see configs/sine.yaml)",
+                          empty="the config file is empty; set at least dataset and algorithm")
     return expand(raw, overrides, source=str(path))
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``safe_load`` that refuses a key written twice, which PyYAML would silently overwrite."""
-
-
-def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if isinstance(key, typing.Hashable):
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"field '{key}' is set twice, keep one",
-                                                        key_node.start_mark)
-            seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+_StrictLoader = files.StrictLoader  # one strict YAML reader for configs and sweep files
 
 
 def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: str = "config") -> list[RunConfig]:

@@ -63,6 +63,10 @@ def fetch(url: str, target: Path, expected_md5: str, timeout: float = 60.0) -> P
             reason = f"HTTP {err.code} {err.reason}"
         raise DownloadError(f"{url}: download failed ({reason}); check the network or fetch the file by "
                             f"hand into {target.parent}") from None
+    except OSError as err:  # a full or read-only disk: nothing half-written stays behind
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"{partial}: cannot write ({err.strerror or err}); free space or choose another "
+                            f"--root, then rerun") from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metacompare import precision
+from metacompare import files, precision
 from metacompare.algorithms import build_algorithm
 from metacompare.algorithms.base import predict_query
 from metacompare.config import RunConfig, expand
@@ -71,13 +71,13 @@ def read_run(folder: Path, image_size: int) -> Task:
     """One run as a Task: the 20 training images (labels 0-19 by file order) and the 20 test items."""
     training = sorted((folder / "training").glob("class*.png"))
     labels_file = folder / "class_labels.txt"
-    if len(training) != WAYS or not labels_file.is_file():
+    if len(training) != WAYS or not labels_file.exists():
         raise DataError(f"{folder}: expected {WAYS} training/classNN.png and class_labels.txt, found "
-                        f"{len(training)} images{'' if labels_file.is_file() else ' and no class_labels.txt'}; "
+                        f"{len(training)} images{'' if labels_file.exists() else ' and no class_labels.txt'}; "
                         f"{RUNS_HELP}")
     label_of = {path.name: label for label, path in enumerate(training)}
     items, labels = [], []
-    for number, line in enumerate(labels_file.read_text().splitlines(), 1):
+    for number, line in enumerate(files.read_text(labels_file, RUNS_HELP).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -108,30 +108,50 @@ def find_weights(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         for name in ("model.pt", "checkpoint.pt"):
-            if (path / name).is_file():
+            if (path / name).exists():
                 return path / name
         raise UserError(f"{path}: holds neither model.pt nor checkpoint.pt; pass a run folder "
                         f"results/<experiment>/<run_id> of a run trained with `metacompare run`")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: no such run folder or weights file")
     return path
+
+
+WEIGHTS_FIX = ("give the model.pt or checkpoint.pt of a run trained with `metacompare run` (weights are "
+               "loaded with torch.load(weights_only=True); a file holding anything else is refused)")
 
 
 def load_trained(path: str | Path, overrides: Sequence[str] = ()):
     """The algorithm of a saved run with its trained weights, and the run's config (``overrides`` applied)."""
     weights = find_weights(path)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=False)
-    except Exception as err:  # whatever torch raises, the file is not one of ours
-        raise UserError(f"{weights}: unreadable weights file ({err})") from None
-    if not isinstance(state, dict) or "config" not in state or "algorithm" not in state:
-        raise UserError(f"{weights}: not a metacompare model.pt or checkpoint.pt (no config and weights)")
+    state = files.load_torch(weights, WEIGHTS_FIX, required=("config", "algorithm"))
+    if not isinstance(state["config"], dict) or not isinstance(state["algorithm"], dict):
+        files.fail(weights, "its config or weights are not mappings", WEIGHTS_FIX)
+    trained = expand(state["config"], source=str(weights))[0]
     cfg: RunConfig = expand(state["config"], overrides, source=str(weights))[0]
-    dtype = precision.storage_dtype(cfg.precision)
-    model = build_model(cfg).to(device=cfg.device, dtype=dtype)
+    _refuse_shape_change(trained, cfg, weights)
+    model = build_model(cfg).to(device=cfg.device, dtype=precision.storage_dtype(cfg.precision))
     algorithm = build_algorithm(model, cfg, num_classes=state.get("num_classes"))
-    algorithm.load_state_dict(state["algorithm"])
+    try:
+        algorithm.load_state_dict(state["algorithm"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        files.fail(weights, f"its weights do not fit a {cfg.algorithm} {cfg.model} ({str(err).splitlines()[0][:160]})",
+                   "evaluate with the settings it was trained with")
     return algorithm, cfg
+
+
+def _refuse_shape_change(trained: RunConfig, cfg: RunConfig, weights: Path) -> None:
+    """``--set`` may change how a run is scored, not the network it trained: compare the shapes of
+    both configs' networks (and the algorithm, whose state holds its own tensors)."""
+    changed = sorted(k for k, v in cfg.identity().items() if trained.identity()[k] != v)
+    if not changed:
+        return
+    shapes = [{k: tuple(t.shape) for k, t in build_model(c).state_dict().items()} for c in (trained, cfg)]
+    if shapes[0] != shapes[1] or trained.algorithm != cfg.algorithm:
+        raise UserError(f"--set {', '.join(changed)}: changes the network {weights} was trained as "
+                        f"({trained.algorithm} {trained.model}, {trained.ways} ways, {trained.filters} filters, "
+                        f"image size {trained.omniglot.image_size}); set only fields that change how it is "
+                        f"scored, e.g. evaluation or eval_inner_steps")
 
 
 def evaluate_runs(algorithm, runs: dict[str, Task], steps: int) -> list[RunScore]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import glob
 import io
 import json
 import math
@@ -22,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from metacompare import files
 from metacompare.errors import UserError
 
 SUMMARY_COLUMNS = [
@@ -40,33 +42,58 @@ SUMMARY_COLUMNS = [
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers see old or new, never half."""
+    """Write to a temporary file beside ``path`` and rename it over: readers see old or new, never half.
+
+    The temporary's name holds this process's id (``.<name>.<pid>.<random>.tmp``), so that clean-up
+    by another process removes only the leftovers of dead writers (:func:`remove_stale_temporaries`).
+    A full or read-only disk is one :class:`UserError`; ``path`` then keeps its previous content.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise UserError(f"{path}: cannot write ({err.strerror or err}); free space or fix permissions, "
+                            f"then rerun the same command to resume") from None
         raise
 
 
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporary files of :func:`atomic_write` for ``path`` that a killed process left.
+def _owner_alive(temporary: Path) -> bool:
+    """Whether the process named in an :func:`atomic_write` temporary is still running."""
+    parts = temporary.name.split(".")
+    pid = parts[-3] if len(parts) >= 4 and parts[-3].isdigit() else ""
+    if not pid:
+        return False  # an older name without a pid: only a dead writer could have left it by now
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
-    Only call this where no other process can be writing ``path`` (under its lock, or in a run folder
-    that this process owns).
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of :func:`atomic_write` for ``path`` whose writer process is dead.
+
+    A live writer's temporary (a second run of the same config, say) is left alone.
     """
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if not _owner_alive(stale):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
@@ -79,32 +106,92 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None 
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    """Rows of a CSV file metacompare wrote (none if it does not exist), through :mod:`metacompare.files`."""
+    return files.read_csv(path, "rerun the command that wrote it", missing_ok=True)
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if absent), released on exit or process death."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def locked(path: Path, wait: bool = True, busy: str = "") -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if absent), released on exit or process death.
+
+    ``wait=False`` refuses at once, with the :class:`UserError` ``busy``, when another process holds it.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError as err:
+        raise UserError(f"{path}: cannot create the lock file ({err.strerror or err}); fix the folder's "
+                        f"permissions or choose another --results-dir") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise UserError(busy or f"{path}: held by another process; wait for it to finish") from None
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# ------------------------------------------------------------------------------ runs.csv rows
+RUNS_FIX = ("move it aside (e.g. to runs.csv.bad) and rerun: finished runs get their rows back from "
+            "their summary.json")
+NUMERIC_COLUMNS = ("ways", "shots", "query", "num_tasks", "inner_lr", "inner_steps", "outer_lr",
+                   "meta_batch_size", "iterations", "eval_inner_steps", "seed", "iterations_done",
+                   "diverged_at", "test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean",
+                   "test_loss_ci95", "test_episodes", "wall_time_s", "seconds_per_iteration", "peak_memory_mb")
+STATUSES = ("finished", "diverged", "failed")
+SUMMARY_FIX = "delete it to redo this run (or restore it from a copy)"
+
+
+def read_runs(experiment_dir: Path) -> list[dict[str, str]]:
+    """The rows of ``<experiment_dir>/runs.csv`` (none if it does not exist yet), checked strictly."""
+    table = Path(experiment_dir) / "runs.csv"
+    rows = files.read_csv(table, RUNS_FIX, required=("run_id", "status"), known=SUMMARY_COLUMNS,
+                          numeric=NUMERIC_COLUMNS, missing_ok=True)
+    for number, row in enumerate(rows, 2):
+        if row["status"] not in STATUSES or not row["run_id"]:
+            files.fail(table, f"line {number}: run_id {row['run_id']!r} with status {row['status']!r} "
+                              f"(expected one of {', '.join(STATUSES)})", RUNS_FIX)
+    return rows
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's ``summary.json``: a JSON object with at least its run id, status and config."""
+    summary = files.read_json(path, SUMMARY_FIX, required={"run_id": str, "status": str, "config": dict})
+    if summary["status"] not in STATUSES:
+        files.fail(path, f"status {summary['status']!r} is not one of {', '.join(STATUSES)}", SUMMARY_FIX)
+    return summary
+
+
+def summary_row(cfg, **fields: Any) -> dict[str, Any]:
+    """A run's summary: its config's table columns, its run id, the whole config, then ``fields``.
+
+    The one builder for every outcome (finished, diverged, failed), so they share one schema.
+    """
+    config = cfg.to_dict()
+    return {**{k: v for k, v in config.items() if k in SUMMARY_COLUMNS}, "run_id": cfg.run_id(),
+            **fields, "config": config}
+
+
 def record_run(experiment_dir: Path, summary: dict[str, Any]) -> None:
     """Add (or replace) this run's row in ``runs.csv``; one row per run id, never two."""
     table = Path(experiment_dir) / "runs.csv"
     with locked(Path(experiment_dir) / ".runs.lock"):
-        remove_stale_temporaries(table)  # every writer of runs.csv holds this lock, so none is live
-        rows = [r for r in read_csv(table) if r.get("run_id") != summary["run_id"]]
+        remove_stale_temporaries(table)
+        rows = [r for r in read_runs(experiment_dir) if r.get("run_id") != summary["run_id"]]
         rows.append({k: summary.get(k, "") for k in SUMMARY_COLUMNS})
         write_csv(table, rows, SUMMARY_COLUMNS)
+
+
+def forget_run(experiment_dir: Path, run_id: str) -> None:
+    """Drop ``run_id``'s row from ``runs.csv`` (a forced rerun is not finished until it ends again)."""
+    table = Path(experiment_dir) / "runs.csv"
+    with locked(Path(experiment_dir) / ".runs.lock"):
+        rows = read_runs(experiment_dir)
+        if any(r["run_id"] == run_id for r in rows):
+            write_csv(table, [r for r in rows if r["run_id"] != run_id], SUMMARY_COLUMNS)
 
 
 def t_critical(n: int) -> float:

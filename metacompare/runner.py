@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metacompare import results
+from metacompare import files, results
 from metacompare.algorithms import build_algorithm
 from metacompare import precision, scoring
 from metacompare.scoring import evaluate
-from metacompare.config import RunConfig, dump
+from metacompare.config import NOT_IN_RUN_ID, RunConfig, dump
 from metacompare.data import Task, build_tasks
 from metacompare.errors import UserError
 from metacompare.models import build_model
@@ -104,48 +104,84 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+RUN_THREADS = 1  # torch threads per run, whatever --workers is: see pin_threads
+CHECKPOINT_FIX = "delete it to start this run afresh"
+
+
+def pin_threads() -> None:
+    """One torch thread per run, so that a run's numbers do not depend on how many cores or sweep
+    workers there are (a parallel reduction sums in a thread-count-dependent order). Parallelism
+    comes from running several runs at once (``sweep --workers``)."""
+    if torch.get_num_threads() != RUN_THREADS:
+        torch.set_num_threads(RUN_THREADS)
+
+
+def _rng_states(sampler_rng: random.Random) -> dict[str, Any]:
+    """Every RNG state as tensors, numbers and tuples, which ``torch.load(weights_only=True)`` reads."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"sampler_rng": sampler_rng.getstate(), "torch_rng": torch.get_rng_state(),
+            "numpy_rng": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python_rng": random.getstate()}
+
+
+def _restore_rng_states(state: dict[str, Any], sampler_rng: random.Random) -> None:
+    name, keys, pos, has_gauss, gauss = state["numpy_rng"]
+    sampler_rng.setstate(state["sampler_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python_rng"])
+
+
 def _save_checkpoint(path: Path, algorithm, iteration: int, rows: list[dict], elapsed: float, cfg: RunConfig,
                      sampler_rng: random.Random, status: str = "running", diverged_at: int | None = None,
-                     extra: dict | None = None) -> None:
+                     extra: dict | None = None, train_time: float = 0.0, peak_mb: float = 0.0) -> None:
     buffer = io.BytesIO()
     torch.save({"config": cfg.to_dict(), "iteration": iteration, "algorithm": algorithm.state_dict(),
-                "metrics": rows, "elapsed": elapsed, "sampler_rng": sampler_rng.getstate(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate(), "status": status, "diverged_at": diverged_at,
+                "metrics": rows, "elapsed": elapsed, "train_time": train_time, "peak_memory_mb": peak_mb,
+                **_rng_states(sampler_rng), "status": status, "diverged_at": diverged_at,
                 "extra": extra or {}}, buffer)
     results.atomic_write(path, buffer.getvalue())
 
 
+CHECKPOINT_KEYS = ("config", "iteration", "algorithm", "metrics", "elapsed", "sampler_rng", "torch_rng",
+                   "numpy_rng", "python_rng", "status", "diverged_at")
+
+
 def _load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any] | None:
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         return None
-    try:
-        state = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as err:  # a checkpoint is written atomically; a bad one is not ours to guess about
-        raise UserError(f"{path}: unreadable checkpoint ({err}); delete it to start this run afresh") from None
-    theirs, ours = _resumable(state.get("config") if isinstance(state, dict) else None), _resumable(cfg.to_dict())
+    state = files.load_torch(path, CHECKPOINT_FIX, required=CHECKPOINT_KEYS)
+    theirs, ours = state["config"], cfg.identity()
+    theirs = {k: v for k, v in theirs.items() if k not in NOT_IN_RUN_ID} if isinstance(theirs, dict) else {}
     if theirs != ours:
-        changed = sorted(k for k in set(ours) | set(theirs or {}) if (theirs or {}).get(k) != ours.get(k))
+        changed = sorted(k for k in set(ours) | set(theirs) if theirs.get(k) != ours.get(k))
         raise UserError(f"{path}: the checkpoint was made with a different config (fields differ: "
                         f"{', '.join(changed)}); delete the run folder {path.parent} or restore the "
                         f"original config to resume")
     return state
 
 
-def _resumable(config: dict | None) -> dict | None:
-    """The fields a resumed run must share with its checkpoint: all but where files live and the
-    device (the same that ``RunConfig.run_id`` ignores), so a moved results or data folder resumes."""
-    if config is None:
-        return None
-    return {k: v for k, v in config.items() if k not in ("results_dir", "experiment", "device", "data_root")}
+def _start_clean(out: Path, cfg: RunConfig, force: bool) -> None:
+    """Before any training: the results table must be readable (else the run could not be recorded
+    at its end), leftovers of dead writers go, and ``force`` unmakes the finished run first, so that
+    a forced rerun stopped part-way is resumed, not mistaken for the old finished one."""
+    results.check_writable(out)
+    results.read_runs(out.parent)
+    for name in ("checkpoint.pt", "metrics.csv", "config.yaml", "model.pt", "summary.json", "error.txt"):
+        results.remove_stale_temporaries(out / name)
+    if force:
+        for name in ("summary.json", "model.pt", "checkpoint.pt"):
+            (out / name).unlink(missing_ok=True)
+        results.forget_run(out.parent, cfg.run_id())
 
 
 def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Run ``cfg`` to the end (or resume it) and return its summary; see the module docstring."""
     out = run_dir(cfg)
     summary_path, checkpoint_path = out / "summary.json", out / "checkpoint.pt"
-    if summary_path.is_file() and not force:
+    if summary_path.exists() and not force:
         return _finished(out, summary_path)
+    pin_threads()
 
     device = torch.device(cfg.device)
     dtype = precision.storage_dtype(cfg.precision)
@@ -153,30 +189,25 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     tasks = build_tasks(cfg)  # data errors surface here, before anything is written
     model = precision.prepare_model(build_model(cfg).to(device=device, dtype=dtype), cfg)
     algorithm = build_algorithm(model, cfg, num_classes=tasks.train.num_classes)
-    results.check_writable(out)
-    for name in ("checkpoint.pt", "metrics.csv", "config.yaml", "model.pt", "summary.json"):
-        results.remove_stale_temporaries(out / name)  # left by a kill mid-write; this process owns the run
-    if force:
-        checkpoint_path.unlink(missing_ok=True)
+    _start_clean(out, cfg, force)
 
-    start_iteration, rows, elapsed = 0, [], 0.0
+    start_iteration, rows, elapsed, train_time, peak_mb = 0, [], 0.0, 0.0, 0.0
     status, diverged_at = "running", None
     extra: dict[str, Any] = {}  # the floor's scores and the best-validation state survive a resume
     state = _load_checkpoint(checkpoint_path, cfg)
     if state is not None:
         algorithm.load_state_dict(state["algorithm"])
         start_iteration, rows, elapsed = state["iteration"], state["metrics"], state["elapsed"]
+        train_time, peak_mb = state.get("train_time", 0.0), state.get("peak_memory_mb", 0.0)
         status, diverged_at = state["status"], state["diverged_at"]
         extra = state.get("extra", {})
-        tasks.train.rng.setstate(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
+        _restore_rng_states(state, tasks.train.rng)
     results.atomic_write(out / "config.yaml", dump(cfg))
 
     def checkpoint(iteration: int) -> None:
         _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,
-                         cfg, tasks.train.rng, status, diverged_at, extra)
+                         cfg, tasks.train.rng, status, diverged_at, extra, train_time,
+                         max(peak_mb, peak_memory_mb(device)))
 
     if "floor" not in extra:  # the untrained network under the same test procedures: the floor
         extra["floor_episodes"] = {}
@@ -184,7 +215,6 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                             extra["floor_episodes"])
 
     began = time.perf_counter()
-    train_time = 0.0
     iteration = start_iteration
     bar = tqdm(total=cfg.iterations, initial=start_iteration, desc=f"{cfg.algorithm}", unit="it",
                disable=not progress, dynamic_ncols=True, file=sys.stderr,
@@ -232,30 +262,20 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     if status == "running" and not math.isfinite(test["test_loss_mean"]):
         # Training stayed finite but adapting at test time blew up: the run is not a usable result.
         status, diverged_at = "diverged", iteration
-    wall = elapsed + time.perf_counter() - began
-    done = iteration - start_iteration
-    summary = {
-        **{k: v for k, v in cfg.to_dict().items() if k in results.SUMMARY_COLUMNS},
-        "run_id": cfg.run_id(),
-        "status": "finished" if status == "running" else status,
-        "iterations_done": iteration,
-        "diverged_at": diverged_at,
-        "test_accuracy_mean": test.get("test_accuracy_mean", math.nan),
-        "test_accuracy_ci95": test.get("test_accuracy_ci95", math.nan),
-        "test_loss_mean": test.get("test_loss_mean", math.nan),
-        "test_loss_ci95": test.get("test_loss_ci95", math.nan),
+    summary = results.summary_row(
+        cfg, status="finished" if status == "running" else status, iterations_done=iteration,
+        diverged_at=diverged_at,
+        **{k: test.get(k, math.nan) for k in ("test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean",
+                                               "test_loss_ci95")},
         **{k: v for k, v in test.items() if k.startswith("test_common_")},
         **extra.get("floor", {}),
-        "tested_checkpoint": extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
-        "test_episodes": cfg.test_episodes,
-        "test_by_inner_steps": by_steps,
-        "wall_time_s": wall,
-        "seconds_per_iteration": train_time / done if done else math.nan,
-        "peak_memory_mb": peak_memory_mb(device),
-        "git_commit": results.git_commit(),
-        "versions": results.library_versions(),
-        "config": cfg.to_dict(),
-    }
+        tested_checkpoint=extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
+        test_episodes=cfg.test_episodes, test_by_inner_steps=by_steps,
+        wall_time_s=elapsed + time.perf_counter() - began,
+        # training time over every session of this run, so a run resumed only to test keeps its rate
+        seconds_per_iteration=train_time / iteration if iteration else math.nan,
+        peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
+        git_commit=results.git_commit(), versions=results.library_versions())
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
     if status == "running":  # per-episode scores, for paired comparisons across algorithms
         columns = {**extra.get("floor_episodes", {}), **episode_columns}
@@ -275,10 +295,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
 def _finished(out: Path, summary_path: Path) -> dict[str, Any]:
     """The summary of a finished run, making sure its runs.csv row exists: a crash between writing
     summary.json and the row must not lose the run from the table."""
-    import json
-
-    summary = json.loads(summary_path.read_text())
-    if not any(r.get("run_id") == summary["run_id"] for r in results.read_csv(out.parent / "runs.csv")):
+    summary = results.read_summary(summary_path)
+    if not any(r["run_id"] == summary["run_id"] for r in results.read_runs(out.parent)):
         results.record_run(out.parent, summary)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return summary

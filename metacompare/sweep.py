@@ -21,31 +21,25 @@ finished runs and resumes interrupted ones from their checkpoints (the runner do
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import copy
-import fcntl
 import functools
 import itertools
-import json
 import math
-import multiprocessing
 import os
-import signal
+import socket
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import yaml
 from tqdm import tqdm
 
-from metacompare import results
+from metacompare import files, pool, results
 from metacompare.config import ConfigError, RunConfig, _apply, expand, parse_override, with_overrides
 from metacompare.errors import UserError
 
 SWEEP_KEYS = ("experiment", "base", "set", "per_algorithm", "grid", "points")
-NOT_SWEEPABLE = ("experiment", "results_dir")  # one sweep writes one experiment folder
 
 
 # ------------------------------------------------------------------------------------- expansion
@@ -97,7 +91,7 @@ def expand_sweep(spec: dict[str, Any], base_dir: Path = Path("."), overrides: Se
     configs: dict[str, RunConfig] = {}
     for point in points:
         for key in point:
-            if key in NOT_SWEEPABLE:
+            if key in ("experiment", "results_dir"):
                 raise ConfigError(f"{source}: '{key}' cannot vary within a sweep; set it once at the top "
                                   f"(experiment:) or with --results-dir")
         raw = dict(base)
@@ -107,10 +101,22 @@ def expand_sweep(spec: dict[str, Any], base_dir: Path = Path("."), overrides: Se
         try:
             for cfg in expand(raw, source=source):
                 cfg = with_overrides(cfg, **fields)
-                configs.setdefault(cfg.run_id(), cfg)
+                _refuse_same_run(configs.setdefault(cfg.run_id(), cfg), cfg, source)
         except ConfigError as err:
             raise ConfigError(f"{source}: point {point}: {err}") from None
     return list(configs.values())
+
+
+def _refuse_same_run(kept: RunConfig, new: RunConfig, source: str) -> None:
+    """Two points that differ only in fields outside a run's identity would be one run (one run id,
+    one folder): refuse, rather than silently run one of them."""
+    differ = sorted(k for k, v in new.to_dict().items() if kept.to_dict()[k] != v)
+    if differ:
+        raise ConfigError(f"{', '.join(differ)} cannot vary within a sweep: not part of a run's identity "
+                          f"(run_id), so these points would be the same run; set it once (set: or --set)")
+
+
+SWEEP_FIX = "fix the file (see experiments/ for examples)"
 
 
 def _load_base(base: Any, base_dir: Path, source: str) -> dict[str, Any]:
@@ -120,29 +126,17 @@ def _load_base(base: Any, base_dir: Path, source: str) -> dict[str, Any]:
         raise ConfigError(f"{source}: base must be a config file path (relative to the sweep file) or a "
                           f"mapping of fields, e.g. base: ../configs/sine.yaml")
     path = base_dir / base
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{source}: base config {path} not found; paths are relative to the sweep file")
-    return _read_yaml(path)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: YAML syntax error{where}; fix the file") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return raw
+    return files.read_yaml(path, f"fix the base config or point {source}'s base: at another")
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = (), results_dir: str | None = None) -> list[RunConfig]:
     """Read a sweep file (see the module docstring) into its list of runs."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such sweep file; see experiments/ for examples")
-    spec = _read_yaml(path)
+    spec = files.read_yaml(path, SWEEP_FIX)
     spec.setdefault("experiment", path.stem)
     configs = expand_sweep(spec, path.parent, overrides, source=str(path))
     if results_dir:  # not a --set value: a path is not YAML
@@ -151,32 +145,26 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), results_dir: str
 
 
 # ------------------------------------------------------------------------------------- execution
-def _threads_per_worker(workers: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // workers)
+RAY_CONNECT_TIMEOUT_S = 10.0  # an unreachable --address fails after this long
 
 
-def run_one(cfg: RunConfig, threads: int, cwd: str | None = None) -> dict[str, Any]:
+def run_one(cfg: RunConfig, cwd: str | None = None) -> dict[str, Any]:
     """Train one run in this process and return its summary; an exception becomes a 'failed' summary.
 
     Runs in a worker (a local process or a Ray task). ``cwd`` is the sweep's working directory, so
-    relative ``results_dir`` and ``data_root`` mean the same on every worker.
+    relative ``results_dir`` and ``data_root`` mean the same on every worker. A stop (KeyboardInterrupt,
+    after the runner's checkpoint) is not a failure: it propagates, and the worker takes no further run.
     """
-    import torch
-
     from metacompare.runner import run_dir, train_and_evaluate
 
     if cwd and Path(cwd).is_dir():
         os.chdir(cwd)
-    torch.set_num_threads(threads)
     try:
         return train_and_evaluate(cfg, progress=False)
     except Exception as err:  # recorded and reported; the sweep goes on with the other runs
-        checkpoint = run_dir(cfg) / "checkpoint.pt"
         done = 0
-        if checkpoint.is_file():
-            with contextlib.suppress(Exception):
-                done = torch.load(checkpoint, weights_only=False)["iteration"]
+        with contextlib.suppress(Exception):
+            done = int(files.load_torch(run_dir(cfg) / "checkpoint.pt", "")["iteration"])
         return failed_summary(cfg, f"{type(err).__name__}: {err}", done, traceback.format_exc())
 
 
@@ -185,37 +173,27 @@ def failed_summary(cfg: RunConfig, error: str, iterations_done: int = 0, trace: 
 
     ``iterations_done`` is the run's last checkpointed iteration: where a rerun of the sweep resumes.
     """
-    return {**{k: v for k, v in cfg.to_dict().items() if k in results.SUMMARY_COLUMNS},
-            "run_id": cfg.run_id(), "status": "failed", "iterations_done": iterations_done,
-            "error": error.replace("\n", " ")[:500], "traceback": trace, "config": cfg.to_dict()}
+    return results.summary_row(cfg, status="failed", iterations_done=iterations_done,
+                               error=error.replace("\n", " ")[:500], traceback=trace)
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group; only the parent acts on it, by sending each worker one
-    # SIGTERM, which the runner turns into a checkpoint (a second signal could cut that save short).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds, in one line, when nothing listens at a ``host:port`` address
+    (``ray.init`` would otherwise retry for minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address: expected host:port (or ray://host:port, auto, local), got '{address}'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UserError(f"--address {address}: no Ray cluster answered within {timeout:.0f} s "
+                        f"({getattr(err, 'strerror', None) or err}); start one with `ray start --head` "
+                        f"or leave out --address for a local instance") from None
 
 
-def _local_results(configs: list[RunConfig], workers: int, threads: int) -> Iterator[tuple[RunConfig, dict]]:
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                                initializer=_ignore_sigint) as pool:
-        futures = {pool.submit(run_one, cfg, threads, os.getcwd()): cfg for cfg in configs}
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                cfg = futures[future]
-                try:
-                    yield cfg, future.result()
-                except concurrent.futures.process.BrokenProcessPool as err:  # a worker was killed
-                    yield cfg, failed_summary(cfg, f"worker process died ({err})")
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for child in multiprocessing.active_children():
-                child.terminate()
-            raise
-
-
-def _ray_results(configs: list[RunConfig], address: str | None, threads: int) -> Iterator[tuple[RunConfig, dict]]:
+def _ray_results(configs: list[RunConfig], address: str | None) -> Iterator[tuple[RunConfig, dict]]:
     try:
         import ray
     except ImportError:
@@ -223,10 +201,15 @@ def _ray_results(configs: list[RunConfig], address: str | None, threads: int) ->
                         "(or pip install ray)") from None
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        _check_ray_address(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(f"--address {address}: Ray could not connect ({str(err).splitlines()[0][:200]}); "
+                            f"check the address or leave it out for a local instance") from None
     try:
-        task = ray.remote(num_cpus=threads)(run_one)
-        pending = {task.remote(cfg, threads, os.getcwd()): cfg for cfg in configs}
+        task = ray.remote(num_cpus=1)(run_one)
+        pending = {task.remote(cfg, os.getcwd()): cfg for cfg in configs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cfg = pending.pop(done[0])
@@ -235,36 +218,31 @@ def _ray_results(configs: list[RunConfig], address: str | None, threads: int) ->
             except ray.exceptions.RayError as err:  # the task's worker or node died
                 yield cfg, failed_summary(cfg, f"ray task failed ({type(err).__name__}: {err})")
     finally:
+        for ref in pending if started else ():
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
         if started:
             ray.shutdown()
 
 
-@contextlib.contextmanager
-def sweep_lock(experiment_dir: Path) -> Iterator[None]:
+def sweep_lock(experiment_dir: Path):
     """Exclusive, non-blocking: a second sweep on the same results folder is refused, not interleaved."""
     results.check_writable(experiment_dir)
     path = experiment_dir / ".sweep.lock"
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{experiment_dir}: another sweep is running on this results folder (it holds "
-                            f"{path}); wait for it to finish or use another --results-dir") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return results.locked(path, wait=False, busy=f"{experiment_dir}: another sweep is running on this results "
+                          f"folder (it holds {path}); wait for it to finish or use another --results-dir")
 
 
 def run_sweep(configs: list[RunConfig], workers: int | None = None, executor: str = "local",
               address: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Run every config (skipping finished ones), record each outcome in runs.csv, return the summaries.
 
-    ``workers`` local processes share the machine's cores: torch threads per worker = cores //
-    workers, fixed by ``workers`` alone so that numbers do not depend on how many runs remain. With
+    ``workers`` local processes (default: one per core), each training one run at a time with one
+    torch thread (``runner.pin_threads``), so a run's numbers do not depend on ``workers``. With
     ``executor='ray'`` each run is a one-CPU Ray task on the cluster at ``address`` (a new local
     instance when None); results_dir and data_root must then be reachable at the same path from
-    every node.
+    every node. SIGTERM or Ctrl-C, or this process's death, stop every worker within an iteration
+    (each checkpoints first); no queued run starts after a stop.
     """
     if not configs:
         raise UserError("the sweep holds no runs; give grid values or points")
@@ -275,9 +253,9 @@ def run_sweep(configs: list[RunConfig], workers: int | None = None, executor: st
         raise UserError("a sweep writes one experiment folder; do not vary results_dir or experiment")
     if executor not in ("local", "ray"):
         raise UserError(f"--executor: unknown '{executor}'; choose local or ray")
-    workers = workers or _threads_per_worker(1)
-    if workers < 1:
-        raise UserError(f"--workers: must be at least 1, got {workers}")
+    workers = workers or _cores()
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers: must be 1 to {MAX_WORKERS}, got {workers}")
     with sweep_lock(experiment_dir), stop_signals_raise():
         summaries, todo = _finished_runs(configs, experiment_dir)
         bar = tqdm(total=len(configs), initial=len(summaries), desc=experiment_dir.name, unit="run",
@@ -288,9 +266,9 @@ def run_sweep(configs: list[RunConfig], workers: int | None = None, executor: st
         if not todo:
             stream: Iterable[tuple[RunConfig, dict]] = ()
         elif executor == "local":
-            stream = _local_results(todo, min(workers, len(todo)), _threads_per_worker(workers))
+            stream = pool.local_results(todo, min(workers, len(todo)), run_one, failed_summary)
         else:
-            stream = _ray_results(todo, address, threads=1)
+            stream = _ray_results(todo, address)
         try:
             for cfg, summary in stream:
                 if summary["status"] == "failed":
@@ -303,18 +281,30 @@ def run_sweep(configs: list[RunConfig], workers: int | None = None, executor: st
     return [summaries[c.run_id()] for c in configs]
 
 
+MAX_WORKERS = 256  # each worker holds a torch interpreter (~0.3-1 GB)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _finished_runs(configs: list[RunConfig], experiment_dir: Path) -> tuple[dict[str, dict], list[RunConfig]]:
-    """Summaries of the runs already finished (their runs.csv rows restored if missing), and the rest."""
+    """Summaries of the runs already finished (their runs.csv rows restored if missing), and the rest.
+
+    An unreadable runs.csv stops the sweep here, before any training; an unreadable summary.json is
+    left to its run, which reports it as that run's failure while the others go on.
+    """
     from metacompare.runner import run_dir
 
-    recorded = {row.get("run_id") for row in results.read_csv(experiment_dir / "runs.csv")}
+    recorded = {row["run_id"] for row in results.read_runs(experiment_dir)}
     finished, todo = {}, []
     for cfg in configs:
-        path = run_dir(cfg) / "summary.json"
-        if not path.is_file():
+        try:
+            summary = results.read_summary(run_dir(cfg) / "summary.json")
+        except files.FileProblem:
             todo.append(cfg)
             continue
-        finished[cfg.run_id()] = summary = json.loads(path.read_text())
+        finished[cfg.run_id()] = summary
         if cfg.run_id() not in recorded:
             results.record_run(experiment_dir, summary)
     return finished, todo

@@ -71,7 +71,7 @@ def test_malformed_config_file(case, tmp_path, capsys):
 def test_binary_config_file(tmp_path, capsys):
     config = tmp_path / "cfg.yaml"
     config.write_bytes(b"\xff\xfe\x00\x89PNG garbage")
-    refused(capsys, tmp_path, ("cfg.yaml", "not a UTF-8 text file"), *run_args(config, tmp_path))
+    refused(capsys, tmp_path, ("cfg.yaml", "is not UTF-8 text"), *run_args(config, tmp_path))
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -80,7 +80,7 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 def test_config_path_is_a_folder(tmp_path, capsys):
-    refused(capsys, tmp_path, ("no such config file",), *run_args(tmp_path, tmp_path))
+    refused(capsys, tmp_path, ("is a folder, not a file",), *run_args(tmp_path, tmp_path))
 
 
 # --------------------------------------------------------------------------------- field values
@@ -118,7 +118,7 @@ FIELDS = {
     "negative_num_tasks": ({"num_tasks": -3}, ("num_tasks:", "got -3")),
     "negative_seed": ({"seed": -1}, ("seed: must be a whole number from 0 to 2**32 - 1", "got -1")),
     "huge_eval_seed": ({"eval_seed": 2**40}, ("eval_seed: must be a whole number from 0",)),
-    "small_image": ({"omniglot": {"image_size": 4}}, ("omniglot.image_size: must be at least 8",)),
+    "small_image": ({"omniglot": {"image_size": 4}}, ("omniglot.image_size: must be 8 to 512",)),
     "conv4_too_small_image": ({"dataset": "omniglot", "model": "conv4", "ways": 2, "omniglot": {"image_size": 12}},
                               ("omniglot.image_size: conv4", "needs at least 16", "conv4_strided")),
     "no_sources": ({"omniglot": {"sources": []}}, ("omniglot.sources: the list is empty",)),
@@ -419,7 +419,7 @@ def test_download_bad_url(tmp_path, capsys):
 
 
 def test_download_non_positive_timeout(tmp_path, capsys):
-    refused(capsys, tmp_path, ("--timeout: must be a positive number of seconds",),
+    refused(capsys, tmp_path, ("--timeout: must be from 0.001 to 86400, got 0",),
             *download_args(tmp_path / "data", closed_port_url(), "--timeout", "0"))
 
 
@@ -453,3 +453,66 @@ def test_traceback_only_with_debug_in_a_real_process(tmp_path):
         f"choose one of {', '.join(sorted(__import__('metacompare.algorithms', fromlist=['x']).ALGORITHMS))}"]
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------ numeric options
+NUMERIC_OPTIONS = {  # every numeric option of every subcommand, and its accepted range
+    ("sweep", "--workers"): "1 to 256", ("evaluate", "--steps"): "0 to 100000",
+    ("bench", "--steps"): "1 to 1000", ("bench", "--ways"): "1 to 100", ("bench", "--shots"): "1 to 100",
+    ("bench", "--query"): "1 to 100", ("bench", "--meta-batch"): "1 to 1024", ("bench", "--repeats"): "1 to 1000",
+    ("bench", "--threads"): "0 to 1024", ("download", "--timeout"): "0.001 to 86400",
+}
+REQUIRED = {"sweep": ["s.yaml"], "evaluate": ["run", "--lake-runs", "lake"], "bench": [], "download": ["omniglot"]}
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e12", "99999999999", "two"])
+@pytest.mark.parametrize("command,option", sorted(NUMERIC_OPTIONS))
+def test_numeric_options_are_range_checked(command, option, value, tmp_path, capsys):
+    if value == "-1" and option == "--steps" and command == "evaluate":
+        value = "-2"
+    line = refused(capsys, tmp_path, (f"argument {option}",), command, *REQUIRED[command], option, value)
+    expected = "expected a whole number" if "." not in NUMERIC_OPTIONS[command, option] else "expected a number"
+    assert f"must be from {NUMERIC_OPTIONS[command, option]}" in line or expected in line
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("filters", 10**6, "filters: at most 4,096 (more would exhaust memory)"),
+    ("test_episodes", 10**7, "test_episodes: at most 100,000"),
+    ("shots", 2000, "shots: at most 1,000"),
+    ("meta_batch_size", 9000, "ways * (shots + query) * meta_batch_size = 1,800,000 examples"),
+    ("iterations", 10**12, "iterations: at most 1,000,000,000"),
+    ("inner_lr", ".inf", "inner_lr: must be a positive finite number"),
+    ("outer_lr", ".nan", "outer_lr: must be a positive finite number"),
+    ("ways", ".inf", "ways: expected a whole number"),
+    ("omniglot.image_size", 100000, "omniglot.image_size: must be 8 to 512"),
+    ("test_inner_steps", "[1, 10000000]", "test_inner_steps: each at most 100,000"),
+])
+def test_config_numbers_have_upper_bounds(field, value, needle, tmp_path, capsys):
+    config = write_config(tmp_path / "cfg.yaml", sine_config(shots=100, query=100))
+    refused(capsys, tmp_path, (needle,), *run_args(config, tmp_path, "--set", f"{field}={value}"))
+
+
+def test_a_setting_the_algorithm_ignores_is_one_line(tmp_path, capsys):
+    config = write_config(tmp_path / "cfg.yaml", sine_config(algorithm="fomaml", inner_optimizer="adam",
+                                                             inner_state="carry"))
+    refused(capsys, tmp_path, ("inner_state: fomaml ignores it", "only reptile reads it", "per_algorithm"),
+            *run_args(config, tmp_path))
+
+
+def test_download_to_a_full_disk_is_one_line_and_leaves_no_part_file(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def full(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".part") and "w" in mode:
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "images_background.zip").write_bytes(b"zip")
+    with file_server(tmp_path / "srv") as url:
+        monkeypatch.setattr(builtins, "open", full)
+        code, _, err = cli(capsys, *download_args(tmp_path / "data", url))
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err and "rerun" in err
+    assert leftovers(tmp_path) == []

@@ -161,3 +161,40 @@ def test_ray_executor_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
     configs = expand_sweep({"experiment": "noray", "base": {**TINY, "results_dir": str(tmp_path)}})
     with pytest.raises(UserError, match=r"pip install 'metacompare\[ray\]'"):
         run_sweep(configs, executor="ray", progress=False)
+
+
+@pytest.mark.parametrize("spec", [{"grid": {"data_root": ["a", "b"]}},
+                                  {"grid": {"seed": [1]}, "points": [{"seed": 1, "data_root": "elsewhere"}]}])
+def test_a_grid_over_a_field_outside_the_run_identity_is_refused(spec):
+    """Such values would give one run id (one folder), so all but one would silently not run
+    (``device``, the other such field, is refused the same way where a GPU is visible)."""
+    with pytest.raises(ConfigError, match="data_root cannot vary within a sweep: not part of a run's identity"):
+        expand_sweep({"base": TINY, **spec})
+    assert len(expand_sweep({"base": TINY, "grid": {"data_root": ["a"]}})) == 1
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("base: {dataset: sine}\ngrid:\n  seed: [0]\n  seed: [1]\n", "line 4, column 3: field 'seed' is set twice"),
+    ("base: {dataset: sine}\nbase: {dataset: sine}\n", "field 'base' is set twice"),
+    ("base: {dataset: sine}\ngrid: {1: [2]}\n", "key 1 is not a name"),
+    ("", "is empty"),
+    ("- base\n", "got a list"),
+])
+def test_sweep_files_are_read_strictly(tmp_path, text, needle):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=needle):
+        load_sweep(path)
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"dataset: sine\ndataset: sine\n", "field 'dataset' is set twice"),
+    (b"\xff\xfe", "is not UTF-8"), (b"", "is empty"), (None, "is a folder"), (b"[1]", "got a list"),
+])
+def test_a_broken_base_config_names_itself(tmp_path, content, needle):
+    base = tmp_path / "b.yaml"
+    base.mkdir() if content is None else base.write_bytes(content)
+    (tmp_path / "s.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(UserError, match=needle) as caught:
+        load_sweep(tmp_path / "s.yaml")
+    assert "b.yaml" in str(caught.value) and "\n" not in str(caught.value)

@@ -85,6 +85,8 @@ class MetaAlgorithm(ABC):
 
     name: ClassVar[str]
     backends: ClassVar[tuple[str, ...]] = BACKENDS
+    # The optional config fields (config.OPTIONAL_FIELDS) this algorithm reads; others must stay default.
+    uses: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: nn.Module, cfg: RunConfig):
         self.model, self.cfg = model, cfg

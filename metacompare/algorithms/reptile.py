@@ -23,6 +23,7 @@ class Reptile(MetaAlgorithm):
     name = "reptile"
     backends = ("metacompare", "learn2learn")
     needs_query = False  # trains on all of a task's examples
+    uses = frozenset({"inner_state"})  # the only algorithm that carries inner state across tasks
 
     def task_gradient(self, task: Task) -> TaskGradient:
         # Reptile has no support/query distinction in training: it trains on all of the task's data.
