@@ -96,11 +96,31 @@ def _group_score(group: pd.DataFrame, metric: Metric) -> dict:
     else:
         ci_over = ""
     counts = {s: int((group["status"] == s).sum()) for s in STATUSES}
-    return {"score_mean": mean, "score_ci95": ci, "ci_over": ci_over, "seeds": int(len(scored)),
+    return {"score_mean": mean, "score_ci95": ci, **_companion_scores(scored, metric),
+            "ci_over": ci_over, "seeds": int(len(scored)),
             "seconds_per_iteration": nanmean(group["seconds_per_iteration"]),
             "peak_memory_mb": nanmean(group["peak_memory_mb"]),
             **counts, "other": int(len(group) - sum(counts.values())), "runs": int(len(group)),
             "run_ids": ";".join(map(str, scored["run_id"]))}
+
+
+# Scores recorded beside the test score (scoring.py): the untrained network under the same test
+# procedure ("floor"), and both under the config's common procedure.
+COMPANIONS = {"floor": "floor", "common": "test_common", "common_floor": "floor_common"}
+
+
+def _companion_scores(scored: pd.DataFrame, metric: Metric) -> dict:
+    """``<name>_mean`` / ``<name>_ci95`` for each companion score the runs have, pooled like the score."""
+    word = metric.column.removeprefix("test_")
+    out = {}
+    for name, prefix in COMPANIONS.items():
+        column = f"{prefix}_{word}"
+        if f"{column}_mean" not in scored or scored[f"{column}_mean"].isna().all():
+            continue
+        values = pd.to_numeric(scored[f"{column}_mean"], errors="coerce") * metric.scale
+        cis = pd.to_numeric(scored.get(f"{column}_ci95", values * math.nan), errors="coerce") * metric.scale
+        out[f"{name}_mean"], out[f"{name}_ci95"] = pool_seeds(list(values), list(cis))
+    return out
 
 
 def nanmean(values: pd.Series) -> float:

@@ -9,29 +9,43 @@ import pandas as pd
 from metacompare.report.experiment import STATUSES, Experiment, Section
 from metacompare.report.select import best_row, label_of, show_value, why_unscored
 
-CSV_TAIL = ["score_mean", "score_ci95", "ci_over", "seeds", "seconds_per_iteration", "peak_memory_mb", *STATUSES,
+CSV_TAIL = ["score_mean", "score_ci95", "floor_mean", "floor_ci95", "common_mean", "common_ci95", "common_floor_mean",
+            "common_floor_ci95", "ci_over", "seeds", "seconds_per_iteration", "peak_memory_mb", *STATUSES,
             "other", "runs", "run_ids"]
 
 
 def csv_table(exp: Experiment) -> pd.DataFrame:
     """``table.csv``: the settings with their scores, the score columns named after the metric."""
     suffix = "_pct" if exp.metric.is_accuracy else ""
-    return exp.groups[["algorithm", *exp.settings, *CSV_TAIL]].rename(columns={
+    columns = [c for c in CSV_TAIL if c in exp.groups]
+    return exp.groups[["algorithm", *exp.settings, *columns]].rename(columns={
         "score_mean": f"{exp.metric.column}_mean{suffix}", "score_ci95": f"{exp.metric.column}_ci95{suffix}"})
 
 
+COMPANION_HEADERS = {"floor": "untrained floor", "common": "common procedure", "common_floor": "common, untrained"}
+
+
+def companions(exp: Experiment) -> list[str]:
+    """The companion scores (floor, common procedure) this experiment's runs recorded."""
+    return [name for name in COMPANION_HEADERS if f"{name}_mean" in exp.groups
+            and exp.groups[f"{name}_mean"].notna().any()]
+
+
 def table_rows(exp: Experiment) -> list[list[str]]:
-    """The results table as text cells (header first); a setting with no score says why."""
+    """The results table as text cells (header first); a setting with no score says why. Beside the
+    score: the untrained network's under the same test procedure, and both under the common procedure."""
     metric = exp.metric
+    extra = companions(exp)
     header = ["algorithm", *exp.settings, f"{metric.name}{' %' if metric.is_accuracy else ''} (mean ± 95% CI)",
+              *[COMPANION_HEADERS[name] for name in extra],
               "CI over", "s / meta-iteration", "peak memory (MB)", "finished", "diverged", "failed"]
     rows = [header]
+    def cell(mean, ci):
+        return f"{metric.number(mean)} ± {metric.number(ci)}" if math.isfinite(mean) else "–"
     for _, g in exp.groups.iterrows():
-        if math.isfinite(g["score_mean"]):
-            score = f"{metric.number(g['score_mean'])} ± {metric.number(g['score_ci95'])}"
-        else:
-            score = why_unscored(g)
-        rows.append([str(g["algorithm"]), *[show_value(s, g[s]) for s in exp.settings], score, g["ci_over"] or "–",
+        score = cell(g["score_mean"], g["score_ci95"]) if math.isfinite(g["score_mean"]) else why_unscored(g)
+        rows.append([str(g["algorithm"]), *[show_value(s, g[s]) for s in exp.settings], score,
+                     *[cell(g[f"{name}_mean"], g[f"{name}_ci95"]) for name in extra], g["ci_over"] or "–",
                      _fmt(g["seconds_per_iteration"], ".3g"), _fmt(g["peak_memory_mb"], ".0f"),
                      str(g["finished"]), str(g["diverged"]), str(g["failed"])])
     return rows
@@ -62,5 +76,8 @@ def section(exp: Experiment) -> Section:
                f"{', '.join(exp.settings) or 'none'}). {metric.name[0].upper() + metric.name[1:]}: mean over seeds "
                f"of each run's mean over test episodes; the 95% CI is across seed means when a setting has several "
                f"seeds, else over the single run's test episodes (column 'CI over'); n/a: undefined (one value). A "
-               f"setting whose runs all diverged or failed shows that instead of a score.")
+               f"setting whose runs all diverged or failed shows that instead of a score. Untrained floor: the "
+               f"initial network (before meta-training) scored by the same test procedure on the same episodes; "
+               f"the gain from meta-training is the difference. Common procedure: every algorithm adapted by the "
+               f"config's common_evaluation instead of its own test procedure.")
     return Section("Results table", text, caption, table=table_rows(exp))
