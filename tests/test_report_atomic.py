@@ -90,8 +90,8 @@ def test_new_report_replaces_the_old_and_removes_a_killed_reports_folders(report
     assert (exp / "report").stat().st_mode & 0o777 == 0o755
 
 
-@pytest.mark.parametrize("content, says", [(b"", "unreadable"), (b"\xff\xfe\x00broken", "unreadable"),
-                                           (b"a,b\n1,2\n", "lacks the column(s) algorithm, dataset, run_id, status")])
+@pytest.mark.parametrize("content, says", [(b"", "is empty"), (b"\xff\xfe\x00broken", "UTF-8"),
+                                           (b"a,b\n1,2\n", "lacks the column(s)")])
 def test_broken_runs_csv_is_a_one_line_error(tmp_path, capsys, content, says):
     (tmp_path / "omni").mkdir()
     (tmp_path / "omni" / "runs.csv").write_bytes(content)
