@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from metacompare.errors import UserError
+from metacompare.tracking import TRACKERS
 
 
 class ConfigError(UserError, ValueError):
@@ -132,6 +133,9 @@ class RunConfig:
     batch_tasks: bool = False
     task_chunk: int = 0
     memory_format: str = "contiguous"
+    # Experiment tracking (metacompare.tracking): where a run is logged, not what it computes.
+    tracker: str = "tensorboard"
+    tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -139,7 +143,7 @@ class RunConfig:
     def run_id(self) -> str:
         """Stable name for this exact configuration, so a rerun finds (and skips) a finished run."""
         body = self.to_dict()
-        for volatile in ("results_dir", "experiment", "device", "data_root"):
+        for volatile in NOT_IN_RUN_ID:
             body.pop(volatile)
         digest = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.algorithm}-{digest}"
@@ -157,6 +161,8 @@ class RunConfig:
         return self.test_query or self.query
 
 
+# Fields that say where a run's files and logs go, not what it computes: they leave run ids alone.
+NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri")
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("sine", "omniglot", "miniimagenet"),
     "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol"),
@@ -168,6 +174,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "inner_state": ("reset", "carry"),
     "inner_loss": ("mean", "sum", "sum_over_shots"),
     "test_checkpoint": ("last", "best"),
+    "tracker": tuple(TRACKERS),
 }
 NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size")
 POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metacompare import results
+from metacompare import provenance, results, tracking
 from metacompare.algorithms import build_algorithm
 from metacompare import precision, scoring
 from metacompare.scoring import evaluate
-from metacompare.config import RunConfig, dump
+from metacompare.config import NOT_IN_RUN_ID, RunConfig, dump
 from metacompare.data import Task, build_tasks
 from metacompare.errors import UserError
 from metacompare.models import build_model
@@ -137,7 +137,7 @@ def _resumable(config: dict | None) -> dict | None:
     device (the same that ``RunConfig.run_id`` ignores), so a moved results or data folder resumes."""
     if config is None:
         return None
-    return {k: v for k, v in config.items() if k not in ("results_dir", "experiment", "device", "data_root")}
+    return {k: v for k, v in config.items() if k not in NOT_IN_RUN_ID}
 
 
 def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = False) -> dict[str, Any]:
@@ -173,6 +173,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
     results.atomic_write(out / "config.yaml", dump(cfg))
+    tracker = tracking.open_tracker(cfg, out, start_iteration)  # TensorBoard / MLflow
 
     def checkpoint(iteration: int) -> None:
         _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,
@@ -206,6 +207,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                     break
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
+                tracker.train(iteration, metrics)
                 if iteration % cfg.eval_interval == 0 or iteration == cfg.iterations:
                     val = evaluate(algorithm, tasks.validation, cfg.eval_inner_steps, device, dtype)
                     rows.append({"iteration": iteration, "wall_time_s": elapsed + time.perf_counter() - began,
@@ -213,6 +215,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                  **{f"val_{k}": v for k, v in val.items()}})
                     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
                     _keep_if_best(extra, algorithm, cfg, iteration, val)
+                    tracker.validation(iteration, rows[-1], peak_memory_mb(device))
                 if iteration % cfg.checkpoint_interval == 0 or stop.signal is not None:
                     checkpoint(iteration)
                 if stop.signal is not None:
@@ -227,6 +230,9 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                 if status == "running" else {}
             by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
                         for steps in cfg.test_inner_steps} if status == "running" else {}
+    except BaseException as err:
+        tracker.close(err)
+        raise
     finally:
         bar.close()
     if status == "running" and not math.isfinite(test["test_loss_mean"]):
@@ -252,7 +258,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         "wall_time_s": wall,
         "seconds_per_iteration": train_time / done if done else math.nan,
         "peak_memory_mb": peak_memory_mb(device),
-        "git_commit": results.git_commit(),
+        **provenance.record(out),  # git_commit, dirty; environment.txt
         "versions": results.library_versions(),
         "config": cfg.to_dict(),
     }
@@ -269,6 +275,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     results.save_json(summary_path, summary)
     results.record_run(out.parent, summary)
     checkpoint_path.unlink(missing_ok=True)
+    tracker.finish(summary)
     return summary
 
 
