@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import NullLocator
 
-from metacompare import results
+from metacompare import provenance, results
 from metacompare.config import RunConfig
 from metacompare.errors import UserError
 
@@ -54,7 +54,7 @@ BASELINES = ("pretrain", "scratch")
 ORDER = ("reptile", "fomaml", "maml", "anil", "metasgd", "pretrain", "scratch")
 # Config fields that never define a setting: bookkeeping, or (seed) what we average over.
 NOT_SETTINGS = ("experiment", "results_dir", "device", "data_root", "checkpoint_interval", "eval_interval",
-                "seed", "algorithm")
+                "seed", "algorithm", "tracker", "tracking_uri")
 STATUSES = ("finished", "diverged", "failed")
 CONTEXT = ("dataset", "ways", "shots", "evaluation", "omniglot.sources", "device")  # for reference marks, captions
 PRETTY = {"num_tasks": "training tasks", "inner_lr": "inner learning rate", "outer_lr": "outer learning rate",
@@ -1013,6 +1013,8 @@ def write_report(experiment_dir: Path) -> Path:
              f"({len(exp.runs)} run{'s' if len(exp.runs) != 1 else ''}). Score: {exp.metric.name} "
              f"({exp.metric.direction}). The table is also in "
              f"table.csv and table.md; every figure is also an SVG.")
+    warning = provenance.report_warning(exp.runs.get("git_commit", []))  # runs made from uncommitted code
+    intro = f"{warning}\n\n{intro}" if warning else intro
     results.atomic_write(out / "report.md", _markdown(exp, intro))
     results.atomic_write(out / "report.html", _html(exp, intro))
     return out / "report.md"

@@ -128,7 +128,9 @@ class TensorBoardTracker(Tracker):
         scalars = final_scalars(summary)
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
-        values = {k: v for k, v in flat_config(self.config).items() if k not in NOT_HPARAMS}
+        # booleans as text: torch's hparams() would store them as the numbers 0 and 1
+        values = {k: str(v) if isinstance(v, bool) else v for k, v in flat_config(self.config).items()
+                  if k not in NOT_HPARAMS}
         values["status"] = str(summary.get("status"))
         # Only the session records: without an experiment record of its own, each run's hparams are
         # merged with every other run's under a common logdir (a per-run experiment record would make
