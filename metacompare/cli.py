@@ -52,15 +52,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from metacompare.report import report
 
     directory = Path(args.results_dir)
-    experiments = sorted(p.parent for p in directory.glob("*/runs.csv")) if directory.is_dir() else []
-    if (directory / "runs.csv").is_file() or not experiments:
-        experiments = [directory]  # one experiment, or report() names what is wrong with the folder
-    bar = tqdm(experiments, desc="report", unit="experiment", disable=args.no_progress,
-               file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
-    for experiment in bar:
-        bar.set_postfix_str(experiment.name)
-        for path in report(experiment):
-            bar.write(f"report: {path}", file=sys.stdout)
+    if (directory / "runs.csv").is_file():
+        experiments = [directory]
+    else:
+        experiments = sorted(p.parent for p in directory.glob("*/runs.csv")) if directory.is_dir() else []
+        if not experiments:
+            report(directory)  # raises the one-line error that names what the folder lacks
+    _write_reports(experiments, not args.no_progress)
     return 0
 
 
@@ -125,8 +123,21 @@ DESCRIPTIONS = {
 
 def _summary_of(obj) -> str:
     """The first paragraph of ``obj``'s own docstring, or its module's, on one line."""
+    import re
+
     doc = obj.__doc__ or sys.modules[obj.__module__].__doc__ or "(no description)"
-    return " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`").rstrip(".")
+    text = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`").rstrip(".")
+    return re.sub(r":\w+:`", "`", text)  # Sphinx roles (:meth:`x`) read as plain `x`
+
+
+def _engines() -> list[tuple[str, str]]:
+    """The meta-batch engines: the registry ``algorithms.base.ENGINES`` where the code has one."""
+    from metacompare.algorithms import base
+
+    engines = getattr(base, "ENGINES", None)
+    if engines:
+        return [(name, _summary_of(fn)) for name, fn in engines.items()]
+    return list(DESCRIPTIONS["engine"].items())
 
 
 def catalogue() -> dict[str, list[tuple[str, str]]]:
@@ -146,7 +157,7 @@ def catalogue() -> dict[str, list[tuple[str, str]]]:
         "backends (backend:)": [(n, _summary_of(get_adapt(n))) for n in BACKENDS],
         "datasets (dataset:)": described("dataset", CHOICES["dataset"]),
         "models (model:)": described("model", CHOICES["model"]),
-        "engines (batch_tasks:)": described("engine", DESCRIPTIONS["engine"]),
+        "engines (batch_tasks:)": _engines(),
         "trackers (tracker:)": list(TRACKERS.items()),
         "bench implementations (bench --implementations)": [
             (n, f"{i.algorithm} on {i.library}, fast path {i.fast_path}") for n, i in IMPLEMENTATIONS.items()],

@@ -172,8 +172,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         torch.set_rng_state(state["torch_rng"])
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
-    results.atomic_write(out / "config.yaml", dump(cfg))
     tracker = tracking.open_tracker(cfg, out, start_iteration)  # TensorBoard / MLflow
+    results.atomic_write(out / "config.yaml", dump(cfg))
 
     def checkpoint(iteration: int) -> None:
         _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,

