@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,25 @@ def mlflow_client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+def hparams_table(logdir: Path, runs: int) -> list[dict]:
+    """The HParams dashboard's rows, from a real TensorBoard server on ``logdir`` (in this process)."""
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(logdir), "--port", "0", "--host", "127.0.0.1", "--load_fast", "false"])
+    url = board.launch() + "data/plugin/hparams/session_groups"
+    query = {"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS"], "colParams": [], "startIndex": 0,
+             "sliceSize": 100}
+    request = urllib.request.Request(url, json.dumps(query).encode(),
+                                     {"Content-Type": "application/json", "X-XSRF-Protected": "1"})
+    for _ in range(60):  # the server loads event files in the background
+        groups = json.load(urllib.request.urlopen(request, timeout=10))["sessionGroups"]
+        if len(groups) >= runs:
+            return groups
+        time.sleep(0.5)
+    return groups
 
 
 def scalars(acc: EventAccumulator, tag: str) -> list[tuple[int, float]]:
@@ -154,6 +175,13 @@ def test_a_sine_sweep_shows_every_run_side_by_side_in_tensorboard_and_mlflow(tmp
         hp = session_hparams(acc)
         assert (hp["algorithm"], hp["inner_lr"]) == (table.at[run_id, "algorithm"],
                                                      pytest.approx(table.at[run_id, "inner_lr"]))
+
+    rows = {Path(g["name"]).name: g for g in hparams_table(tmp_path / "results", len(table))}  # the HParams tab
+    assert set(rows) == set(table.index)
+    for run_id, row in rows.items():
+        assert row["hparams"]["algorithm"] == table.at[run_id, "algorithm"]
+        test_loss = {m["name"]["tag"]: m["value"] for m in row["metricValues"]}["test/loss"]
+        assert test_loss == pytest.approx(table.at[run_id, "test_loss_mean"], rel=1e-6)
 
     client = mlflow_client((tmp_path / "results" / "mlruns").as_uri())
     logged = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
