@@ -100,11 +100,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from metacompare import provenance, results
     from metacompare.bench import bench
 
+    state = provenance.guard([Path(args.out)], allow_dirty=args.allow_dirty)  # results/bench is committed too
     bench(args.models, args.steps, ways=args.ways, shots=args.shots, query=args.query, meta_batch=args.meta_batch,
           repeats=args.repeats, implementations=args.implementations, out_dir=args.out, threads=args.threads,
           quick=args.quick, data_root=args.data_root, progress=not args.no_progress)
+    results.save_json(Path(args.out) / "provenance.json", provenance.record(Path(args.out), state))
     return 0
 
 
@@ -269,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="results/bench", help="folder for bench.csv, bench.png, sampling.csv")
     bench.add_argument("--quick", action="store_true", help="tiny settings and one worker process, for tests")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--allow-dirty", action="store_true",
+                       help="write into the repository's results/ even though the code has uncommitted changes "
+                            "(provenance.json then says dirty: true) (default: refuse)")
 
     download = _subcommand(sub, "download", "fetch a dataset's official files and check their MD5s", _cmd_download)
     download.add_argument("dataset", choices=["omniglot"], help="dataset to fetch")

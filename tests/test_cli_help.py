@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import subprocess
 import sys
 import tomllib
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from metacompare import cli
+from metacompare import cli, provenance
 from metacompare.algorithms import ALGORITHMS
 from metacompare.backends import BACKENDS
 from metacompare.config import CHOICES
@@ -117,3 +118,6 @@ def test_bench_shows_a_progress_bar_over_measured_steps(tmp_path, capsys):
                      "--meta-batch", "2", "--repeats", "1", "--implementations", *names, "--out", str(tmp_path / "b")]) == 0
     err = capsys.readouterr().err
     assert "bench: 100%" in err and "8/8" in err  # 2 implementations x (1 memory pass + 2 warm-ups + 1 repeat)
+    recorded = json.loads((tmp_path / "b" / "provenance.json").read_text())  # which code made bench.csv
+    assert recorded["environment"] == "environment.txt" and (tmp_path / "b" / "environment.txt").is_file()
+    assert recorded["git_commit"] == provenance.tree_state().label()
