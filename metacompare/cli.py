@@ -111,17 +111,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-# One line for names that have no docstring of their own to quote; the names come from the registries.
+# One line for the names that have no docstring of their own (a model with a builder function in
+# metacompare.models is described by that function's docstring); the names come from the registries.
 DESCRIPTIONS = {
-    "dataset": {"sine": "sinusoid regression (Finn et al. 2017): amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5]",
-                "omniglot": "Omniglot characters (Lake et al. 2015): alphabet-disjoint splits, rotations as classes",
-                "miniimagenet": "mini-ImageNet (Vinyals et al. 2016, Ravi & Larochelle splits), learn2learn's pickles"},
-    "model": {"mlp": "MLP 40-40 ReLU for sine regression (Finn et al. 2017)",
-              "conv4": "4 conv blocks, 3x3, BatchNorm, ReLU, 2x2 max-pool (Vinyals et al. 2016); `filters` wide",
-              "conv4_strided": "conv4 with stride-2 convolutions, no pooling (the MAML and Reptile Omniglot code)"},
-    "engine": {"looped": "one task after another (batch_tasks: false, the default)",
-               "task-batched": "the whole meta-batch as one grouped-convolution network (batch_tasks: true)"},
+    "sine": "sinusoid regression (Finn et al. 2017): amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5]",
+    "omniglot": "Omniglot characters (Lake et al. 2015): alphabet-disjoint splits, rotations as classes",
+    "miniimagenet": "mini-ImageNet (Vinyals et al. 2016, Ravi & Larochelle splits), learn2learn's pickles",
+    "conv4_strided": "conv4 with stride-2 convolutions and no pooling (the MAML and Reptile Omniglot code)",
 }
+LIST_WIDTH = 150  # characters of a docstring's first paragraph that `list` shows
 
 
 def _summary_of(obj) -> str:
@@ -130,37 +128,30 @@ def _summary_of(obj) -> str:
 
     doc = obj.__doc__ or sys.modules[obj.__module__].__doc__ or "(no description)"
     text = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`").rstrip(".")
-    return re.sub(r":\w+:`", "`", text)  # Sphinx roles (:meth:`x`) read as plain `x`
-
-
-def _engines() -> list[tuple[str, str]]:
-    """The meta-batch engines: the registry ``algorithms.base.ENGINES`` where the code has one."""
-    from metacompare.algorithms import base
-
-    engines = getattr(base, "ENGINES", None)
-    if engines:
-        return [(name, _summary_of(fn)) for name, fn in engines.items()]
-    return list(DESCRIPTIONS["engine"].items())
+    text = re.sub(r":\w+:`", "`", text)  # Sphinx roles (:meth:`x`) read as plain `x`
+    return text if len(text) <= LIST_WIDTH else text[:LIST_WIDTH - 3].rstrip() + "..."
 
 
 def catalogue() -> dict[str, list[tuple[str, str]]]:
     """Everything a config or command can name, read from the registries, one line each."""
+    from metacompare import models
     from metacompare.algorithms import ALGORITHMS
+    from metacompare.algorithms.base import ENGINES
     from metacompare.backends import BACKENDS, get_adapt
     from metacompare.bench import IMPLEMENTATIONS
     from metacompare.config import CHOICES
     from metacompare.tracking import TRACKERS
 
-    def described(kind: str, names) -> list[tuple[str, str]]:
-        return [(n, DESCRIPTIONS.get(kind, {}).get(n, "(no description)")) for n in names]
+    def described(name: str, code=None) -> tuple[str, str]:
+        return name, _summary_of(code) if callable(code) else DESCRIPTIONS.get(name, "(no description)")
 
     return {
         "algorithms (algorithm:)": [(n, f"{_summary_of(c)} [backends: {', '.join(c.backends)}]")
                                     for n, c in sorted(ALGORITHMS.items())],
-        "backends (backend:)": [(n, _summary_of(get_adapt(n))) for n in BACKENDS],
-        "datasets (dataset:)": described("dataset", CHOICES["dataset"]),
-        "models (model:)": described("model", CHOICES["model"]),
-        "engines (batch_tasks:)": _engines(),
+        "backends (backend:)": [described(n, get_adapt(n)) for n in BACKENDS],
+        "datasets (dataset:)": [described(n) for n in CHOICES["dataset"]],
+        "models (model:)": [described(n, getattr(models, n, None)) for n in CHOICES["model"]],
+        "engines (batch_tasks: false / true)": [described(n, fn) for n, fn in ENGINES.items()],
         "trackers (tracker:)": list(TRACKERS.items()),
         "bench implementations (bench --implementations)": [
             (n, f"{i.algorithm} on {i.library}, fast path {i.fast_path}") for n, i in IMPLEMENTATIONS.items()],

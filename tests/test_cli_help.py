@@ -15,6 +15,7 @@ import pytest
 
 from metacompare import cli, provenance
 from metacompare.algorithms import ALGORITHMS
+from metacompare.algorithms.base import ENGINES
 from metacompare.backends import BACKENDS
 from metacompare.config import CHOICES
 from metacompare.tracking import TRACKERS
@@ -71,9 +72,11 @@ def test_list_prints_every_registered_name_with_a_description(capsys):
         if line.startswith("  "):
             name, _, text = line.strip().partition("  ")
             entries[name] = text.strip()
-    expected = [*ALGORITHMS, *BACKENDS, *CHOICES["dataset"], *CHOICES["model"], *TRACKERS]
+    expected = [*ALGORITHMS, *BACKENDS, *CHOICES["dataset"], *CHOICES["model"], *ENGINES, *TRACKERS]
     assert not [name for name in expected if name not in entries]
-    assert all(text and text != "(no description)" for text in entries.values())
+    assert all(entries.values())
+    from_code = [*ALGORITHMS, *BACKENDS, *ENGINES, *TRACKERS, "mlp", "conv4"]  # docstrings and registries
+    assert not [name for name in from_code if entries[name] == "(no description)"]
     maml = ALGORITHMS["maml"]
     doc = maml.__doc__ or sys.modules[maml.__module__].__doc__  # the plug-in's own words, first paragraph
     assert entries["maml"].startswith(" ".join(doc.split("\n\n")[0].split())[:40].replace("``", "`"))
