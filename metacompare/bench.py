@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from metacompare.errors import UserError
 
@@ -76,6 +77,10 @@ COLUMNS = ["model", "inner_steps", "ways", "shots", "query", "meta_batch", "impl
            "speedup_vs_learn2learn", "speedup_vs_seed", "peak_memory_mb", "gflop", "useful_gflop", "gflop_per_s",
            "matmul_peak_gflop_per_s", "peak_fraction", "grad_reference", "grad_max_abs_diff",
            "grad_max_rel_diff", "threads"]
+
+
+WARM_UPS = 2
+TICK = "TICK"  # a worker's line after each measured step: the parent advances its progress bar
 
 
 @dataclass(frozen=True)
@@ -202,33 +207,44 @@ def measure_memory(impl: Impl, s: Setting, grad_path: str | None) -> dict:
     return {"peak_memory_mb": peak_mb, "flops": counter.get_total_flops()}
 
 
-def measure_times(impls: list[Impl], s: Setting, repeats: int) -> dict[str, list[float]]:
+def measure_times(impls: list[Impl], s: Setting, repeats: int,
+                  done: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
     """Seconds per iteration, the implementations interleaved round-robin after two warm-ups each.
 
     Interleaving makes every contender see the same load, so ratios hold on cores shared with others.
+    ``done`` is called after every step (warm-ups included), for the parent's progress bar.
     """
     steps = {impl.name: step_function(impl, s, make_model(s), make_tasks(s)) for impl in impls}
     for step in steps.values():
-        step()
-        step()
+        for _ in range(WARM_UPS):
+            step()
+            done()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
             tick = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - tick)
+            done()
     return times
 
 
+def _tick() -> None:
+    print(TICK, flush=True)
+
+
 def worker_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metacompare.bench --worker")
-    parser.add_argument("--worker", action="store_true")
-    parser.add_argument("--impl", action="append", required=True)
+    parser = argparse.ArgumentParser(prog="metacompare.bench --worker", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description="one bench worker (started by `metacompare bench`); prints "
+                                                 "RESULT <json> lines and a TICK line per measured step")
+    parser.add_argument("--worker", action="store_true", help="run as a worker (required)")
+    parser.add_argument("--impl", action="append", required=True, help="implementation name (repeatable)")
     parser.add_argument("--setting", required=True, help="JSON of a Setting")
-    parser.add_argument("--phase", action="append", choices=["memory", "time"], required=True)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--grad-dir", default=None)
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--phase", action="append", choices=["memory", "time"], required=True,
+                        help="memory: peak memory, FLOPs and gradient of each; time: interleaved timing")
+    parser.add_argument("--repeats", type=int, default=5, help="timed iterations after the warm-ups")
+    parser.add_argument("--grad-dir", default=None, help="folder to save each first meta-gradient in")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -238,8 +254,9 @@ def worker_main(argv: list[str]) -> int:
             grad = os.path.join(args.grad_dir, f"{_slug(name)}.pt") if args.grad_dir else None
             out = measure_memory(IMPLEMENTATIONS[name], s, grad)
             print("RESULT " + json.dumps({"implementation": name, **out}), flush=True)
+            _tick()
     if "time" in args.phase:
-        for name, times in measure_times([IMPLEMENTATIONS[n] for n in args.impl], s, args.repeats).items():
+        for name, times in measure_times([IMPLEMENTATIONS[n] for n in args.impl], s, args.repeats, _tick).items():
             print("RESULT " + json.dumps({"implementation": name, "times": times}), flush=True)
     return 0
 
@@ -261,12 +278,18 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
     return 2 * size**3 / best / 1e9
 
 
+def race_steps(names: list[str], repeats: int) -> int:
+    """Measured steps in one race: a memory pass per implementation, then warm-ups and repeats."""
+    return len(names) * (1 + WARM_UPS + repeats)
+
+
 def run_workers(names: list[str], s: Setting, repeats: int, grad_dir: str, threads: int,
-                isolate: bool) -> dict[str, dict]:
+                isolate: bool, bar: tqdm | None = None) -> dict[str, dict]:
     """Results per implementation.
 
     With ``isolate`` each implementation's memory is measured in its own process (exact peak) and
-    then all are timed together in one process; otherwise one process does both (tests).
+    then all are timed together in one process; otherwise one process does both (tests). ``bar``
+    advances by one per measured step that the workers report.
     """
     base = [sys.executable, "-m", "metacompare.bench", "--worker", "--setting", json.dumps(asdict(s)),
             "--repeats", str(repeats), "--grad-dir", grad_dir, "--threads", str(threads)]
@@ -276,14 +299,18 @@ def run_workers(names: list[str], s: Setting, repeats: int, grad_dir: str, threa
                   names))
     found: dict[str, dict] = {}
     for cmd, group in calls:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        for line in proc.stdout.splitlines():
-            if line.startswith("RESULT "):
-                row = json.loads(line[len("RESULT "):])
-                found.setdefault(row.pop("implementation"), {}).update(row)
-        if proc.returncode != 0:
-            tail = proc.stderr.strip().splitlines()[-3:]
-            print(f"bench: worker for {', '.join(group)} failed: {' | '.join(tail)}", file=sys.stderr)
+        with tempfile.TemporaryFile("w+") as errors:
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True) as proc:
+                for line in proc.stdout:
+                    if line.startswith(TICK) and bar is not None:
+                        bar.update(1)
+                    elif line.startswith("RESULT "):
+                        row = json.loads(line[len("RESULT "):])
+                        found.setdefault(row.pop("implementation"), {}).update(row)
+            if proc.returncode != 0:
+                errors.seek(0)
+                tail = errors.read().strip().splitlines()[-3:]
+                tqdm.write(f"bench: worker for {', '.join(group)} failed: {' | '.join(tail)}", file=sys.stderr)
     return {name: r for name, r in found.items() if {"times", "flops"} <= set(r)}
 
 
@@ -303,10 +330,10 @@ def reference_of(impl: Impl) -> str:
 
 
 def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], threads: int,
-         isolate: bool) -> list[dict]:
+         isolate: bool, bar: tqdm | None = None) -> list[dict]:
     """Time every named implementation on setting ``s``; one row each."""
     with tempfile.TemporaryDirectory() as grad_dir:
-        found = run_workers(names, s, repeats, grad_dir, threads, isolate)
+        found = run_workers(names, s, repeats, grad_dir, threads, isolate, bar)
         rows = []
         for name in names:
             if name not in found:
@@ -396,8 +423,11 @@ def plot(rows: list[dict], path: Path):
 def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, query: int = 15,
           meta_batch: int = 32, repeats: int = 5, implementations: list[str] | None = None,
           out_dir: str = "results/bench", threads: int = 1, quick: bool = False,
-          sampling_config: str = "configs/omniglot_minimal.yaml", data_root: str | None = None) -> list[dict]:
-    """Run the race over every (model, steps) pair and write ``bench.csv``, ``bench.png``, ``sampling.csv``."""
+          sampling_config: str = "configs/omniglot_minimal.yaml", data_root: str | None = None,
+          progress: bool = True) -> list[dict]:
+    """Run the race over every (model, steps) pair and write ``bench.csv``, ``bench.png``, ``sampling.csv``.
+
+    ``progress`` shows a bar (stderr) over every measured step of every race."""
     from metacompare import results
 
     names = implementations or list(QUICK_IMPLEMENTATIONS if quick else IMPLEMENTATIONS)
@@ -413,11 +443,13 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
     print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads)")
     rows = []
-    for model in models:
-        for k in steps:
-            s = Setting(model=model, inner_steps=k, ways=ways, shots=shots, query=query, meta_batch=meta_batch,
-                        filters=8 if quick else 64, image_size=14 if quick else 28)
-            rows += race(s, names, repeats, peaks, threads, isolate=not quick)
+    settings = [Setting(model=model, inner_steps=k, ways=ways, shots=shots, query=query, meta_batch=meta_batch,
+                        filters=8 if quick else 64, image_size=14 if quick else 28) for model in models for k in steps]
+    with tqdm(total=len(settings) * race_steps(names, repeats), desc="bench", unit="step", disable=not progress,
+              file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0) as bar:
+        for s in settings:
+            bar.set_postfix_str(f"{s.model}, {s.inner_steps} inner step{'s' * (s.inner_steps > 1)}")
+            rows += race(s, names, repeats, peaks, threads, isolate=not quick, bar=bar)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results.write_csv(out / "bench.csv", rows, COLUMNS)

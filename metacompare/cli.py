@@ -11,6 +11,8 @@ import math
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from metacompare.errors import UserError
 
 
@@ -21,19 +23,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configs = load_experiment(args.config, args.set)
     if args.results_dir:
         configs = [with_overrides(c, results_dir=args.results_dir) for c in configs]
+    _guard_provenance(configs, args.allow_dirty)
     for cfg in configs:
         summary = train_and_evaluate(cfg, progress=not args.no_progress, force=args.force)
         print(_summary_line(summary))
     if not args.no_report:
-        _write_reports(sorted({Path(c.results_dir) / c.experiment for c in configs}))
+        _write_reports(sorted({Path(c.results_dir) / c.experiment for c in configs}), not args.no_progress)
     return 0
 
 
-def _write_reports(experiment_dirs: list[Path]) -> None:
+def _guard_provenance(configs: list, allow_dirty: bool) -> None:
+    """Refuse (or, with --allow-dirty, loudly allow) recording results from uncommitted code."""
+    from metacompare.provenance import guard
+
+    guard(sorted({Path(c.results_dir) / c.experiment for c in configs}), allow_dirty=allow_dirty)
+
+
+def _write_reports(experiment_dirs: list[Path], progress: bool = True) -> None:
     from metacompare.report import write_report
 
-    for directory in experiment_dirs:
-        print(f"report: {write_report(directory)}")
+    bar = tqdm(experiment_dirs, desc="report", unit="experiment", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    for directory in bar:
+        bar.set_postfix_str(directory.name)
+        bar.write(f"report: {write_report(directory)}", file=sys.stdout)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -79,6 +92,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from metacompare.sweep import load_sweep, run_sweep, status_counts
 
     configs = load_sweep(args.sweep, args.set, results_dir=args.results_dir)
+    _guard_provenance(configs, args.allow_dirty)
     summaries = run_sweep(configs, workers=args.workers, executor=args.executor, address=args.address,
                           progress=not args.no_progress)
     counts = status_counts(summaries)
@@ -86,7 +100,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"{len(summaries)} runs: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
           + f" -> {table}")
     if not args.no_report:
-        _write_reports([table.parent])
+        _write_reports([table.parent], not args.no_progress)
     return 1 if counts.get("failed") else 0
 
 
@@ -100,11 +114,70 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from metacompare import provenance, results
     from metacompare.bench import bench
 
+    state = provenance.guard([Path(args.out)], allow_dirty=args.allow_dirty)  # results/bench is committed too
     bench(args.models, args.steps, ways=args.ways, shots=args.shots, query=args.query, meta_batch=args.meta_batch,
           repeats=args.repeats, implementations=args.implementations, out_dir=args.out, threads=args.threads,
-          quick=args.quick, data_root=args.data_root)
+          quick=args.quick, data_root=args.data_root, progress=not args.no_progress)
+    results.save_json(Path(args.out) / "provenance.json", provenance.record(Path(args.out), state))
+    return 0
+
+
+# One line for the names that have no docstring of their own (a model with a builder function in
+# metacompare.models is described by that function's docstring); the names come from the registries.
+DESCRIPTIONS = {
+    "sine": "sinusoid regression (Finn et al. 2017): amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5]",
+    "omniglot": "Omniglot characters (Lake et al. 2015): alphabet-disjoint splits, rotations as classes",
+    "miniimagenet": "mini-ImageNet (Vinyals et al. 2016, Ravi & Larochelle splits), learn2learn's pickles",
+    "conv4_strided": "conv4 with stride-2 convolutions and no pooling (the MAML and Reptile Omniglot code)",
+}
+LIST_WIDTH = 150  # characters of a docstring's first paragraph that `list` shows
+
+
+def _summary_of(obj) -> str:
+    """The first paragraph of ``obj``'s own docstring, or its module's, on one line."""
+    import re
+
+    doc = obj.__doc__ or sys.modules[obj.__module__].__doc__ or "(no description)"
+    text = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`").rstrip(".")
+    text = re.sub(r":\w+:`", "`", text)  # Sphinx roles (:meth:`x`) read as plain `x`
+    return text if len(text) <= LIST_WIDTH else text[:LIST_WIDTH - 3].rstrip() + "..."
+
+
+def catalogue() -> dict[str, list[tuple[str, str]]]:
+    """Everything a config or command can name, read from the registries, one line each."""
+    from metacompare import models
+    from metacompare.algorithms import ALGORITHMS
+    from metacompare.algorithms.base import ENGINES
+    from metacompare.backends import BACKENDS, get_adapt
+    from metacompare.bench import IMPLEMENTATIONS
+    from metacompare.config import CHOICES
+    from metacompare.tracking import TRACKERS
+
+    def described(name: str, code=None) -> tuple[str, str]:
+        return name, _summary_of(code) if callable(code) else DESCRIPTIONS.get(name, "(no description)")
+
+    return {
+        "algorithms (algorithm:)": [(n, f"{_summary_of(c)} [backends: {', '.join(c.backends)}]")
+                                    for n, c in sorted(ALGORITHMS.items())],
+        "backends (backend:)": [described(n, get_adapt(n)) for n in BACKENDS],
+        "datasets (dataset:)": [described(n) for n in CHOICES["dataset"]],
+        "models (model:)": [described(n, getattr(models, n, None)) for n in CHOICES["model"]],
+        "engines (batch_tasks: false / true)": [described(n, fn) for n, fn in ENGINES.items()],
+        "trackers (tracker:)": list(TRACKERS.items()),
+        "bench implementations (bench --implementations)": [
+            (n, f"{i.algorithm} on {i.library}, fast path {i.fast_path}") for n, i in IMPLEMENTATIONS.items()],
+    }
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for section, entries in catalogue().items():
+        print(f"{section}:")
+        width = max(len(name) for name, _ in entries)
+        for name, text in entries:
+            print(f"  {name:<{width}}  {text}")
     return 0
 
 
@@ -137,77 +210,108 @@ def bounded(kind: type, low: float, high: float):
     return parse
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` to every option's help, unless the help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "default" in text else super()._get_help_string(action)
+
+
+def _subcommand(sub, name: str, text: str, func) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _common_run_options(parser: argparse.ArgumentParser, scope: str) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config field {scope} (repeatable), e.g. --set inner_lr=0.1 "
+                             f"--set omniglot.rotations=false --set tracker=mlflow (default: none)")
+    parser.add_argument("--results-dir", help="where results go (default: the config's results_dir, results/)")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="record into the repository's results/ even though the code has uncommitted "
+                             "changes; the runs are then marked dirty (default: refuse)")
+    parser.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
+    parser.add_argument("--no-report", action="store_true",
+                        help="skip writing <experiment>/report/ (tables and figures) at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="metacompare",
-                     description="Compare Reptile, FOMAML and MAML on your data and budget.")
+    parser = _Parser(prog="metacompare", formatter_class=HelpFormatter,
+                     description="Compare Reptile, FOMAML and MAML on your data and budget.",
+                     epilog="`metacompare COMMAND --help` explains a command; "
+                            "`metacompare list` shows what can be chosen.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser("run", help="train and evaluate the run(s) of a config file")
+    run = _subcommand(sub, "run", "train and evaluate the run(s) of a config file, then write the report", _cmd_run)
     run.add_argument("config", help="YAML config, e.g. configs/sine.yaml")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config field (repeatable), e.g. --set inner_lr=0.1 --set omniglot.rotations=false")
-    run.add_argument("--results-dir", help="where results go (default: the config's results_dir)")
+    _common_run_options(run, "")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--no-report", action="store_true",
-                     help="skip writing <experiment>/report/ (tables and figures) after the runs")
-    run.set_defaults(func=_cmd_run)
 
-    sweep = sub.add_parser("sweep", help="run a grid of configs in parallel (resumable); exit 1 if a run failed")
+    sweep = _subcommand(sub, "sweep", "run a grid of configs in parallel (resumable); exit 1 if a run failed",
+                        _cmd_sweep)
     sweep.add_argument("sweep", help="sweep file: base config + grid, e.g. experiments/sine_task_counts.yaml")
     sweep.add_argument("--workers", type=bounded(int, 1, 256), default=None,
                        help="parallel local worker processes (default: one per CPU core)")
     sweep.add_argument("--executor", choices=["local", "ray"], default="local",
                        help="local processes, or Ray tasks (pip install 'metacompare[ray]')")
     sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
-    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field in every run (repeatable), e.g. --set iterations=5")
-    sweep.add_argument("--results-dir", help="where results go (default: the base config's results_dir)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bar; plain lines only")
-    sweep.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    sweep.set_defaults(func=_cmd_sweep)
+    _common_run_options(sweep, "in every run")
 
-    evaluate = sub.add_parser("evaluate", help="score a trained Omniglot model on Lake's 20 one-shot runs")
+    evaluate = _subcommand(sub, "evaluate", "score a trained Omniglot model on Lake's 20 one-shot runs", _cmd_evaluate)
     evaluate.add_argument("checkpoint", help="a run folder results/<experiment>/<run_id>, or its model.pt")
     evaluate.add_argument("--lake-runs", required=True, metavar="DIR",
-                          help="unpacked one-shot-classification/all_runs.zip (holds run01 ... run20)")
+                          help="unpacked one-shot-classification/all_runs.zip (holds run01 ... run20); required, "
+                               "no default")
     evaluate.add_argument("--steps", type=bounded(int, 0, 100_000), default=None,
                           help="adaptation steps per run (default: the run's eval_inner_steps)")
-    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                          help="override a field of the run's config, e.g. --set evaluation=non_transductive")
-    evaluate.set_defaults(func=_cmd_evaluate)
+                          help="override a field of the run's config, e.g. --set evaluation=non_transductive "
+                               "(default: none)")
 
-    report = sub.add_parser("report", help="tables and figures of an experiment's results (report/report.md)")
+    report = _subcommand(sub, "report", "tables and figures of an experiment's results (report/report.md, .html)",
+                         _cmd_report)
     report.add_argument("results_dir", metavar="RESULTS_DIR",
                         help="an experiment folder (results/<experiment>) or a folder of them (results)")
-    report.set_defaults(func=_cmd_report)
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    bench = sub.add_parser("bench", help="time one meta-iteration of every implementation on the same tasks")
-    bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"], choices=["conv4", "conv4_strided"])
+    bench = _subcommand(sub, "bench", "time one meta-iteration of every implementation on the same tasks "
+                                      "(writes bench.csv, bench.png)", _cmd_bench)
+    bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"], choices=["conv4", "conv4_strided"],
+                       help="networks to race on (one race per model and inner-step count)")
     bench.add_argument("--steps", nargs="+", type=bounded(int, 1, 1000), default=[1, 5], help="inner steps (one race each)")
-    bench.add_argument("--ways", type=bounded(int, 1, 100), default=5)
-    bench.add_argument("--shots", type=bounded(int, 1, 100), default=1)
+    bench.add_argument("--ways", type=bounded(int, 1, 100), default=5, help="classes per task (N-way)")
+    bench.add_argument("--shots", type=bounded(int, 1, 100), default=1, help="support examples per class (K-shot)")
     bench.add_argument("--query", type=bounded(int, 1, 100), default=15, help="query examples per class")
-    bench.add_argument("--meta-batch", type=bounded(int, 1, 1024), default=32)
+    bench.add_argument("--meta-batch", type=bounded(int, 1, 1024), default=32, help="tasks per meta-iteration")
     bench.add_argument("--repeats", type=bounded(int, 1, 1000), default=5, help="timed iterations (interleaved) after two warm-ups")
     bench.add_argument("--implementations", nargs="+", default=None, metavar="NAME",
-                       help="a subset to race (default: all; see metacompare.bench.IMPLEMENTATIONS)")
+                       help="a subset to race (default: all; `metacompare list` names them)")
     bench.add_argument("--threads", type=bounded(int, 0, 1024), default=1,
                        help="torch threads per process (0: torch's default; 1 keeps ratios stable on shared cores)")
-    bench.add_argument("--data-root", default=None, help="Omniglot folder for the task-sampling rate")
+    bench.add_argument("--data-root", default=None,
+                       help="Omniglot folder for the task-sampling rate (default: the data_root of "
+                            "configs/omniglot_minimal.yaml)")
     bench.add_argument("--out", default="results/bench", help="folder for bench.csv, bench.png, sampling.csv")
     bench.add_argument("--quick", action="store_true", help="tiny settings and one worker process, for tests")
-    bench.set_defaults(func=_cmd_bench)
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.add_argument("--allow-dirty", action="store_true",
+                       help="write into the repository's results/ even though the code has uncommitted changes "
+                            "(provenance.json then says dirty: true) (default: refuse)")
 
-    download = sub.add_parser("download", help="fetch a dataset's official files and check their MD5s")
-    download.add_argument("dataset", choices=["omniglot"])
+    download = _subcommand(sub, "download", "fetch a dataset's official files and check their MD5s", _cmd_download)
+    download.add_argument("dataset", choices=["omniglot"], help="dataset to fetch")
     download.add_argument("--root", default="data/omniglot", help="folder to put the zips in")
-    download.add_argument("--sources", nargs="+", default=["images_background", "images_evaluation"])
+    download.add_argument("--sources", nargs="+", default=["images_background", "images_evaluation"],
+                          help="which of the official zips to fetch")
     download.add_argument("--url", default=None, help="base URL to fetch from (default: the official repository)")
     download.add_argument("--timeout", type=bounded(float, 0.001, 86_400), default=60.0, help="seconds before a stalled download fails")
-    download.set_defaults(func=_cmd_download)
+
+    _subcommand(sub, "list", "list the registered algorithms, backends, datasets, models, engines and trackers",
+                _cmd_list)
     return parser
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from metacompare import files
 from metacompare.errors import UserError
+from metacompare.tracking import TRACKERS
 
 
 class ConfigError(UserError, ValueError):
@@ -133,6 +134,9 @@ class RunConfig:
     batch_tasks: bool = False
     task_chunk: int = 0
     memory_format: str = "contiguous"
+    # Experiment tracking (metacompare.tracking): where a run is logged, not what it computes.
+    tracker: str = "tensorboard"
+    tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -160,9 +164,9 @@ class RunConfig:
         return self.test_query or self.query
 
 
-# Where files live and which device computes: a moved folder or another GPU is the same run (the
-# numbers are pinned by one torch thread per run, see runner.pin_threads).
-NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root")
+# Where files and logs go and which device computes: a moved folder, another GPU or another tracker is
+# the same run (the numbers are pinned by one torch thread per run, see runner.pin_threads).
+NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("sine", "omniglot", "miniimagenet"),
@@ -175,6 +179,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "inner_state": ("reset", "carry"),
     "inner_loss": ("mean", "sum", "sum_over_shots"),
     "test_checkpoint": ("last", "best"),
+    "tracker": tuple(TRACKERS),
 }
 NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size")
 POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -214,16 +213,11 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
 
 
 def git_commit() -> str:
-    """The project's commit (with ``+dirty`` when the tree has changes), or 'unknown' outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The project's commit (with ``+dirty`` when code outside results/ has changes), or 'unknown'
+    outside git; see :mod:`metacompare.provenance`."""
+    from metacompare.provenance import tree_state
+
+    return tree_state().label()
 
 
 def library_versions() -> dict[str, str]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metacompare import files, results
+from metacompare import files, provenance, results, tracking
 from metacompare.algorithms import build_algorithm
 from metacompare import precision, scoring
 from metacompare.scoring import evaluate
@@ -202,6 +202,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         status, diverged_at = state["status"], state["diverged_at"]
         extra = state.get("extra", {})
         _restore_rng_states(state, tasks.train.rng)
+    tracker = tracking.open_tracker(cfg, out, start_iteration)  # TensorBoard / MLflow
     results.atomic_write(out / "config.yaml", dump(cfg))
 
     def checkpoint(iteration: int) -> None:
@@ -236,6 +237,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                     break
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
+                tracker.train(iteration, metrics)
                 if iteration % cfg.eval_interval == 0 or iteration == cfg.iterations:
                     val = evaluate(algorithm, tasks.validation, cfg.eval_inner_steps, device, dtype)
                     rows.append({"iteration": iteration, "wall_time_s": elapsed + time.perf_counter() - began,
@@ -243,6 +245,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                  **{f"val_{k}": v for k, v in val.items()}})
                     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
                     _keep_if_best(extra, algorithm, cfg, iteration, val)
+                    tracker.validation(iteration, rows[-1], peak_memory_mb(device))
                 if iteration % cfg.checkpoint_interval == 0 or stop.signal is not None:
                     checkpoint(iteration)
                 if stop.signal is not None:
@@ -257,6 +260,9 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                 if status == "running" else {}
             by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
                         for steps in cfg.test_inner_steps} if status == "running" else {}
+    except BaseException as err:
+        tracker.close(err)
+        raise
     finally:
         bar.close()
     if status == "running" and not math.isfinite(test["test_loss_mean"]):
@@ -275,7 +281,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
         peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
-        git_commit=results.git_commit(), versions=results.library_versions())
+        **provenance.record(out), versions=results.library_versions())  # git_commit, dirty; environment.txt
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
     if status == "running":  # per-episode scores, for paired comparisons across algorithms
         columns = {**extra.get("floor_episodes", {}), **episode_columns}
@@ -289,6 +295,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     results.save_json(summary_path, summary)
     results.record_run(out.parent, summary)
     checkpoint_path.unlink(missing_ok=True)
+    tracker.finish(summary)
     return summary
 
 

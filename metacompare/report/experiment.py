@@ -24,7 +24,7 @@ BASELINES = ("pretrain", "scratch")
 ORDER = ("reptile", "fomaml", "maml", "anil", "metasgd", "pretrain", "scratch")
 # Config fields that never define a setting: bookkeeping, or (seed) what we average over.
 NOT_SETTINGS = ("experiment", "results_dir", "device", "data_root", "checkpoint_interval", "eval_interval",
-                "seed", "algorithm")
+                "seed", "algorithm", "tracker", "tracking_uri")
 STATUSES = ("finished", "diverged", "failed")
 CONTEXT = ("dataset", "ways", "shots", "evaluation", "omniglot.sources", "device")  # for reference marks, captions
 

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-from metacompare import results
+from metacompare import provenance, results
 from metacompare.errors import UserError
 from metacompare.report.draw import style
 from metacompare.report.experiment import Experiment, Section, analyse
@@ -55,6 +55,8 @@ def fill(exp: Experiment, out: Path) -> Path:
     intro = (f"Made by `metacompare report` from {exp.directory}/runs.csv and the run folders beside it "
              f"({n} run{'s' if n != 1 else ''}). Score: {exp.metric.name} ({exp.metric.direction}). The table is "
              f"also in table.csv and table.md; every figure is also an SVG.")
+    warning = provenance.report_warning(exp.runs.get("git_commit", []))  # runs made from uncommitted code
+    intro = f"{warning}\n\n{intro}" if warning else intro
     results.atomic_write(out / "report.md", markdown(exp, intro, sections))
     results.atomic_write(out / "report.html", html_page(exp, intro, sections))
     return out / "report.md"
