@@ -137,6 +137,48 @@ def bounded(kind: type, low: float, high: float):
     return parse
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from metacompare.tune import run_tune
+
+    for summary in run_tune(args.file, args.set, seeds=args.seeds, results_dir=args.results_dir,
+                            progress=not args.no_progress):
+        print(_summary_line(summary))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from metacompare.compare import compare
+
+    report = compare(args.config, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
+                     results_dir=args.results_dir, progress=not args.no_progress)
+    print(report.read_text().split("\n\n")[1])  # the answer paragraph
+    print(f"report: {report}")
+    return 0
+
+
+def _add_tune_and_compare(sub) -> None:
+    """The ``tune`` and ``compare`` subcommands (metacompare.tune, metacompare.compare)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--seeds", type=bounded(int, 1, 100), default=None, help="training seeds per algorithm (default: tune.seeds, 3)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    common.add_argument("--results-dir", help="where results go (default: the config's results_dir)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tune = sub.add_parser("tune", parents=[common],
+                          help="the same number of Optuna trials per algorithm on validation episodes (resumable), "
+                               "then the chosen settings trained with several seeds and tested once")
+    tune.add_argument("file", help="config or tune file with a tune: section, e.g. experiments/compare_sine.yaml")
+    tune.set_defaults(func=_cmd_tune)
+    compare = sub.add_parser("compare", parents=[common],
+                             help="which algorithm is best under one budget: tune, train each with several seeds, "
+                                  "report the answer with paired statistics")
+    compare.add_argument("config", help="config or tune file, e.g. experiments/compare_sine.yaml")
+    compare.add_argument("--budget", required=True, metavar="SECONDS|work:N",
+                         help="per run: training seconds (validation excluded), e.g. 300, or work in "
+                              "example-passes, e.g. work:2e6")
+    compare.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
+    compare.set_defaults(func=_cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="metacompare",
                      description="Compare Reptile, FOMAML and MAML on your data and budget.")
@@ -208,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--url", default=None, help="base URL to fetch from (default: the official repository)")
     download.add_argument("--timeout", type=bounded(float, 0.001, 86_400), default=60.0, help="seconds before a stalled download fails")
     download.set_defaults(func=_cmd_download)
+    _add_tune_and_compare(sub)
     return parser
 
 
