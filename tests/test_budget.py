@@ -14,6 +14,17 @@ from metacompare.errors import UserError
 from metacompare.runner import train_and_evaluate
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared, oversubscribed CPU these tiny runs are several times faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny(tmp_path, **changes) -> RunConfig:
     """Sine, 5 support and 10 query points, meta-batch 2: small enough to run in a second."""
     base = RunConfig(experiment="budget", algorithm="fomaml", dataset="sine", model="mlp", shots=5, query=10,
