@@ -12,6 +12,8 @@ backward pass (cost 1 + 2 = 3 per example), which by the same rule costs 2 x 3 =
 and step. So, per task, with ``s`` support examples per inner step, ``k`` inner steps and ``q`` query
 examples: first order 3·s·k + 3·q, second order 3·s·k + 6·s·k + 3·q; Reptile 3·b·k on its mini-batches
 of ``b`` (no query pass); supervised pre-training 3·n. Logging forwards and validation are not counted.
+An example-pass is not a FLOP count: when algorithms use different networks (omniglot_minimal's
+conv4_nichol and conv4_finn), equal work is not equal compute, and a seconds budget is the fair one.
 
 Seconds are training seconds: task sampling and meta-updates, without validation and checkpoint
 writes, which are timed separately (``validation_seconds``).

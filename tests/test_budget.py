@@ -12,17 +12,7 @@ from metacompare import budget, runner
 from metacompare.config import ConfigError, RunConfig, validate, with_overrides
 from metacompare.errors import UserError
 from metacompare.runner import train_and_evaluate
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared, oversubscribed CPU these tiny runs are several times faster."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.test_tune import one_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 
 def tiny(tmp_path, **changes) -> RunConfig:
