@@ -67,12 +67,13 @@ class TuneSpec:
 # ------------------------------------------------------------------------------------- loading
 def load(path: str | Path, overrides: Sequence[str] = ()) -> tuple[list[RunConfig], TuneSpec]:
     """A tune file (or a plain config, tuned over the default space) as run configs and a spec."""
-    from metacompare.sweep import _load_base, _read_yaml
+    from metacompare import files
+    from metacompare.sweep import _load_base
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file; see experiments/compare_sine.yaml for an example")
-    raw = _read_yaml(path)
+    raw = files.read_yaml(path, "fix the tune file (see experiments/compare_sine.yaml)")
     section = raw.pop("tune", None)
     if "base" in raw:
         edits, experiment = raw.pop("set", None) or {}, raw.pop("experiment", None)
