@@ -61,10 +61,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UserError(f"{folder}: neither an experiment folder (with runs.csv) nor a folder of them; "
                         f"give e.g. results/sine or results")
     failed = 0
-    for directory in experiments:
+    bar = tqdm(experiments, desc="report", unit="experiment", disable=args.no_progress or len(experiments) == 1,
+               file=sys.stderr,
+               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    for directory in bar:
+        bar.set_postfix_str(directory.name)
         try:
             read_runs(directory)  # the results table, strictly: a broken one is one line, not a traceback
-            print(f"report: {write_report(directory)}")
+            bar.write(f"report: {write_report(directory)}", file=sys.stdout)
         except UserError as err:
             if args.debug or len(experiments) == 1:
                 raise
@@ -237,6 +241,48 @@ def _common_run_options(parser: argparse.ArgumentParser, scope: str) -> None:
                         help="skip writing <experiment>/report/ (tables and figures) at the end")
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from metacompare.tune import run_tune
+
+    for summary in run_tune(args.file, args.set, seeds=args.seeds, results_dir=args.results_dir,
+                            progress=not args.no_progress):
+        print(_summary_line(summary))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from metacompare.compare import compare
+
+    report = compare(args.config, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
+                     results_dir=args.results_dir, progress=not args.no_progress)
+    print(report.read_text().split("\n\n")[1])  # the answer paragraph
+    print(f"report: {report}")
+    return 0
+
+
+def _add_tune_and_compare(sub) -> None:
+    """The ``tune`` and ``compare`` subcommands (metacompare.tune, metacompare.compare)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--seeds", type=bounded(int, 1, 100), default=None, help="training seeds per algorithm (default: tune.seeds, 3)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    common.add_argument("--results-dir", help="where results go (default: the config's results_dir)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    text = ("the same number of Optuna trials per algorithm on validation episodes (resumable), "
+            "then the chosen settings trained with several seeds and tested once")
+    tune = sub.add_parser("tune", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
+    tune.add_argument("file", help="config or tune file with a tune: section, e.g. experiments/compare_sine.yaml")
+    tune.set_defaults(func=_cmd_tune)
+    text = ("which algorithm is best under one budget: tune, train each with several seeds, "
+            "report the answer with paired statistics")
+    compare = sub.add_parser("compare", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
+    compare.add_argument("config", help="config or tune file, e.g. experiments/compare_sine.yaml")
+    compare.add_argument("--budget", required=True, metavar="SECONDS|work:N",
+                         help="per run: training seconds (validation excluded), e.g. 300, or work in "
+                              "example-passes, e.g. work:2e6")
+    compare.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
+    compare.set_defaults(func=_cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="metacompare", formatter_class=HelpFormatter,
                      description="Compare Reptile, FOMAML and MAML on your data and budget.",
@@ -312,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _subcommand(sub, "list", "list the registered algorithms, backends, datasets, models, engines and trackers",
                 _cmd_list)
+    _add_tune_and_compare(sub)
     return parser
 
 

@@ -79,6 +79,17 @@ class EvalProcedure:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """Bounds on training besides ``iterations`` (:mod:`metacompare.budget`): training seconds (validation
+    excluded) or work in example-passes; ``evaluations``: validate at that many equally spaced fractions
+    of the budget instead of every ``eval_interval`` iterations (0)."""
+
+    seconds: float | None = None
+    work: float | None = None
+    evaluations: int = 0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs; every field can be set with ``--set name=value``."""
 
@@ -137,6 +148,7 @@ class RunConfig:
     # Experiment tracking (metacompare.tracking): where a run is logged, not what it computes.
     tracker: str = "tensorboard"
     tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -144,7 +156,7 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define a run (all but :data:`NOT_IN_RUN_ID`): what ``run_id`` hashes and
         what a checkpoint must share to be resumed."""
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_IN_RUN_ID}
+        return identity_of(self.to_dict())
 
     def run_id(self) -> str:
         """Stable name for this exact configuration, so a rerun finds (and skips) a finished run."""
@@ -167,6 +179,15 @@ class RunConfig:
 # Where files and logs go and which device computes: a moved folder, another GPU or another tracker is
 # the same run (the numbers are pinned by one torch thread per run, see runner.pin_threads).
 NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri")
+
+
+def identity_of(values: dict[str, Any]) -> dict[str, Any]:
+    """A config dict's identifying fields; an unset budget is left out, so runs without one keep the
+    identity (run id, resumable checkpoints) they had before budgets existed."""
+    body = {k: v for k, v in values.items() if k not in NOT_IN_RUN_ID}
+    if body.get("budget") == _plain(dataclasses.asdict(BudgetConfig())):
+        body.pop("budget")
+    return body
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("sine", "omniglot", "miniimagenet"),
@@ -374,6 +395,13 @@ def _validate_protocol(cfg: RunConfig) -> None:
         if not 0 < procedure.lr < float("inf") or procedure.steps <= 0 or procedure.batch_size < 0:
             raise ConfigError("common_evaluation: lr must be a positive number, steps a positive whole "
                               "number and batch_size >= 0")
+    for name in ("seconds", "work"):
+        value = getattr(cfg.budget, name)
+        if value is not None and not 0 < value < float("inf"):
+            raise ConfigError(f"budget.{name}: must be a positive number or null, got {value}")
+    if cfg.budget.evaluations < 0:
+        raise ConfigError(f"budget.evaluations: must be 0 (every eval_interval) or a positive count, got "
+                          f"{cfg.budget.evaluations}")
     oc = cfg.omniglot
     if oc.split not in ("alphabets", "characters"):
         raise ConfigError(f"omniglot.split: choose alphabets or characters, got '{oc.split}'")

@@ -19,7 +19,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 from metacompare import files, provenance, results, tracking
 from metacompare.algorithms import build_algorithm
-from metacompare import precision, scoring
+from metacompare import budget, precision, scoring
 from metacompare.scoring import evaluate
-from metacompare.config import NOT_IN_RUN_ID, RunConfig, dump
+from metacompare.config import RunConfig, dump, identity_of
 from metacompare.data import Task, build_tasks
 from metacompare.errors import UserError
 from metacompare.models import build_model
@@ -152,7 +152,7 @@ def _load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any] | None:
         return None
     state = files.load_torch(path, CHECKPOINT_FIX, required=CHECKPOINT_KEYS)
     theirs, ours = state["config"], cfg.identity()
-    theirs = {k: v for k, v in theirs.items() if k not in NOT_IN_RUN_ID} if isinstance(theirs, dict) else {}
+    theirs = identity_of(theirs) if isinstance(theirs, dict) else {}
     if theirs != ours:
         changed = sorted(k for k in set(ours) | set(theirs) if theirs.get(k) != ours.get(k))
         raise UserError(f"{path}: the checkpoint was made with a different config (fields differ: "
@@ -175,8 +175,10 @@ def _start_clean(out: Path, cfg: RunConfig, force: bool) -> None:
         results.forget_run(out.parent, cfg.run_id())
 
 
-def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = False) -> dict[str, Any]:
-    """Run ``cfg`` to the end (or resume it) and return its summary; see the module docstring."""
+def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = False,
+                       on_validation: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
+    """Run ``cfg`` to the end (or resume it) and return its summary; see the module docstring.
+    ``on_validation(evaluation_index, scores)`` follows each validation (a tuner's pruner may raise there)."""
     out = run_dir(cfg)
     summary_path, checkpoint_path = out / "summary.json", out / "checkpoint.pt"
     if summary_path.exists() and not force:
@@ -215,20 +217,24 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         extra["floor"] = scoring.score_test(algorithm, tasks.test, cfg, device, dtype, "floor_",
                                             extra["floor_episodes"])
 
+    meter = budget.BudgetMeter(cfg, algorithm.task_work() * cfg.meta_batch_size, extra)
     began = time.perf_counter()
     iteration = start_iteration
-    bar = tqdm(total=cfg.iterations, initial=start_iteration, desc=f"{cfg.algorithm}", unit="it",
+    bar = tqdm(total=None if cfg.budget.seconds else meter.planned, initial=start_iteration,
+               desc=f"{cfg.algorithm}", unit="it",
                disable=not progress, dynamic_ncols=True, file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
     try:
         with deferred_stop() as stop:
-            while iteration < cfg.iterations and status == "running":
+            while iteration < cfg.iterations and status == "running" and not meter.spent(iteration):
+                started = time.perf_counter()
                 batch = [precision.prepare_task(tasks.train.sample().to(device, dtype), cfg)
                          for _ in range(cfg.meta_batch_size)]
                 tick = time.perf_counter()
-                algorithm.set_outer_lr(iteration / cfg.iterations)
+                algorithm.set_outer_lr(meter.fraction(iteration))
                 metrics = algorithm.meta_train_step(batch)
                 train_time += time.perf_counter() - tick
+                meter.trained(time.perf_counter() - started)
                 iteration += 1
                 if not all(math.isfinite(v) for v in metrics.values()) or not _finite(model):
                     status, diverged_at = "diverged", iteration
@@ -238,14 +244,19 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
                 tracker.train(iteration, metrics)
-                if iteration % cfg.eval_interval == 0 or iteration == cfg.iterations:
+                if meter.due(iteration) or iteration == cfg.iterations:
+                    tick = time.perf_counter()
                     val = evaluate(algorithm, tasks.validation, cfg.eval_inner_steps, device, dtype)
+                    meter.validated(time.perf_counter() - tick)
                     rows.append({"iteration": iteration, "wall_time_s": elapsed + time.perf_counter() - began,
+                                 **meter.row(),
                                  "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
                                  **{f"val_{k}": v for k, v in val.items()}})
                     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
                     _keep_if_best(extra, algorithm, cfg, iteration, val)
                     tracker.validation(iteration, rows[-1], peak_memory_mb(device))
+                    if on_validation is not None:
+                        on_validation(len(rows), val)
                 if iteration % cfg.checkpoint_interval == 0 or stop.signal is not None:
                     checkpoint(iteration)
                 if stop.signal is not None:
@@ -277,7 +288,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         **extra.get("floor", {}),
         tested_checkpoint=extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
         test_episodes=cfg.test_episodes, test_by_inner_steps=by_steps,
-        wall_time_s=elapsed + time.perf_counter() - began,
+        wall_time_s=elapsed + time.perf_counter() - began, **meter.row(),
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
         peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
@@ -324,6 +335,6 @@ def _finite(model: torch.nn.Module) -> bool:
 
 
 def _metric_columns(rows: list[dict]) -> list[str]:
-    first = ["iteration", "wall_time_s", "train_loss", "train_accuracy"]
+    first = ["iteration", "wall_time_s", "train_seconds", "validation_seconds", "work", "train_loss", "train_accuracy"]
     return first + sorted({k for r in rows for k in r} - set(first))
 

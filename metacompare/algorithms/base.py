@@ -87,6 +87,9 @@ class MetaAlgorithm(ABC):
     backends: ClassVar[tuple[str, ...]] = BACKENDS
     # The optional config fields (config.OPTIONAL_FIELDS) this algorithm reads; others must stay default.
     uses: ClassVar[frozenset[str]] = frozenset()
+    # How a training task's work is counted (metacompare.budget.task_work): adapt_then_query, adapt_all,
+    # supervised or none; second order unless the class sets ``first_order``.
+    work_rule: ClassVar[str] = "adapt_then_query"
 
     def __init__(self, model: nn.Module, cfg: RunConfig):
         self.model, self.cfg = model, cfg
@@ -149,6 +152,13 @@ class MetaAlgorithm(ABC):
         if batch.accuracy is not None:
             metrics["accuracy"] = batch.accuracy
         return metrics
+
+    def task_work(self) -> int:
+        """Work of one training task in example-passes (forward 1, backward 2, a second-order pass
+        through the inner steps at what it costs; Kaplan et al. 2020, see :mod:`metacompare.budget`)."""
+        from metacompare.budget import task_work
+
+        return task_work(self.work_rule, self.cfg, second_order=not getattr(self, "first_order", False))
 
     def set_outer_lr(self, fraction_done: float) -> None:
         """Anneal the outer step linearly from ``outer_lr`` to ``outer_lr_final`` (Reptile's

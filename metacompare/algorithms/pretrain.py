@@ -27,6 +27,7 @@ from metacompare.data import Task
 @register
 class Pretrain(MetaAlgorithm):
     name = "pretrain"
+    work_rule = "supervised"  # metacompare.budget.task_work
     needs_query = False  # trains on all of a task's examples
     uses_num_classes = True  # build_algorithm passes the training split's class count
 

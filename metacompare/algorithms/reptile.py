@@ -21,6 +21,7 @@ from metacompare.data import Task
 @register
 class Reptile(MetaAlgorithm):
     name = "reptile"
+    work_rule = "adapt_all"  # metacompare.budget.task_work
     backends = ("metacompare", "learn2learn")
     needs_query = False  # trains on all of a task's examples
     uses = frozenset({"inner_state"})  # the only algorithm that carries inner state across tasks

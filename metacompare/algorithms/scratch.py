@@ -17,6 +17,7 @@ from metacompare.data import Task
 @register
 class Scratch(MetaAlgorithm):
     name = "scratch"
+    work_rule = "none"  # metacompare.budget.task_work
 
     def task_gradient(self, task: Task) -> TaskGradient:
         """Nothing carries over between tasks: a zero meta-gradient, and the unadapted query loss."""

@@ -1,0 +1,218 @@
+"""``metacompare compare CONFIG --budget ...``: which meta-learner should I use on this data and budget?
+
+One command: tune every algorithm with the same number of trials on validation episodes (or take the
+config's settings, ``--no-tune``), train each chosen setting under the same budget (training seconds
+or work) with several seeds, one after another so that no run slows another, and write
+``<experiment>/compare/report.md``, whose first paragraph is the answer with its evidence, then the
+tables and learning curves against iterations, training seconds and work. Every algorithm is scored on
+the very same test episodes, so the algorithms are compared pairwise on per-episode scores
+(``episodes.csv``) and on per-seed means, with the paired tests of :mod:`metacompare.report.stats`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from metacompare import budget, results, tune
+from metacompare.config import RunConfig, with_overrides
+from metacompare.runner import run_dir, train_and_evaluate
+
+
+def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
+            overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True) -> Path:
+    """Tune (or not), train every algorithm under one budget with ``seeds`` seeds, write the report.
+    Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips."""
+    bound = budget.parse_budget(budget_text)
+    configs, spec = tune.load(path, overrides)
+    changes = {"experiment": f"{configs[0].experiment}_compare_{budget.label(bound)}"}
+    if results_dir:
+        changes["results_dir"] = results_dir
+    configs = [with_overrides(c, **changes) for c in configs]
+    if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
+        spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
+    chosen = tune.tune(configs, spec, progress) if tuned else {}
+    finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
+    summaries = [train_and_evaluate(c, progress=progress) for c in finals]
+    return write_report(finals, summaries, bound, chosen, spec if tuned else None)
+
+
+# ------------------------------------------------------------------------------------- evidence
+def metric(cfg: RunConfig) -> tuple[str, bool, str]:
+    """The per-episode column that ranks runs, whether higher is better, and how to name it."""
+    if cfg.is_classification:
+        return "test_accuracy", True, "test accuracy"
+    return "test_loss", False, "test MSE"
+
+
+def episode_scores(configs: list[RunConfig], column: str) -> pd.DataFrame:
+    """One row per (algorithm, seed, test episode): the runs' ``episodes.csv`` stacked."""
+    frames = []
+    for cfg in configs:
+        path = run_dir(cfg) / "episodes.csv"
+        if path.is_file():
+            frame = pd.read_csv(path)[["episode", column]].rename(columns={column: "score"})
+            frames.append(frame.assign(algorithm=cfg.algorithm, seed=cfg.seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["algorithm", "seed", "episode", "score"])
+
+
+def paired_table(scores: pd.DataFrame, over: str, higher_is_better: bool) -> pd.DataFrame | None:
+    """Every pair of algorithms compared on shared episodes or seeds: mean difference, 95% CI, paired
+    t and Wilcoxon p-values (Holm-corrected) and a verdict, from :func:`metacompare.report.stats.pairwise`
+    (written by another contributor; imported here so this module works, without verdicts, before
+    that module exists)."""
+    try:
+        from metacompare.report.stats import pairwise
+    except ImportError:
+        return None
+    return pairwise(scores, over, higher_is_better)
+
+
+def algorithm_table(configs: list[RunConfig], summaries: list[dict], column: str, chosen: dict) -> pd.DataFrame:
+    """Per algorithm: score across seeds (mean, Student-t 95% CI), the untrained floor and the cost."""
+    runs = pd.DataFrame([{**s, "algorithm": c.algorithm} for c, s in zip(configs, summaries)])
+    rows = []
+    for name, group in runs.groupby("algorithm", sort=False):
+        finished = group[group["status"] == "finished"]
+        mean, ci = results.mean_ci95(list(finished[f"{column}_mean"]))
+        floor, _ = results.mean_ci95(list(finished.get(f"floor_{column.removeprefix('test_')}_mean", [])))
+        rows.append({"algorithm": name, "seeds": len(group), "finished": len(finished), "score": mean,
+                     "score_ci95": ci, "floor": floor,
+                     **{k: float(finished[k].mean()) if k in finished and len(finished) else math.nan
+                        for k in ("iterations_done", "train_seconds", "validation_seconds", "work", "peak_memory_mb")},
+                     "setting": ", ".join(f"{k}={_short(v)}" for k, v in chosen.get(name, {}).items()) or "as configured"})
+    return pd.DataFrame(rows)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataFrame | None,
+           higher_is_better: bool, name: str, bound: dict, percent: bool) -> str:
+    """The first paragraph: which is best, by how much, at what cost, how sure."""
+    scored = table[np.isfinite(table["score"])]
+    if scored.empty:
+        return "**Answer: none.** No algorithm finished a run under this budget; see the table below."
+    ranked = scored.sort_values("score", ascending=not higher_is_better)
+    best = ranked.iloc[0]
+    show = (lambda v: f"{100 * v:.2f}%") if percent else (lambda v: f"{v:.4g}")
+    gap = (lambda v: f"{100 * v:.2f} points") if percent else (lambda v: f"{v:.4g}")
+    text = [f"**Answer: {best['algorithm']}.** Under the same budget of {_budget_words(bound)} per run, "
+            f"{best['algorithm']} reaches {name} {show(best['score'])} ± {gap(best['score_ci95'])} "
+            f"(95% CI across {int(best['finished'])} seeds; untrained network: {show(best['floor'])}), "
+            f"after {best['iterations_done']:.0f} meta-iterations, {best['train_seconds']:.0f} s of training "
+            f"and {best['work']:.3g} example-passes."]
+    if len(ranked) > 1:
+        runner_up = ranked.iloc[1]
+        text.append(f"Next is {runner_up['algorithm']} at {show(runner_up['score'])} ± {gap(runner_up['score_ci95'])} "
+                    f"({runner_up['iterations_done']:.0f} iterations).")
+        text.append(_sureness(best["algorithm"], runner_up["algorithm"], pairs, seed_pairs, gap))
+    return " ".join(text)
+
+
+def _budget_words(bound: dict) -> str:
+    if "seconds" in bound:
+        return f"{bound['seconds']:g} training seconds"
+    return f"{bound['work']:.3g} example-passes of work"
+
+
+def _sureness(best: str, other: str, pairs: pd.DataFrame | None, seed_pairs: pd.DataFrame | None, gap) -> str:
+    """How sure: the paired difference of the top two on shared episodes, and the seed-level test."""
+    if pairs is None:
+        return ("How sure: paired statistics are not available in this installation "
+                "(metacompare.report.stats is missing); compare the intervals in the table.")
+    row = _pair(pairs, best, other)
+    if row is None:
+        return "How sure: the top two share no test episodes to compare."
+    sign = 1 if row["a"] == best else -1
+    words = (f"How sure: on the {int(row['n'])} shared (seed, episode) pairs {best} minus {other} is "
+             f"{gap(sign * row['difference'])} ± {gap(row['difference_ci95'])} (paired t, Holm-corrected "
+             f"p = {row['t_p_holm']:.3g}; Wilcoxon p = {row['wilcoxon_p_holm']:.3g}): {row['verdict']}.")
+    seed_row = _pair(seed_pairs, best, other) if seed_pairs is not None else None
+    if seed_row is not None:
+        words += (f" Across seeds (n = {int(seed_row['n'])}, the test of training noise): {seed_row['verdict']} "
+                  f"(p = {seed_row['t_p_holm']:.3g}).")
+    return words
+
+
+def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series | None:
+    match = pairs[((pairs["a"] == a) & (pairs["b"] == b)) | ((pairs["a"] == b) & (pairs["b"] == a))]
+    return None if match.empty else match.iloc[0]
+
+
+# ------------------------------------------------------------------------------------- writing
+def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, chosen: dict,
+                 spec: tune.TuneSpec | None) -> Path:
+    """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``."""
+    out = Path(configs[0].results_dir) / configs[0].experiment / "compare"
+    out.mkdir(parents=True, exist_ok=True)
+    column, higher, name = metric(configs[0])
+    table = algorithm_table(configs, summaries, column, chosen)
+    scores = episode_scores(configs, column)
+    pairs, seed_pairs = (paired_table(scores, over, higher) if not scores.empty else None
+                         for over in ("episode", "seed"))
+    results.write_csv(out / "algorithms.csv", table.to_dict("records"), list(table.columns))
+    for label, frame in (("pairwise_episodes", pairs), ("pairwise_seeds", seed_pairs)):
+        if frame is not None:
+            results.write_csv(out / f"{label}.csv", frame.to_dict("records"), list(frame.columns))
+    curves = learning_curves(configs, out / "learning_curves.png")
+    cfg = configs[0]
+    lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
+             answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification), "",
+             "## Algorithms", "", _markdown(table.round(4)), "",
+             "Score: mean over seeds of each run's mean over the same test episodes; floor: the untrained network "
+             "under the same test procedure; seconds exclude validation (timed apart); work in example-passes "
+             "(forward 1, backward 2, second order counted; metacompare.budget).", ""]
+    for title, frame in (("Paired comparisons over test episodes", pairs), ("Paired comparisons over seeds", seed_pairs)):
+        if frame is not None:
+            lines += [f"## {title}", "", _markdown(frame.round(4)), ""]
+    if spec is not None:
+        lines += ["## Tuning", "", f"{spec.trials} Optuna trials per algorithm (TPE, seed {spec.seed}; median "
+                  f"pruner), each under {spec.trial_budget}, scored on validation episodes only. Search space, "
+                  f"chosen settings: `tune/search.yaml`; best validation score after each trial: "
+                  f"`tune/tuning_curve.csv`.", ""]
+    if curves:
+        lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    report = out / "report.md"
+    results.atomic_write(report, "\n".join(lines))
+    return report
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def learning_curves(configs: list[RunConfig], path: Path) -> bool:
+    """Validation score against iterations, training seconds and work; one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = f"val_{'accuracy' if configs[0].is_classification else 'loss'}_mean"
+    frames = [(c, pd.read_csv(run_dir(c) / "metrics.csv")) for c in configs if (run_dir(c) / "metrics.csv").is_file()]
+    frames = [(c, f) for c, f in frames if key in f and {"train_seconds", "work"} <= set(f.columns)]
+    if not frames:
+        return False
+    colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(c.algorithm for c, _ in frames))}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    for ax, x, label in zip(axes, ("iteration", "train_seconds", "work"),
+                            ("meta-iterations", "training seconds", "work (example-passes)")):
+        for cfg, frame in frames:
+            ax.plot(frame[x], frame[key], marker=".", color=colors[cfg.algorithm], alpha=0.8,
+                    label=cfg.algorithm if cfg.seed == configs[0].seed else None)
+        ax.set_xlabel(label)
+    axes[0].set_ylabel(key.removeprefix("val_").replace("_mean", "") + " (validation)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

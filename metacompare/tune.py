@@ -1,0 +1,322 @@
+"""Tuning with equal effort: the same number of Optuna trials for every algorithm, on validation only.
+
+A tune file is a config (or ``base: CONFIG`` plus ``set:`` edits) with a ``tune:`` section::
+
+    base: ../configs/sine.yaml
+    tune:
+      trials: 12                  # the same for every algorithm
+      seed: 0                     # TPE sampler's seed
+      seeds: 3                    # training seeds of each chosen setting
+      trial_budget: {work: 2e5}   # each trial's budget: iterations, work or seconds (null: iterations / 4)
+      evaluations: 4              # validations per trial, fed to the median pruner
+      space:                      # for every algorithm: log / float / int ranges, or a choice list
+        inner_lr: {log: [0.001, 0.5]}
+        inner_steps: {int: [1, 5]}
+        meta_batch_size: {choice: [5, 10, 25]}
+      per_algorithm:              # replaces or adds dimensions for one algorithm
+        reptile: {outer_lr: {log: [0.03, 1.0]}}
+
+Each algorithm gets one Optuna study (TPE sampler, Bergstra et al. 2011; median pruner fed the
+validation score at each evaluation) stored in ``<results>/<experiment>/tune/optuna.sqlite3``, so a
+killed tune resumes: finished trials are kept and a trial that was running is retried with the same
+setting (its run resumes from its checkpoint). The sampler's random state is not stored, so the
+settings proposed after a resume can differ from an uninterrupted tune. Trials are scored on the
+validation episodes only (their test set is cut to one episode and never read); the chosen setting
+is then trained with ``seeds`` seeds and scored once on the test episodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import yaml
+
+from metacompare import results, scoring
+from metacompare.config import ConfigError, RunConfig, _apply, _suggest, expand, with_overrides
+from metacompare.runner import run_dir, train_and_evaluate
+
+KINDS = ("log", "float", "int", "choice")
+UNCAPPED = 10**9  # iterations of a run that its budget bounds
+DEFAULT_SPACE = {"inner_lr": {"log": [0.001, 0.5]}, "outer_lr": {"log": [0.0001, 0.01]},
+                 "inner_steps": {"int": [1, 5]}, "meta_batch_size": {"choice": [4, 8, 16, 32]}}
+DEFAULT_PER_ALGORITHM = {"reptile": {"outer_lr": {"log": [0.03, 1.0]}, "inner_lr": {"log": [0.0003, 0.03]}}}
+
+
+@dataclass
+class TuneSpec:
+    """The ``tune:`` section: the effort every algorithm gets and where it searches."""
+
+    trials: int = 10
+    seed: int = 0
+    seeds: int = 3
+    trial_budget: dict[str, float] | None = None
+    evaluations: int = 4
+    space: dict[str, dict] = field(default_factory=lambda: dict(DEFAULT_SPACE))
+    per_algorithm: dict[str, dict] = field(default_factory=lambda: dict(DEFAULT_PER_ALGORITHM))
+
+    def space_for(self, algorithm: str) -> dict[str, dict]:
+        return {**self.space, **(self.per_algorithm.get(algorithm) or {})}
+
+
+# ------------------------------------------------------------------------------------- loading
+def load(path: str | Path, overrides: Sequence[str] = ()) -> tuple[list[RunConfig], TuneSpec]:
+    """A tune file (or a plain config, tuned over the default space) as run configs and a spec."""
+    from metacompare import files
+    from metacompare.sweep import _load_base
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; see experiments/compare_sine.yaml for an example")
+    raw = files.read_yaml(path, "fix the tune file (see experiments/compare_sine.yaml)")
+    section = raw.pop("tune", None)
+    if "base" in raw:
+        edits, experiment = raw.pop("set", None) or {}, raw.pop("experiment", None)
+        base = _load_base(raw.pop("base"), path.parent, str(path))
+        if raw:
+            raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(raw))}; beside base a tune file has "
+                              f"experiment, set and tune")
+        for key, value in edits.items():
+            _apply(base, key, value)
+        if experiment:
+            base["experiment"] = experiment
+        raw = base
+    configs = expand(raw, overrides, source=str(path))
+    return configs, parse_spec(section, configs, str(path))
+
+
+def parse_spec(section: Any, configs: list[RunConfig], source: str) -> TuneSpec:
+    """Check the ``tune:`` section: known keys, positive counts, a sampleable space of real fields."""
+    section = section or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: tune must be a mapping, e.g. tune: {{trials: 10}}")
+    names = [f.name for f in dataclasses.fields(TuneSpec)]
+    for key in section:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown field 'tune.{key}'{_suggest(key, names)}; known: {', '.join(names)}")
+    spec = TuneSpec(**section)
+    for name in ("trials", "seeds", "evaluations"):
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{source}: tune.{name} must be a positive whole number, got {value!r}")
+    if spec.trial_budget is not None:
+        if not isinstance(spec.trial_budget, dict) or len(spec.trial_budget) != 1 or \
+                next(iter(spec.trial_budget)) not in ("iterations", "work", "seconds"):
+            raise ConfigError(f"{source}: tune.trial_budget must be one of {{iterations: N}}, {{work: N}}, "
+                              f"{{seconds: N}}, got {spec.trial_budget!r}")
+        spec.trial_budget = {k: float(v) for k, v in spec.trial_budget.items()}
+    for cfg in configs:
+        for name, dimension in spec.space_for(cfg.algorithm).items():
+            _check_dimension(cfg, name, dimension, source)
+    return spec
+
+
+def _check_dimension(cfg: RunConfig, name: str, dimension: Any, source: str) -> None:
+    where = f"{source}: tune.space.{name}"
+    if not isinstance(dimension, dict) or len(dimension) != 1 or next(iter(dimension)) not in KINDS:
+        raise ConfigError(f"{where}: write one of {{log: [low, high]}}, {{float: [low, high]}}, "
+                          f"{{int: [low, high]}}, {{choice: [a, b, ...]}}; got {dimension!r}")
+    kind, values = next(iter(dimension.items()))
+    if not isinstance(values, list) or not values or (kind != "choice" and len(values) != 2):
+        raise ConfigError(f"{where}: {kind} needs {'a non-empty list' if kind == 'choice' else '[low, high]'}")
+    if kind != "choice":
+        try:
+            low, high = float(values[0]), float(values[1])
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: bounds must be numbers, got {values!r}") from None
+        if not low < high or (kind == "log" and low <= 0):
+            raise ConfigError(f"{where}: need low < high{' and low > 0' if kind == 'log' else ''}, got {values!r}")
+    for value in values:  # every value must make a valid run (ConfigError names the field)
+        with_overrides(cfg, **{name: int(value) if kind == "int" else float(value) if kind in ("log", "float")
+                               else value})
+
+
+# ------------------------------------------------------------------------------------- trials
+def tune_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.results_dir) / cfg.experiment / "tune"
+
+
+def suggest(trial, space: dict[str, dict]) -> dict[str, Any]:
+    """One setting drawn by the trial's sampler from the declared space."""
+    params = {}
+    for name, dimension in space.items():
+        kind, values = next(iter(dimension.items()))
+        if kind == "choice":
+            params[name] = trial.suggest_categorical(name, values)
+        elif kind == "int":
+            params[name] = trial.suggest_int(name, int(values[0]), int(values[1]))
+        else:
+            params[name] = trial.suggest_float(name, float(values[0]), float(values[1]), log=kind == "log")
+    return params
+
+
+def trial_config(cfg: RunConfig, params: dict[str, Any], spec: TuneSpec) -> RunConfig:
+    """A trial's run: the sampled setting under the trial budget, validated at ``evaluations`` points,
+    its test cut to one episode (never read: trials see validation only)."""
+    bound = spec.trial_budget or {"iterations": max(1, cfg.iterations // 4)}
+    kind, amount = next(iter(bound.items()))
+    limits = {"seconds": None, "work": None, "evaluations": spec.evaluations}
+    if kind != "iterations":
+        limits[kind] = amount
+    return with_overrides(cfg, **params, results_dir=str(tune_dir(cfg)), experiment=cfg.algorithm,
+                          test_episodes=1, test_inner_steps=[], common_evaluation=None, budget=limits,
+                          iterations=int(amount) if kind == "iterations" else UNCAPPED)
+
+
+def selected_score(cfg: RunConfig, rows: pd.DataFrame) -> float:
+    """The validation score the trial's run would be tested at: its best or its last evaluation."""
+    column = f"val_{scoring.score_key(cfg)}_mean"
+    if rows.empty or column not in rows:
+        return math.nan
+    values = rows[column].dropna()
+    if values.empty:
+        return math.nan
+    if cfg.test_checkpoint == "best":
+        return float(values.max() if cfg.is_classification else values.min())
+    return float(values.iloc[-1])
+
+
+def objective(cfg: RunConfig, spec: TuneSpec, progress: bool):
+    """The Optuna objective for one algorithm: train a trial run, report validations, return its score."""
+    import optuna
+
+    def run(trial) -> float:
+        trial_cfg = trial_config(cfg, suggest(trial, spec.space_for(cfg.algorithm)), spec)
+
+        def report(step: int, val: dict[str, float]) -> None:
+            score = val[f"{scoring.score_key(cfg)}_mean"]
+            trial.report(score if math.isfinite(score) else _worst(cfg), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        try:
+            summary = train_and_evaluate(trial_cfg, progress=progress, on_validation=report)
+        except optuna.TrialPruned:
+            shutil.rmtree(run_dir(trial_cfg), ignore_errors=True)
+            raise
+        trial.set_user_attr("run_id", trial_cfg.run_id())
+        if summary["status"] != "finished":
+            return _worst(cfg)
+        score = selected_score(cfg, pd.read_csv(run_dir(trial_cfg) / "metrics.csv"))
+        return score if math.isfinite(score) else _worst(cfg)
+
+    return run
+
+
+def _worst(cfg: RunConfig) -> float:
+    return -math.inf if cfg.is_classification else math.inf
+
+
+def study_for(cfg: RunConfig, spec: TuneSpec):
+    """The algorithm's study in the experiment's sqlite file (created, or loaded to resume)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = tune_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.sqlite3').resolve()}")
+    return optuna.create_study(
+        study_name=cfg.algorithm, storage=storage, load_if_exists=True,
+        direction="maximize" if cfg.is_classification else "minimize",
+        sampler=optuna.samplers.TPESampler(seed=spec.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, spec.trials // 3)), n_warmup_steps=1))
+
+
+def tune_algorithm(cfg: RunConfig, spec: TuneSpec, progress: bool = True):
+    """Run (or finish) ``spec.trials`` trials for one algorithm; return its study."""
+    from optuna.trial import TrialState
+
+    study = study_for(cfg, spec)
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a kill
+        study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
+        study.enqueue_trial(stale.params, skip_if_exists=True)
+    counted = (TrialState.COMPLETE, TrialState.PRUNED)
+    while (done := len(study.get_trials(deepcopy=False, states=counted))) < spec.trials:
+        study.optimize(objective(cfg, spec, progress), n_trials=1, catch=())
+        if len(study.get_trials(deepcopy=False, states=counted)) == done:
+            raise RuntimeError(f"{cfg.algorithm}: a tuning trial failed; see the error above")
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        from metacompare.errors import UserError
+
+        raise UserError(f"tune: every trial of {cfg.algorithm} was pruned; raise tune.trials")
+    return study
+
+
+def tuning_curve(study, algorithm: str, higher_is_better: bool) -> list[dict[str, Any]]:
+    """Best validation score after each trial (completed trials only count towards the best)."""
+    from optuna.trial import TrialState
+
+    rows, best = [], math.nan
+    for trial in sorted(study.trials, key=lambda t: t.number):
+        if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        value = trial.value if trial.state == TrialState.COMPLETE else \
+            (list(trial.intermediate_values.values()) or [math.nan])[-1]
+        if trial.state == TrialState.COMPLETE and math.isfinite(value) and \
+                (math.isnan(best) or (value > best if higher_is_better else value < best)):
+            best = value
+        rows.append({"algorithm": algorithm, "trial": len(rows) + 1, "state": trial.state.name.lower(),
+                     "value": value, "best_so_far": best, **{f"param_{k}": v for k, v in trial.params.items()}})
+    return rows
+
+
+# ------------------------------------------------------------------------------------- the whole job
+def tune(configs: list[RunConfig], spec: TuneSpec, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Tune every algorithm with the same number of trials; write the search record; return the
+    chosen setting of each algorithm."""
+    chosen, curve = {}, []
+    for cfg in configs:
+        study = tune_algorithm(cfg, spec, progress)
+        chosen[cfg.algorithm] = dict(study.best_trial.params)
+        curve += tuning_curve(study, cfg.algorithm, cfg.is_classification)
+    write_record(configs, spec, chosen, curve)
+    return chosen
+
+
+def write_record(configs: list[RunConfig], spec: TuneSpec, chosen: dict, curve: list[dict]) -> None:
+    """``tune/search.yaml`` (space, trials, budget, chosen settings) and ``tune/tuning_curve.csv``."""
+    folder = tune_dir(configs[0])
+    record = {"trials_per_algorithm": spec.trials, "sampler": f"optuna TPESampler(seed={spec.seed})",
+              "pruner": "optuna MedianPruner on the validation score at each evaluation",
+              "trial_budget": spec.trial_budget or "each config's iterations / 4",
+              "evaluations_per_trial": spec.evaluations, "scored_on": "validation episodes only",
+              "space": {c.algorithm: spec.space_for(c.algorithm) for c in configs}, "chosen": chosen}
+    results.atomic_write(folder / "search.yaml", yaml.safe_dump(_plain(record), sort_keys=False))
+    columns = list(dict.fromkeys(k for row in curve for k in row))
+    results.write_csv(folder / "tuning_curve.csv", curve, columns)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
+
+
+def final_configs(configs: list[RunConfig], chosen: dict[str, dict], seeds: int,
+                  bound: dict[str, float] | None = None, evaluations: int = 0) -> list[RunConfig]:
+    """Each algorithm's chosen setting with ``seeds`` training seeds, under ``bound`` when given."""
+    out = []
+    for cfg in configs:
+        changes: dict[str, Any] = dict(chosen.get(cfg.algorithm, {}))
+        if bound:
+            changes.update(iterations=UNCAPPED, budget={"seconds": bound.get("seconds"), "work": bound.get("work"),
+                                                        "evaluations": evaluations})
+        out += [with_overrides(cfg, **changes, seed=cfg.seed + s) for s in range(seeds)]
+    return out
+
+
+def run_tune(path: str | Path, overrides: Sequence[str] = (), seeds: int | None = None,
+             results_dir: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """``metacompare tune FILE``: tune, then train and test each chosen setting with several seeds."""
+    configs, spec = load(path, overrides)
+    if results_dir:
+        configs = [with_overrides(c, results_dir=results_dir) for c in configs]
+    chosen = tune(configs, spec, progress)
+    return [train_and_evaluate(c, progress=progress) for c in final_configs(configs, chosen, seeds or spec.seeds)]

@@ -1,0 +1,114 @@
+"""Budgets: work stops a run at the iteration the counting rule predicts; seconds stop it; validation
+time is not counted against the budget."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+
+from metacompare import budget, runner
+from metacompare.config import ConfigError, RunConfig, validate, with_overrides
+from metacompare.errors import UserError
+from metacompare.runner import train_and_evaluate
+from tests.test_tune import one_thread  # noqa: F401 (autouse fixture: one torch thread)
+
+
+def tiny(tmp_path, **changes) -> RunConfig:
+    """Sine, 5 support and 10 query points, meta-batch 2: small enough to run in a second."""
+    base = RunConfig(experiment="budget", algorithm="fomaml", dataset="sine", model="mlp", shots=5, query=10,
+                     inner_steps=1, meta_batch_size=2, iterations=1000, eval_interval=1000, eval_episodes=2,
+                     test_episodes=2, eval_inner_steps=1, checkpoint_interval=1000, results_dir=str(tmp_path))
+    return with_overrides(validate(base), **changes)
+
+
+@pytest.mark.parametrize("algorithm, per_task", [
+    ("fomaml", 3 * 5 + 3 * 10),           # one inner step on 5 support points, then 10 query points
+    ("maml", 3 * 5 + 6 * 5 + 3 * 10),     # + differentiating that step's forward and backward (2 x 3 per point)
+    ("reptile", 3 * 15 * 5),              # 5 inner steps on all 15 points, no query pass
+])
+def test_task_work_follows_the_counting_rule(tmp_path, algorithm, per_task):
+    cfg = tiny(tmp_path, algorithm=algorithm, inner_steps=5 if algorithm == "reptile" else 1)
+    assert budget.task_work(type_rule(algorithm), cfg, second_order=algorithm == "maml") == per_task
+
+
+def type_rule(algorithm: str) -> str:
+    from metacompare.algorithms import ALGORITHMS
+
+    return ALGORITHMS[algorithm].work_rule
+
+
+def test_mini_batches_count_the_examples_each_step_sees(tmp_path):
+    cfg = tiny(tmp_path, algorithm="reptile", inner_steps=4, inner_batch_size=6)
+    assert budget.task_work("adapt_all", cfg, False) == 3 * 6 * 4
+
+
+@pytest.mark.parametrize("algorithm, per_iteration", [("fomaml", 90), ("maml", 150)])
+def test_a_work_budget_stops_at_the_predicted_iteration(tmp_path, algorithm, per_iteration):
+    # 1000 example-passes at 90 (fomaml) or 150 (maml) per iteration: 11 and 6 whole iterations fit.
+    cfg = tiny(tmp_path, algorithm=algorithm, budget={"work": 1000})
+    summary = train_and_evaluate(cfg, progress=False)
+    expected = 1000 // per_iteration
+    assert summary["iterations_done"] == expected
+    assert summary["work"] == expected * per_iteration <= 1000
+    metrics = pd.read_csv(tmp_path / "budget" / cfg.run_id() / "metrics.csv")
+    assert metrics["iteration"].tolist() == [expected]  # the end of a budget is always validated
+    assert metrics["work"].tolist() == [expected * per_iteration]
+
+
+def test_a_seconds_budget_stops_the_run(tmp_path):
+    cfg = tiny(tmp_path, budget={"seconds": 0.3}, iterations=100_000)
+    began = time.perf_counter()
+    summary = train_and_evaluate(cfg, progress=False)
+    assert 0 < summary["iterations_done"] < 100_000
+    assert 0.3 <= summary["train_seconds"] < 0.3 + 2.0  # it stops after the iteration that crossed it
+    assert time.perf_counter() - began < 30
+
+
+def test_validation_time_is_not_counted(tmp_path, monkeypatch):
+    """A validation that sleeps 1 s exhausts a 1 s budget at the first evaluation if it counts; it is
+    timed apart instead, so training goes on past it."""
+    real = runner.evaluate
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "evaluate", slow)
+    cfg = tiny(tmp_path, budget={"seconds": 1.0}, iterations=100_000, eval_interval=1)
+    summary = train_and_evaluate(cfg, progress=False)
+    metrics = pd.read_csv(tmp_path / "budget" / cfg.run_id() / "metrics.csv")
+    first = metrics.iloc[0]
+    assert first["train_seconds"] < 1.0 <= first["train_seconds"] + first["validation_seconds"]
+    assert summary["iterations_done"] == len(metrics) >= 2
+    assert (metrics["validation_seconds"].diff().fillna(metrics["validation_seconds"]) >= 1.0).all()
+    assert 1.0 <= summary["train_seconds"] < metrics["train_seconds"].iloc[-2] + 1.0 + 1.0
+
+
+def test_evaluations_are_spread_over_the_budget(tmp_path):
+    # 1000 / 90 -> 11 iterations; 4 evaluations at the first iteration past each quarter: 3, 6, 9, 11.
+    cfg = tiny(tmp_path, budget={"work": 1000, "evaluations": 4})
+    train_and_evaluate(cfg, progress=False)
+    metrics = pd.read_csv(tmp_path / "budget" / cfg.run_id() / "metrics.csv")
+    assert metrics["iteration"].tolist() == [3, 6, 9, 11]
+
+
+def test_outer_lr_anneals_over_the_work_budget(tmp_path):
+    cfg = tiny(tmp_path, budget={"work": 900})  # 10 iterations planned
+    meter = budget.BudgetMeter(cfg, 90, {})
+    assert meter.planned == 10
+    assert [meter.fraction(i) for i in (0, 5, 10)] == [0.0, 0.5, 1.0]
+
+
+def test_no_budget_keeps_the_run_id_and_bad_budgets_are_refused(tmp_path):
+    cfg = tiny(tmp_path)
+    assert cfg.run_id() == tiny(tmp_path, budget={"seconds": None, "work": None}).run_id()
+    assert cfg.run_id() != tiny(tmp_path, budget={"work": 1000}).run_id()
+    with pytest.raises(ConfigError, match="budget.work"):
+        tiny(tmp_path, budget={"work": -1})
+    assert budget.parse_budget("300") == {"seconds": 300.0}
+    assert budget.parse_budget("45s") == {"seconds": 45.0}
+    assert budget.parse_budget("work:2e6") == {"work": 2e6}
+    with pytest.raises(UserError, match="--budget"):
+        budget.parse_budget("flops:3")
