@@ -126,7 +126,7 @@ def step_function(impl: Impl, s: Setting, model: torch.nn.Module, tasks: list) -
     outer = torch.optim.SGD(model.parameters(), lr=1e-4)
     first_order = impl.algorithm == "fomaml"
     if impl.library == "seed":
-        from metacompare.seed_reptile import naive_reptile_step
+        from metacompare.algorithms.seed_reptile import naive_reptile_step
 
         pairs = [(t.all_x, t.all_y) for t in tasks]
         return lambda: naive_reptile_step(model, pairs, outer, lr, steps, F.cross_entropy, fixed_sign=True)

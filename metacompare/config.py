@@ -68,6 +68,21 @@ class MiniImagenetConfig:
 
 
 @dataclass(frozen=True)
+class DigitsConfig:
+    """Which digits meta-train, validate and meta-test on ``mnist`` and ``digits`` (metacompare.digits).
+
+    ``validation_classes: []`` draws the validation episodes from the training digits (from
+    ``eval_seed``, a stream apart from training's ``seed``): ten classes leave no room for a third
+    disjoint split of 5-way tasks. ``download`` lets ``mnist`` fetch its files into ``data_root``.
+    """
+
+    train_classes: tuple[int, ...] = (0, 1, 2, 3, 4)
+    validation_classes: tuple[int, ...] = ()
+    test_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
+    download: bool = True
+
+
+@dataclass(frozen=True)
 class EvalProcedure:
     """A test-time adaptation procedure shared by every algorithm of a comparison (``common_evaluation``)."""
 
@@ -139,6 +154,7 @@ class RunConfig:
     evaluation: str = "transductive"
     filters: int = 64  # conv4 channels: 64 for Omniglot, 32 for mini-ImageNet (Finn et al. 2017)
     miniimagenet: MiniImagenetConfig = field(default_factory=MiniImagenetConfig)
+    digits: DigitsConfig = field(default_factory=DigitsConfig)
     # Fast paths (metacompare.grouped and metacompare.precision; `python -m metacompare bench` measures them): one grouped
     # network for the whole meta-batch, `task_chunk` tasks at a time (0: all); NHWC conv layout.
     # precision: bfloat16 meta-trains under autocast with float32 weights; evaluation stays float32.
@@ -182,16 +198,18 @@ NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", 
 
 
 def identity_of(values: dict[str, Any]) -> dict[str, Any]:
-    """A config dict's identifying fields; an unset budget is left out, so runs without one keep the
-    identity (run id, resumable checkpoints) they had before budgets existed."""
+    """A config dict's identifying fields; an unset budget or digits section is left out, so runs
+    without one keep the identity (run id, resumable checkpoints) they had before those existed."""
     body = {k: v for k, v in values.items() if k not in NOT_IN_RUN_ID}
-    if body.get("budget") == _plain(dataclasses.asdict(BudgetConfig())):
-        body.pop("budget")
+    # Sections added after results were recorded leave run ids alone while at their defaults.
+    for name, default in (("budget", BudgetConfig), ("digits", DigitsConfig)):
+        if body.get(name) == _plain(dataclasses.asdict(default())):
+            body.pop(name)
     return body
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("sine", "omniglot", "miniimagenet"),
-    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol"),
+    "dataset": ("sine", "omniglot", "miniimagenet", "mnist", "digits"),
+    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel"),
     "inner_optimizer": ("sgd", "adam"),
     "outer_optimizer": ("adam", "sgd"),
     "precision": ("float32", "float64", "bfloat16"),
@@ -341,7 +359,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         if cfg.ways != 1:
             raise ConfigError(f"ways: sine regression tasks have one function, set ways: 1 (got {cfg.ways})")
     elif cfg.model == "mlp":
-        raise ConfigError(f"model: {cfg.dataset} needs a conv model; set model: conv4 or conv4_strided")
+        raise ConfigError(f"model: {cfg.dataset} needs a conv model; set model: conv4 or conv4_strided "
+                          f"(or metamodel, the seed's MLP)")
+    if cfg.dataset in ("mnist", "digits"):
+        from metacompare.digits import check_digit_split  # late: it imports this module
+
+        check_digit_split(cfg)
     if cfg.dataset == "omniglot" and cfg.model == "conv4" and cfg.omniglot.image_size < 16:
         raise ConfigError(f"omniglot.image_size: conv4 halves the image four times and needs at least 16 "
                           f"pixels, got {cfg.omniglot.image_size}; raise it or set model: conv4_strided")

@@ -16,7 +16,7 @@ import math
 import random
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -346,11 +346,18 @@ class TaskSampler:
         return [self.sample() for _ in range(count)]
 
 
+def train_class_episodes_seed(eval_seed: int) -> int:
+    """Seed of the fresh training-class episodes: a named stream lifted past 2**32, so that it can never
+    equal a :func:`stream_seed` (all below 2**32) of the training, validation or test tasks."""
+    return 2**32 + stream_seed(eval_seed, "train-class episodes")
+
+
 @dataclass
 class TaskSplits:
     train: TaskSampler
     validation: list[Task]
     test: list[Task]
+    train_episodes: list[Task] = field(default_factory=list)  # fresh tasks of the training classes
 
 
 def build_tasks(cfg: RunConfig) -> TaskSplits:
@@ -358,6 +365,8 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
 
     Training tasks depend on ``seed`` (and ``num_tasks``); the evaluation episodes depend on
     ``eval_seed`` alone, so every algorithm and every seed is scored on the very same tasks.
+    ``train_episodes`` are ``test_episodes`` fresh tasks of the training classes (or sine functions),
+    for the generalisation gap.
     """
     if cfg.dataset == "sine":
         points = max(50, cfg.training_shots + cfg.query, cfg.shots + cfg.evaluation_query)
@@ -368,6 +377,10 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
         from metacompare.miniimagenet import miniimagenet_splits  # late: it imports this module
 
         datasets = miniimagenet_splits(cfg)
+    elif cfg.dataset in ("mnist", "digits"):
+        from metacompare.digits import digit_splits  # late: it imports this module
+
+        datasets = digit_splits(cfg)
     else:
         datasets = omniglot_splits(cfg)
     def per_task(split: str) -> bool:
@@ -379,5 +392,8 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
     evaluation = {split: TaskSampler(datasets[split], cfg, -1, stream_seed(cfg.eval_seed, f"{split} tasks"), split,
                                      cfg.shots, cfg.evaluation_query, per_task(split))
                   for split in ("validation", "test")}
+    # Scored like the test episodes, on the training classes: the generalisation gap (outline 9.4).
+    fresh = TaskSampler(datasets["train"], cfg, -1, train_class_episodes_seed(cfg.eval_seed), "train",
+                        cfg.shots, cfg.evaluation_query, per_task("train"))
     return TaskSplits(train, evaluation["validation"].episodes(cfg.eval_episodes),
-                      evaluation["test"].episodes(cfg.test_episodes))
+                      evaluation["test"].episodes(cfg.test_episodes), fresh.episodes(cfg.test_episodes))

@@ -1,16 +1,25 @@
-"""Fetch the official Omniglot zips and check them against their published MD5 sums."""
+"""Fetch the official Omniglot zips and MNIST's IDX files and check them against their published MD5s.
+
+MD5 sums and unpacking are torchvision's (``torchvision.datasets.utils``), and MNIST's mirrors and
+checksums are those of ``torchvision.datasets.MNIST``. The transfer itself is :func:`fetch` rather
+than torchvision's ``download_url``, which has no timeout (a stalled mirror would hang a run), writes
+straight to the final name (a killed download would leave half a file) and always draws a progress bar.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
+import shutil
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import calculate_md5, check_integrity, extract_archive
 from tqdm import tqdm
 
 from metacompare.errors import UserError
@@ -21,18 +30,12 @@ OMNIGLOT_MD5 = {
     "images_background": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
 }
+MNIST_MIRRORS: tuple[str, ...] = tuple(MNIST.mirrors)
+MNIST_FILES: tuple[tuple[str, str], ...] = tuple(MNIST.resources)  # (gzip'd IDX file, its MD5)
 
 
 class DownloadError(UserError):
     pass
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(url: str, target: Path, expected_md5: str, timeout: float = 60.0) -> Path:
@@ -70,7 +73,7 @@ def fetch(url: str, target: Path, expected_md5: str, timeout: float = 60.0) -> P
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    actual = md5sum(partial)
+    actual = calculate_md5(partial)
     if actual != expected_md5:
         partial.unlink(missing_ok=True)
         raise DownloadError(f"{url}: MD5 mismatch (got {actual}, expected {expected_md5}); the file was "
@@ -95,3 +98,46 @@ def download_omniglot(root: Path, sources: Iterable[str] = ("images_background",
             fetch(f"{base_url}/{source}.zip", target, checksums[source], timeout)
         paths.append(target)
     return paths
+
+
+def download_mnist(root: Path, mirrors: Sequence[str] | None = None, timeout: float = 60.0) -> list[Path]:
+    """Fetch MNIST's four IDX files into ``root/MNIST/raw`` (torchvision's layout), unpacked.
+
+    Each ``.gz`` is MD5-checked against torchvision's table and kept beside its unpacked file, as
+    ``torchvision.datasets.MNIST(download=True)`` does; files already unpacked are kept. Mirrors are
+    tried in turn (``MNIST_MIRRORS``, torchvision's list); the error names the last one's failure.
+    """
+    mirrors = tuple(mirrors or MNIST_MIRRORS)
+    raw = Path(root) / "MNIST" / "raw"
+    paths = []
+    for name, md5 in MNIST_FILES:
+        unpacked = raw / name.removesuffix(".gz")
+        if not unpacked.is_file():
+            if not check_integrity(raw / name, md5):
+                _fetch_from_mirrors(mirrors, name, raw / name, md5, timeout)
+            _unpack(raw / name, unpacked)
+        paths.append(unpacked)
+    return paths
+
+
+def _fetch_from_mirrors(mirrors: Sequence[str], name: str, target: Path, md5: str, timeout: float) -> None:
+    failures = []
+    for mirror in mirrors:
+        try:
+            fetch(f"{mirror.rstrip('/')}/{name}", target, md5, timeout)
+            return
+        except DownloadError as err:
+            failures.append(err)
+    raise DownloadError(f"{failures[-1]} (tried {len(mirrors)} mirror(s): {', '.join(mirrors)})")
+
+
+def _unpack(archive: Path, unpacked: Path) -> None:
+    """Gunzip via torchvision into a scratch folder beside ``unpacked``, then rename: never half a file."""
+    scratch = Path(tempfile.mkdtemp(dir=unpacked.parent, prefix=".unpack-"))
+    try:
+        extract_archive(str(archive), str(scratch))
+        os.replace(scratch / unpacked.name, unpacked)
+    except (OSError, EOFError) as err:
+        raise DownloadError(f"{archive}: cannot unpack ({err}); delete it and download again") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -24,6 +24,11 @@ def mlp(hidden: tuple[int, ...] = (40, 40), inputs: int = 1, outputs: int = 1) -
     return nn.Sequential(*layers)
 
 
+def metamodel(ways: int = 10, inputs: int = 28 * 28) -> nn.Sequential:
+    """The seed's ``MetaModel`` (document 003, 5.2.1): flatten, 784-64-64-``ways``, ReLU."""
+    return nn.Sequential(nn.Flatten(), *mlp((64, 64), inputs=inputs, outputs=ways))
+
+
 def _block(cin: int, cout: int, strided: bool) -> nn.Sequential:
     # BatchNorm keeps no running statistics: they would leak between tasks, and both papers'
     # code normalise with the statistics of the batch at hand (transductive evaluation).
@@ -125,6 +130,9 @@ def build_model(cfg: RunConfig) -> nn.Module:
     torch.manual_seed(cfg.seed)
     if cfg.model == "mlp":
         return mlp()
+    if cfg.model == "metamodel":
+        pixels = {"miniimagenet": 3 * 84 * 84, "omniglot": cfg.omniglot.image_size ** 2}
+        return metamodel(cfg.ways, pixels.get(cfg.dataset, 28 * 28))  # digits: 28 x 28
     images = cfg.dataset == "miniimagenet"
     channels, size = (3, 84) if images else (1, cfg.omniglot.image_size)
     if cfg.model == "conv4_finn":

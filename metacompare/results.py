@@ -36,6 +36,8 @@ SUMMARY_COLUMNS = [
     "test_common_accuracy_mean", "test_common_accuracy_ci95", "test_common_loss_mean", "test_common_loss_ci95",
     "floor_common_accuracy_mean", "floor_common_accuracy_ci95", "floor_common_loss_mean", "floor_common_loss_ci95",
     "tested_checkpoint",
+    "train_tasks_accuracy_mean", "train_tasks_accuracy_ci95", "train_tasks_loss_mean", "train_tasks_loss_ci95",
+    "generalisation_gap",
     "wall_time_s", "seconds_per_iteration", "peak_memory_mb", "git_commit", "error",
 ]
 

@@ -271,6 +271,9 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                 if status == "running" else {}
             by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
                         for steps in cfg.test_inner_steps} if status == "running" else {}
+            # generalisation (outline 9.4): the same score on fresh tasks of the training classes
+            seen = evaluate(algorithm, tasks.train_episodes, cfg.eval_inner_steps, device, dtype) \
+                if status == "running" else {}
     except BaseException as err:
         tracker.close(err)
         raise
@@ -287,7 +290,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         **{k: v for k, v in test.items() if k.startswith("test_common_")},
         **extra.get("floor", {}),
         tested_checkpoint=extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
-        test_episodes=cfg.test_episodes, test_by_inner_steps=by_steps,
+        test_episodes=cfg.test_episodes, test_by_inner_steps=by_steps, **generalisation(seen, test, cfg),
         wall_time_s=elapsed + time.perf_counter() - began, **meter.row(),
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
@@ -308,6 +311,15 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     checkpoint_path.unlink(missing_ok=True)
     tracker.finish(summary)
     return summary
+
+
+def generalisation(seen: dict[str, float], test: dict[str, float], cfg: RunConfig) -> dict[str, float]:
+    """Training-class scores and ``generalisation_gap``: training-task score minus test score (accuracy,
+    or MSE for regression, where a model that generalises worse has a negative gap)."""
+    score = scoring.score_key(cfg)
+    keys = ("accuracy_mean", "accuracy_ci95", "loss_mean", "loss_ci95")
+    return {**{f"train_tasks_{k}": seen.get(k, math.nan) for k in keys},
+            "generalisation_gap": seen.get(f"{score}_mean", math.nan) - test.get(f"test_{score}_mean", math.nan)}
 
 
 def _finished(out: Path, summary_path: Path) -> dict[str, Any]:

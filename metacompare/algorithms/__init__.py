@@ -34,5 +34,6 @@ def build_algorithm(model, cfg, num_classes: int | None = None):
 from metacompare.algorithms import maml, reptile  # noqa: E402,F401  (registration: maml and fomaml)
 from metacompare.algorithms import anil, metasgd  # noqa: E402,F401  (registration)
 from metacompare.algorithms import pretrain, scratch  # noqa: E402,F401  (baselines)
+from metacompare.algorithms import seed_reptile  # noqa: E402,F401  (the seed document's loop)
 
 __all__ = ["ALGORITHMS", "BACKENDS", "register", "build_algorithm"]
