@@ -20,8 +20,8 @@ from metacompare import provenance, results
 from metacompare.errors import UserError
 from metacompare.report.draw import style
 from metacompare.report.experiment import Experiment, Section, analyse
-from metacompare.report.figures import (adaptation_steps, baselines, cost, heatmap, learning_curves, pairwise,
-                                        sensitivity, table, task_counts)
+from metacompare.report.figures import (adaptation_steps, baselines, cost, generalisation, heatmap, learning_curves,
+                                        pairwise, sensitivity, table, task_counts)
 from metacompare.report.page import html_page, markdown, markdown_table
 
 REPORT = "report"
@@ -29,7 +29,7 @@ TEMP_PREFIX = f".{REPORT}.new-"
 OLD_PREFIX = f".{REPORT}.old-"
 FIGURES: tuple[Callable[[Experiment, Path], Section | list[Section] | None], ...] = (
     learning_curves.section, task_counts.section, baselines.section, heatmap.section, sensitivity.sections,
-    cost.section, adaptation_steps.section)
+    cost.section, adaptation_steps.section, generalisation.section)
 
 
 def build(exp: Experiment, out: Path) -> list[Section]:

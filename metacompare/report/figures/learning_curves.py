@@ -67,7 +67,9 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
     drawn = [r for r in headlines(exp) if r["algorithm"] in set(frame["algorithm"])]
     caption = ("One line per algorithm at its best setting; shaded: 95% CI across seeds, or over the "
                "validation episodes when the setting has one seed (clipped to the score's range). Left: against "
-               "meta-iterations; right: against wall-clock seconds." + reference_note(drawn))
+               "meta-iterations; right: against wall-clock seconds. The training loss and accuracy in metrics.csv "
+               "mean the same for every algorithm: the adapted weights' loss on the examples they were adapted "
+               "on, averaged over the meta-batch (MetaAlgorithm.fit_summary)." + reference_note(drawn))
     return text + ".", caption
 
 
