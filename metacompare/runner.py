@@ -272,7 +272,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
             by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
                         for steps in cfg.test_inner_steps} if status == "running" else {}
             # generalisation (outline 9.4): the same score on fresh tasks of the training classes
-            seen = evaluate(algorithm, tasks.train_episodes, cfg.eval_inner_steps, device, dtype) \
+            seen = scoring.evaluate(algorithm, tasks.train_episodes, cfg.eval_inner_steps, device, dtype) \
                 if status == "running" else {}
     except BaseException as err:
         tracker.close(err)
