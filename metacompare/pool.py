@@ -65,6 +65,7 @@ def _worker(jobs, events, parent: int, run: Callable, cwd: str) -> None:
             index, cfg = job
             events.put(("start", os.getpid(), index, None))
             events.put(("done", os.getpid(), index, run(cfg, cwd)))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # no run left to save: a stop now just ends the exit
     except KeyboardInterrupt:  # the runner checkpointed and stopped: take no further run
         raise SystemExit(130) from None
 

@@ -182,7 +182,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     out = run_dir(cfg)
     summary_path, checkpoint_path = out / "summary.json", out / "checkpoint.pt"
     if summary_path.exists() and not force:
-        return _finished(out, summary_path)
+        return finished_run(out)
     pin_threads()
 
     device = torch.device(cfg.device)
@@ -322,11 +322,15 @@ def generalisation(seen: dict[str, float], test: dict[str, float], cfg: RunConfi
             "generalisation_gap": seen.get(f"{score}_mean", math.nan) - test.get(f"test_{score}_mean", math.nan)}
 
 
-def _finished(out: Path, summary_path: Path) -> dict[str, Any]:
-    """The summary of a finished run, making sure its runs.csv row exists: a crash between writing
-    summary.json and the row must not lose the run from the table."""
-    summary = results.read_summary(summary_path)
-    if not any(r["run_id"] == summary["run_id"] for r in results.read_runs(out.parent)):
+def finished_run(out: Path, recorded: set[str] | None = None) -> dict[str, Any]:
+    """The summary of the finished run in ``out``, making sure its runs.csv row exists and no
+    checkpoint is left: a kill between writing summary.json and the row (or the checkpoint's removal)
+    must neither lose the run from the table nor leave a stale checkpoint. ``recorded`` is the run ids
+    already in runs.csv, when the caller has read it. Raises ``files.FileProblem`` if unfinished."""
+    summary = results.read_summary(out / "summary.json")
+    if recorded is None:
+        recorded = {r["run_id"] for r in results.read_runs(out.parent)}
+    if summary["run_id"] not in recorded:
         results.record_run(out.parent, summary)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return summary

@@ -294,19 +294,15 @@ def _finished_runs(configs: list[RunConfig], experiment_dir: Path) -> tuple[dict
     An unreadable runs.csv stops the sweep here, before any training; an unreadable summary.json is
     left to its run, which reports it as that run's failure while the others go on.
     """
-    from metacompare.runner import run_dir
+    from metacompare.runner import finished_run, run_dir
 
     recorded = {row["run_id"] for row in results.read_runs(experiment_dir)}
     finished, todo = {}, []
     for cfg in configs:
         try:
-            summary = results.read_summary(run_dir(cfg) / "summary.json")
+            finished[cfg.run_id()] = finished_run(run_dir(cfg), recorded)
         except files.FileProblem:
             todo.append(cfg)
-            continue
-        finished[cfg.run_id()] = summary
-        if cfg.run_id() not in recorded:
-            results.record_run(experiment_dir, summary)
     return finished, todo
 
 

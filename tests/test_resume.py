@@ -292,3 +292,24 @@ def test_divergence_is_recorded_not_fatal(tmp_path, capsys):
     assert cli(capsys, *args)[0] == 0  # a rerun keeps the verdict and adds no row
     with open(tmp_path / "r" / "tiny" / "runs.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 1
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_killed_after_the_summary_before_the_checkpoint_went(tmp_path, capsys, command):
+    """The window between summary.json and removing checkpoint.pt: the rerun, by `run` or by `sweep`
+    (which skips finished runs without starting them), keeps the verdict and removes the stale checkpoint."""
+    config = write_config(tmp_path / "tiny.yaml", sine_config())
+    args = ["run", str(config), "--results-dir", str(tmp_path / "r"), "--no-progress", "--no-report"]
+    assert cli(capsys, *args)[0] == 0
+    folder = run_folder(tmp_path / "r", config)
+    summary = (folder / "summary.json").read_text()
+    (folder / "checkpoint.pt").write_bytes(b"left by a kill")
+    if command == "sweep":
+        sweep = tmp_path / "one.yaml"
+        sweep.write_text(yaml.safe_dump({"experiment": "tiny", "base": str(config), "grid": {"seed": [3]}}))
+        args = ["sweep", str(sweep), "--workers", "1", "--results-dir", str(tmp_path / "r"), "--no-progress"]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert not (folder / "checkpoint.pt").exists() and (folder / "summary.json").read_text() == summary
+    with open(tmp_path / "r" / "tiny" / "runs.csv", newline="") as handle:
+        assert [r["run_id"] for r in csv.DictReader(handle)] == [folder.name]
