@@ -16,7 +16,9 @@ An example-pass is not a FLOP count: when algorithms use different networks (omn
 conv4_nichol and conv4_finn), equal work is not equal compute, and a seconds budget is the fair one.
 
 Seconds are training seconds: task sampling and meta-updates, without validation and checkpoint
-writes, which are timed separately (``validation_seconds``).
+writes, which are timed separately (``validation_seconds``). ``cpu_seconds`` counts them in this
+process's CPU time (all its threads) rather than on the wall clock: on a shared CPU machine, runs that
+happen to overlap other work are then not charged for the time they waited for a core.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class BudgetMeter:
         self.cfg, self.per_iteration = cfg, work_per_iteration
         self.counts = state.setdefault("budget", {"train_seconds": 0.0, "validation_seconds": 0.0, "work": 0.0,
                                                   "evaluations": 0})
+        self.counts.setdefault("train_cpu_seconds", 0.0)
         self.planned = cfg.iterations
         if cfg.budget.work is not None and work_per_iteration > 0:
             self.planned = min(cfg.iterations, math.floor(cfg.budget.work / work_per_iteration))
@@ -80,14 +83,17 @@ class BudgetMeter:
         used = iteration / self.planned if self.planned else 1.0
         if self.cfg.budget.seconds is not None:
             used = max(used, self.counts["train_seconds"] / self.cfg.budget.seconds)
+        if self.cfg.budget.cpu_seconds is not None:
+            used = max(used, self.counts["train_cpu_seconds"] / self.cfg.budget.cpu_seconds)
         return min(used, 1.0)
 
     def spent(self, iteration: int) -> bool:
         return self.fraction(iteration) >= 1.0
 
-    def trained(self, seconds: float) -> None:
-        """One iteration done in ``seconds``."""
+    def trained(self, seconds: float, cpu_seconds: float = 0.0) -> None:
+        """One iteration done in ``seconds`` of wall clock and ``cpu_seconds`` of this process's CPU time."""
         self.counts["train_seconds"] += seconds
+        self.counts["train_cpu_seconds"] += cpu_seconds
         self.counts["work"] += self.per_iteration
 
     def validated(self, seconds: float) -> None:
@@ -110,26 +116,31 @@ class BudgetMeter:
 
     def row(self) -> dict[str, float]:
         """The columns a metrics row and the summary carry: learning curves against seconds and work."""
-        return {k: self.counts[k] for k in ("train_seconds", "validation_seconds", "work")}
+        return {k: self.counts[k] for k in ("train_seconds", "train_cpu_seconds", "validation_seconds", "work")}
 
 
 def parse_budget(text: str) -> dict[str, float]:
-    """``--budget`` text: ``300`` or ``300s`` (training seconds) or ``work:2e6`` (example-passes)."""
+    """``--budget`` text: ``300`` or ``300s`` (training seconds), ``cpu:300`` (training seconds of CPU
+    time) or ``work:2e6`` (example-passes)."""
     raw = str(text).strip().lower()
-    kind, _, value = raw.rpartition(":") if ":" in raw else ("seconds", "", raw.removesuffix("s"))
+    kind, _, value = raw.rpartition(":") if ":" in raw else ("seconds", "", raw)
+    kind, value = {"cpu": "cpu_seconds"}.get(kind, kind), value.removesuffix("s")
     try:
         number = float(value)
     except ValueError:
         number = math.nan
-    if kind not in ("seconds", "work") or not 0 < number < math.inf:
+    if kind not in ("seconds", "cpu_seconds", "work") or not 0 < number < math.inf:
         from metacompare.errors import UserError
 
-        raise UserError(f"--budget {text}: expected training seconds (e.g. 300) or work:N (e.g. work:2e6)")
+        raise UserError(f"--budget {text}: expected training seconds (e.g. 300), CPU seconds (cpu:300) "
+                        f"or work:N (e.g. work:2e6)")
     return {kind: number}
 
 
 def label(budget: dict[str, float]) -> str:
-    """A short folder-safe name for a budget: ``300s`` or ``work2e+06``."""
+    """A short folder-safe name for a budget: ``300s``, ``cpu300s`` or ``work2e+06``."""
     if "seconds" in budget:
         return f"{budget['seconds']:g}s"
+    if "cpu_seconds" in budget:
+        return f"cpu{budget['cpu_seconds']:g}s"
     return f"work{budget['work']:g}"

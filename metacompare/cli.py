@@ -276,8 +276,9 @@ def _add_tune_and_compare(sub) -> None:
             "report the answer with paired statistics")
     compare = sub.add_parser("compare", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
     compare.add_argument("config", help="config or tune file, e.g. experiments/compare_sine.yaml")
-    compare.add_argument("--budget", required=True, metavar="SECONDS|work:N",
-                         help="per run: training seconds (validation excluded), e.g. 300, or work in "
+    compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N",
+                         help="per run: training seconds (validation excluded), e.g. 300; the same in this "
+                              "process's CPU time, e.g. cpu:300 (fair on a shared CPU machine); or work in "
                               "example-passes, e.g. work:2e6")
     compare.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
     compare.set_defaults(func=_cmd_compare)

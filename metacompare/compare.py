@@ -83,7 +83,8 @@ def algorithm_table(configs: list[RunConfig], summaries: list[dict], column: str
         rows.append({"algorithm": name, "seeds": len(group), "finished": len(finished), "score": mean,
                      "score_ci95": ci, "floor": floor,
                      **{k: float(finished[k].mean()) if k in finished and len(finished) else math.nan
-                        for k in ("iterations_done", "train_seconds", "validation_seconds", "work", "peak_memory_mb")},
+                        for k in ("iterations_done", "train_seconds", "train_cpu_seconds", "validation_seconds", "work",
+                                  "peak_memory_mb")},
                      "setting": ", ".join(f"{k}={_short(v)}" for k, v in chosen.get(name, {}).items()) or "as configured"})
     return pd.DataFrame(rows)
 
@@ -105,7 +106,7 @@ def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataF
     text = [f"**Answer: {best['algorithm']}.** Under the same budget of {_budget_words(bound)} per run, "
             f"{best['algorithm']} reaches {name} {show(best['score'])} ± {gap(best['score_ci95'])} "
             f"(95% CI across {int(best['finished'])} seeds; untrained network: {show(best['floor'])}), "
-            f"after {best['iterations_done']:.0f} meta-iterations, {best['train_seconds']:.0f} s of training "
+            f"after {best['iterations_done']:.0f} meta-iterations, {_seconds_words(best)} of training "
             f"and {best['work']:.3g} example-passes."]
     if len(ranked) > 1:
         runner_up = ranked.iloc[1]
@@ -115,9 +116,17 @@ def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataF
     return " ".join(text)
 
 
+def _seconds_words(row) -> str:
+    """Training time on the wall clock, and in CPU time where it was measured."""
+    cpu = row.get("train_cpu_seconds", math.nan)
+    return f"{row['train_seconds']:.0f} s" + (f" ({cpu:.0f} CPU-s)" if cpu == cpu else "")
+
+
 def _budget_words(bound: dict) -> str:
     if "seconds" in bound:
         return f"{bound['seconds']:g} training seconds"
+    if "cpu_seconds" in bound:
+        return f"{bound['cpu_seconds']:g} training seconds of CPU time"
     return f"{bound['work']:.3g} example-passes of work"
 
 
@@ -160,7 +169,8 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     for label, frame in (("pairwise_episodes", pairs), ("pairwise_seeds", seed_pairs)):
         if frame is not None:
             results.write_csv(out / f"{label}.csv", frame.to_dict("records"), list(frame.columns))
-    curves = learning_curves(configs, out / "learning_curves.png")
+    curves = learning_curves(configs, out / "learning_curves.png",
+                             "train_cpu_seconds" if "cpu_seconds" in bound else "train_seconds")
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
              answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification), "",
@@ -190,8 +200,9 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def learning_curves(configs: list[RunConfig], path: Path) -> bool:
-    """Validation score against iterations, training seconds and work; one line per run."""
+def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_seconds") -> bool:
+    """Validation score against iterations, training seconds (``seconds``: the wall-clock or the CPU-time
+    column, as the budget counts them) and work; one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,13 +210,14 @@ def learning_curves(configs: list[RunConfig], path: Path) -> bool:
 
     key = f"val_{'accuracy' if configs[0].is_classification else 'loss'}_mean"
     frames = [(c, pd.read_csv(run_dir(c) / "metrics.csv")) for c in configs if (run_dir(c) / "metrics.csv").is_file()]
-    frames = [(c, f) for c, f in frames if key in f and {"train_seconds", "work"} <= set(f.columns)]
+    frames = [(c, f) for c, f in frames if key in f and {seconds, "work"} <= set(f.columns)]
     if not frames:
         return False
     colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(c.algorithm for c, _ in frames))}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
-    for ax, x, label in zip(axes, ("iteration", "train_seconds", "work"),
-                            ("meta-iterations", "training seconds", "work (example-passes)")):
+    for ax, x, label in zip(axes, ("iteration", seconds, "work"),
+                            ("meta-iterations", "training seconds" + (" (CPU)" if "cpu" in seconds else ""),
+                             "work (example-passes)")):
         for cfg, frame in frames:
             ax.plot(frame[x], frame[key], marker=".", color=colors[cfg.algorithm], alpha=0.8,
                     label=cfg.algorithm if cfg.seed == configs[0].seed else None)

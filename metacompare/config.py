@@ -96,10 +96,12 @@ class EvalProcedure:
 @dataclass(frozen=True)
 class BudgetConfig:
     """Bounds on training besides ``iterations`` (:mod:`metacompare.budget`): training seconds (validation
-    excluded) or work in example-passes; ``evaluations``: validate at that many equally spaced fractions
-    of the budget instead of every ``eval_interval`` iterations (0)."""
+    excluded) on the wall clock or in this process's CPU time, or work in example-passes; ``evaluations``:
+    validate at that many equally spaced fractions of the budget instead of every ``eval_interval``
+    iterations (0)."""
 
     seconds: float | None = None
+    cpu_seconds: float | None = None
     work: float | None = None
     evaluations: int = 0
 
@@ -418,10 +420,13 @@ def _validate_protocol(cfg: RunConfig) -> None:
         if not 0 < procedure.lr < float("inf") or procedure.steps <= 0 or procedure.batch_size < 0:
             raise ConfigError("common_evaluation: lr must be a positive number, steps a positive whole "
                               "number and batch_size >= 0")
-    for name in ("seconds", "work"):
+    for name in ("seconds", "cpu_seconds", "work"):
         value = getattr(cfg.budget, name)
         if value is not None and not 0 < value < float("inf"):
             raise ConfigError(f"budget.{name}: must be a positive number or null, got {value}")
+    if cfg.budget.cpu_seconds is not None and cfg.device != "cpu":
+        raise ConfigError(f"budget.cpu_seconds: CPU time does not count work on device {cfg.device}; "
+                          f"use budget.seconds (wall clock) there")
     if cfg.budget.evaluations < 0:
         raise ConfigError(f"budget.evaluations: must be 0 (every eval_interval) or a positive count, got "
                           f"{cfg.budget.evaluations}")

@@ -227,14 +227,14 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     try:
         with deferred_stop() as stop:
             while iteration < cfg.iterations and status == "running" and not meter.spent(iteration):
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.process_time()
                 batch = [precision.prepare_task(tasks.train.sample().to(device, dtype), cfg)
                          for _ in range(cfg.meta_batch_size)]
                 tick = time.perf_counter()
                 algorithm.set_outer_lr(meter.fraction(iteration))
                 metrics = algorithm.meta_train_step(batch)
                 train_time += time.perf_counter() - tick
-                meter.trained(time.perf_counter() - started)
+                meter.trained(time.perf_counter() - started, time.process_time() - started_cpu)
                 iteration += 1
                 if not all(math.isfinite(v) for v in metrics.values()) or not _finite(model):
                     status, diverged_at = "diverged", iteration
@@ -351,6 +351,6 @@ def _finite(model: torch.nn.Module) -> bool:
 
 
 def _metric_columns(rows: list[dict]) -> list[str]:
-    first = ["iteration", "wall_time_s", "train_seconds", "validation_seconds", "work", "train_loss", "train_accuracy"]
+    first = ["iteration", "wall_time_s", "train_seconds", "train_cpu_seconds", "validation_seconds", "work", "train_loss", "train_accuracy"]
     return first + sorted({k for r in rows for k in r} - set(first))
 

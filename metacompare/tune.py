@@ -42,6 +42,7 @@ from metacompare.config import ConfigError, RunConfig, _apply, _suggest, expand,
 from metacompare.runner import run_dir, train_and_evaluate
 
 KINDS = ("log", "float", "int", "choice")
+BUDGET_KINDS = ("seconds", "cpu_seconds", "work")  # the bounds a BudgetConfig holds
 UNCAPPED = 10**9  # iterations of a run that its budget bounds
 DEFAULT_SPACE = {"inner_lr": {"log": [0.001, 0.5]}, "outer_lr": {"log": [0.0001, 0.01]},
                  "inner_steps": {"int": [1, 5]}, "meta_batch_size": {"choice": [4, 8, 16, 32]}}
@@ -106,9 +107,9 @@ def parse_spec(section: Any, configs: list[RunConfig], source: str) -> TuneSpec:
             raise ConfigError(f"{source}: tune.{name} must be a positive whole number, got {value!r}")
     if spec.trial_budget is not None:
         if not isinstance(spec.trial_budget, dict) or len(spec.trial_budget) != 1 or \
-                next(iter(spec.trial_budget)) not in ("iterations", "work", "seconds"):
+                next(iter(spec.trial_budget)) not in ("iterations", *BUDGET_KINDS):
             raise ConfigError(f"{source}: tune.trial_budget must be one of {{iterations: N}}, {{work: N}}, "
-                              f"{{seconds: N}}, got {spec.trial_budget!r}")
+                              f"{{seconds: N}}, {{cpu_seconds: N}}, got {spec.trial_budget!r}")
         spec.trial_budget = {k: float(v) for k, v in spec.trial_budget.items()}
     for cfg in configs:
         for name, dimension in spec.space_for(cfg.algorithm).items():
@@ -160,7 +161,7 @@ def trial_config(cfg: RunConfig, params: dict[str, Any], spec: TuneSpec) -> RunC
     its test cut to one episode (never read: trials see validation only)."""
     bound = spec.trial_budget or {"iterations": max(1, cfg.iterations // 4)}
     kind, amount = next(iter(bound.items()))
-    limits = {"seconds": None, "work": None, "evaluations": spec.evaluations}
+    limits = {"seconds": None, "cpu_seconds": None, "work": None, "evaluations": spec.evaluations}
     if kind != "iterations":
         limits[kind] = amount
     return with_overrides(cfg, **params, results_dir=str(tune_dir(cfg)), experiment=cfg.algorithm,
@@ -306,7 +307,7 @@ def final_configs(configs: list[RunConfig], chosen: dict[str, dict], seeds: int,
     for cfg in configs:
         changes: dict[str, Any] = dict(chosen.get(cfg.algorithm, {}))
         if bound:
-            changes.update(iterations=UNCAPPED, budget={"seconds": bound.get("seconds"), "work": bound.get("work"),
+            changes.update(iterations=UNCAPPED, budget={**{k: bound.get(k) for k in BUDGET_KINDS},
                                                         "evaluations": evaluations})
         out += [with_overrides(cfg, **changes, seed=cfg.seed + s) for s in range(seeds)]
     return out

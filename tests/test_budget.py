@@ -66,6 +66,30 @@ def test_a_seconds_budget_stops_the_run(tmp_path):
     assert time.perf_counter() - began < 30
 
 
+def test_a_cpu_seconds_budget_does_not_count_time_spent_waiting(tmp_path, monkeypatch):
+    """Each iteration also sleeps 0.1 s (as a run waits for a core on a shared machine): the wall clock
+    counts it, this process's CPU time does not, and only CPU time spends a ``cpu_seconds`` budget."""
+    from metacompare.algorithms.base import MetaAlgorithm
+
+    real = MetaAlgorithm.meta_train_step
+
+    def waiting(self, batch):
+        time.sleep(0.1)
+        return real(self, batch)
+
+    monkeypatch.setattr(MetaAlgorithm, "meta_train_step", waiting)
+    cfg = tiny(tmp_path, budget={"cpu_seconds": 0.3}, iterations=100_000)
+    summary = train_and_evaluate(cfg, progress=False)
+    done = summary["iterations_done"]
+    assert 0.3 <= summary["train_cpu_seconds"] < 0.3 + 2.0
+    assert summary["train_seconds"] >= summary["train_cpu_seconds"] + 0.1 * done * 0.9
+    assert done >= 2
+    with pytest.raises(ConfigError, match="budget.cpu_seconds"):
+        tiny(tmp_path, budget={"cpu_seconds": 10}, device="cuda")
+    assert budget.parse_budget("cpu:300") == {"cpu_seconds": 300.0}
+    assert budget.label({"cpu_seconds": 300.0}) == "cpu300s"
+
+
 def test_validation_time_is_not_counted(tmp_path, monkeypatch):
     """A validation that sleeps 1 s exhausts a 1 s budget at the first evaluation if it counts; it is
     timed apart instead, so training goes on past it."""
