@@ -220,7 +220,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     meter = budget.BudgetMeter(cfg, algorithm.task_work() * cfg.meta_batch_size, extra)
     began = time.perf_counter()
     iteration = start_iteration
-    bar = tqdm(total=None if cfg.budget.seconds else meter.planned, initial=start_iteration,
+    timed = cfg.budget.seconds is not None or cfg.budget.cpu_seconds is not None  # no iteration count to show
+    bar = tqdm(total=None if timed else meter.planned, initial=start_iteration,
                desc=f"{cfg.algorithm}", unit="it",
                disable=not progress, dynamic_ncols=True, file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
@@ -242,7 +243,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                               f"run recorded as diverged")
                     break
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
                 tracker.train(iteration, metrics)
                 if meter.due(iteration) or iteration == cfg.iterations:
                     tick = time.perf_counter()
