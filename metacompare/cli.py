@@ -186,10 +186,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from metacompare.download import download_omniglot
+    from metacompare import download
 
-    for path in download_omniglot(Path(args.root), args.sources, base_url=args.url, timeout=args.timeout):
-        print(path)
+    root = Path(args.root or f"data/{args.dataset}")
+    if args.dataset == "miniimagenet":
+        splits = args.sources or ["train", "validation", "test"]
+        mirrors = {s: [f"{args.url.rstrip('/')}/mini-imagenet-cache-{s}.pkl"] for s in splits} if args.url else None
+        paths = download.download_miniimagenet(root, splits, mirrors, timeout=args.timeout)
+    else:
+        paths = download.download_omniglot(root, args.sources or ["images_background", "images_evaluation"],
+                                           base_url=args.url, timeout=args.timeout)
+    print(*paths, sep="\n")
     return 0
 
 
@@ -349,12 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write into the repository's results/ even though the code has uncommitted changes "
                             "(provenance.json then says dirty: true) (default: refuse)")
 
-    download = _subcommand(sub, "download", "fetch a dataset's official files and check their MD5s", _cmd_download)
-    download.add_argument("dataset", choices=["omniglot"], help="dataset to fetch")
-    download.add_argument("--root", default="data/omniglot", help="folder to put the zips in")
-    download.add_argument("--sources", nargs="+", default=["images_background", "images_evaluation"],
-                          help="which of the official zips to fetch")
-    download.add_argument("--url", default=None, help="base URL to fetch from (default: the official repository)")
+    download = _subcommand(sub, "download", "fetch a dataset's files: Omniglot's official zips (MD5-checked), "
+                           "learn2learn's mini-ImageNet caches (from its mirrors)", _cmd_download)
+    download.add_argument("dataset", choices=["omniglot", "miniimagenet"], help="dataset to fetch")
+    download.add_argument("--root", default=None, help="folder to put the files in (default: data/DATASET)")
+    download.add_argument("--sources", nargs="+", default=None,
+                          help="which files: Omniglot's zips (default: images_background images_evaluation) or "
+                               "mini-ImageNet's splits (default: train validation test)")
+    download.add_argument("--url", default=None, help="base URL to fetch from (default: Omniglot's official "
+                                                      "repository; mini-ImageNet: Zenodo, then Dropbox)")
     download.add_argument("--timeout", type=bounded(float, 0.001, 86_400), default=60.0, help="seconds before a stalled download fails")
 
     _subcommand(sub, "list", "list the registered algorithms, backends, datasets, models, engines and trackers",

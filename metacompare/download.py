@@ -1,4 +1,5 @@
-"""Fetch the official Omniglot zips and MNIST's IDX files and check them against their published MD5s.
+"""Fetch the official Omniglot zips and MNIST's IDX files (checked against their published MD5s) and
+learn2learn's mini-ImageNet caches (from the mirrors that still serve them).
 
 MD5 sums and unpacking are torchvision's (``torchvision.datasets.utils``), and MNIST's mirrors and
 checksums are those of ``torchvision.datasets.MNIST``. The transfer itself is :func:`fetch` rather
@@ -16,7 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5, check_integrity, extract_archive
@@ -32,14 +33,29 @@ OMNIGLOT_MD5 = {
 }
 MNIST_MIRRORS: tuple[str, ...] = tuple(MNIST.mirrors)
 MNIST_FILES: tuple[tuple[str, str], ...] = tuple(MNIST.resources)  # (gzip'd IDX file, its MD5)
+# learn2learn's mini-ImageNet caches (mini-imagenet-cache-<split>.pkl): its maintainers' Zenodo record
+# first, then its Dropbox links. learn2learn 0.2.0 itself tries Dropbox and then Google Drive, whose
+# links break or answer with an HTML page (learn2learn issues 291, 341, 367); no MD5 is published, so a
+# download is checked for being a pickle, and the loader checks its contents.
+MINIIMAGENET_MIRRORS: dict[str, tuple[str, ...]] = {
+    "train": ("https://zenodo.org/record/7978538/files/mini-imagenet-cache-train.pkl",
+              "https://www.dropbox.com/s/9g8c6w345s2ek03/mini-imagenet-cache-train.pkl?dl=1"),
+    "validation": ("https://zenodo.org/record/7978538/files/mini-imagenet-cache-validation.pkl",
+                   "https://www.dropbox.com/s/ip1b7se3gij3r1b/mini-imagenet-cache-validation.pkl?dl=1"),
+    "test": ("https://zenodo.org/record/7978538/files/mini-imagenet-cache-test.pkl",
+             "https://www.dropbox.com/s/ye9jeb5tyz0x01b/mini-imagenet-cache-test.pkl?dl=1"),
+}
+PICKLE_PROTOCOL_2_PLUS = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or later
 
 
 class DownloadError(UserError):
     pass
 
 
-def fetch(url: str, target: Path, expected_md5: str, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``target`` via a temporary file; keep it only if its MD5 matches."""
+def fetch(url: str, target: Path, expected_md5: str | None, timeout: float = 60.0,
+          looks_right: Callable[[Path], str | None] | None = None) -> Path:
+    """Download ``url`` to ``target`` via a temporary file; keep it only if its MD5 matches (when one is
+    published) and ``looks_right(file)`` finds nothing wrong (it returns what is wrong, or None)."""
     if not timeout > 0:
         raise DownloadError(f"--timeout: must be a positive number of seconds, got {timeout}")
     try:
@@ -73,11 +89,16 @@ def fetch(url: str, target: Path, expected_md5: str, timeout: float = 60.0) -> P
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    actual = calculate_md5(partial)
+    actual = calculate_md5(partial) if expected_md5 is not None else None
     if actual != expected_md5:
         partial.unlink(missing_ok=True)
         raise DownloadError(f"{url}: MD5 mismatch (got {actual}, expected {expected_md5}); the file was "
                             f"discarded, retry or fetch it by hand into {target.parent}")
+    problem = looks_right(partial) if looks_right is not None else None
+    if problem:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: {problem}; the file was discarded, try another mirror or fetch it by "
+                            f"hand into {target.parent}")
     os.replace(partial, target)
     return target
 
@@ -120,15 +141,47 @@ def download_mnist(root: Path, mirrors: Sequence[str] | None = None, timeout: fl
     return paths
 
 
+def download_miniimagenet(root: Path, splits: Iterable[str] = ("train", "validation", "test"),
+                          mirrors: dict[str, Sequence[str]] | None = None, timeout: float = 60.0) -> list[Path]:
+    """Fetch each missing ``mini-imagenet-cache-<split>.pkl`` (learn2learn's format) into ``root``,
+    trying ``mirrors[split]`` in turn (default :data:`MINIIMAGENET_MIRRORS`); present files are kept."""
+    mirrors = mirrors or MINIIMAGENET_MIRRORS
+    paths = []
+    for split in splits:
+        if split not in mirrors:
+            raise DownloadError(f"mini-ImageNet split '{split}' has no mirror; downloadable: {', '.join(mirrors)}")
+        target = Path(root) / f"mini-imagenet-cache-{split}.pkl"
+        if not target.is_file():
+            _fetch_first(mirrors[split], target, None, timeout, _is_pickle)
+        paths.append(target)
+    return paths
+
+
+def _is_pickle(path: Path) -> str | None:
+    """What is wrong with a downloaded pickle: a dead share link answers with an HTML page instead."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(PICKLE_PROTOCOL_2_PLUS):
+        return None
+    kind = "an HTML page" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) else "not a pickle"
+    return f"got {kind} ({path.stat().st_size} bytes), not learn2learn's mini-ImageNet cache"
+
+
 def _fetch_from_mirrors(mirrors: Sequence[str], name: str, target: Path, md5: str, timeout: float) -> None:
+    _fetch_first([f"{mirror.rstrip('/')}/{name}" for mirror in mirrors], target, md5, timeout)
+
+
+def _fetch_first(urls: Sequence[str], target: Path, md5: str | None, timeout: float,
+                 looks_right: Callable[[Path], str | None] | None = None) -> None:
+    """The first of ``urls`` that downloads and checks out; else the last failure, naming every URL."""
     failures = []
-    for mirror in mirrors:
+    for url in urls:
         try:
-            fetch(f"{mirror.rstrip('/')}/{name}", target, md5, timeout)
+            fetch(url, target, md5, timeout, looks_right)
             return
         except DownloadError as err:
             failures.append(err)
-    raise DownloadError(f"{failures[-1]} (tried {len(mirrors)} mirror(s): {', '.join(mirrors)})")
+    raise DownloadError(f"{failures[-1]} (tried {len(urls)} mirror(s): {', '.join(urls)})")
 
 
 def _unpack(archive: Path, unpacked: Path) -> None:

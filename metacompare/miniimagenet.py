@@ -2,9 +2,9 @@
 
 learn2learn's ``MiniImagenet`` reads ``mini-imagenet-cache-{train,validation,test}.pkl`` from the data
 folder (a dict with ``image_data``: ``[N, 84, 84, 3]`` uint8 and ``class_dict``: ``{class: [indices]}``)
-and, when asked, downloads them (about 3 GB in all). It holds the images as float 0-255; they are kept
-here as uint8 (a quarter of the memory) and scaled to [0, 1] per item, as the MAML and Reptile code do.
-64 / 16 / 20 classes of 600 images each in the real files.
+(about 3 GB in all; ``metacompare.download`` fetches them from the mirrors that still serve them). It
+holds the images as float 0-255; they are kept here as uint8 (a quarter of the memory) and scaled to
+[0, 1] per item, as the MAML and Reptile code do. 64 / 16 / 20 classes of 600 images each in the real files.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def cache_file(root: Path, split: str) -> Path:
 
 
 def miniimagenet_help(root: Path) -> str:
-    return (f"set miniimagenet.download: true to let learn2learn fetch mini-imagenet-cache-"
-            f"{{train,validation,test}}.pkl into {root} (about 3 GB), or put those files there and set "
-            f"data_root to that folder")
+    return (f"set miniimagenet.download: true (or run `metacompare download miniimagenet --root {root}`) to "
+            f"fetch learn2learn's mini-imagenet-cache-{{train,validation,test}}.pkl into {root} (about 3 GB), "
+            f"or put those files there and set data_root to that folder")
 
 
 class MiniImagenetImages(Dataset):
@@ -59,10 +59,12 @@ def load_split(root: Path, split: str, download: bool = False) -> MiniImagenetIm
     if not path.is_file():
         if not download:
             raise DataError(f"mini-ImageNet {split} split not found: {path} does not exist; {miniimagenet_help(root)}")
-        root.mkdir(parents=True, exist_ok=True)
+        from metacompare.download import download_miniimagenet
+
+        download_miniimagenet(root, [split])  # learn2learn 0.2.0's own links fail (see download.py)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # learn2learn prints download chatter
-            loaded = l2l.vision.datasets.MiniImagenet(root=str(root), mode=split, download=download)
+        with contextlib.redirect_stdout(io.StringIO()):  # learn2learn prints chatter
+            loaded = l2l.vision.datasets.MiniImagenet(root=str(root), mode=split, download=False)
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, OSError) as err:
         hint = miniimagenet_help(root) if path.is_file() else f"the download failed; {miniimagenet_help(root)}"
         raise DataError(f"{path}: not a readable mini-ImageNet cache ({type(err).__name__}: {err}); delete it "
