@@ -17,17 +17,21 @@ from metacompare.errors import UserError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from metacompare import distributed
     from metacompare.config import load_experiment, with_overrides
     from metacompare.runner import train_and_evaluate
 
+    if args.procs > 1:  # the same command as that many local processes under torchrun
+        return distributed.launch(distributed.without_option(args.argv, "--procs"), args.procs)
     configs = load_experiment(args.config, args.set)
     if args.results_dir:
         configs = [with_overrides(c, results_dir=args.results_dir) for c in configs]
     _guard_provenance(configs, args.allow_dirty)
     for cfg in configs:
         summary = train_and_evaluate(cfg, progress=not args.no_progress, force=args.force)
-        print(_summary_line(summary))
-    if not args.no_report:
+        if distributed.is_writer():
+            print(_summary_line(summary))
+    if not args.no_report and distributed.is_writer():
         _write_reports(sorted({Path(c.results_dir) / c.experiment for c in configs}), not args.no_progress)
     return 0
 
@@ -303,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML config, e.g. configs/sine.yaml")
     _common_run_options(run, "")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
+    run.add_argument("--procs", type=bounded(int, 1, 256), default=1,
+                     help="split each meta-batch over this many local processes (torchrun on 127.0.0.1; "
+                          "same results as one process); see README, Distributed runs (default: 1)")
 
     sweep = _subcommand(sub, "sweep", "run a grid of configs in parallel (resumable); exit 1 if a run failed",
                         _cmd_sweep)
@@ -376,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for `run --procs`, which relaunches itself
     try:
         return args.func(args)
     except UserError as err:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from metacompare import files, provenance, results, tracking
 from metacompare.algorithms import build_algorithm
-from metacompare import budget, precision, scoring
+from metacompare import budget, distributed, precision, scoring
 from metacompare.scoring import evaluate
 from metacompare.config import RunConfig, dump, identity_of
 from metacompare.data import Task, build_tasks
@@ -181,9 +181,12 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     ``on_validation(evaluation_index, scores)`` follows each validation (a tuner's pruner may raise there)."""
     out = run_dir(cfg)
     summary_path, checkpoint_path = out / "summary.json", out / "checkpoint.pt"
-    if summary_path.exists() and not force:
-        return finished_run(out)
+    distributed.start(cfg.device)  # under torchrun: join the group (one process: nothing)
+    writer = distributed.is_writer()  # only rank 0 writes files
+    if distributed.from_writer(summary_path.exists() and not force):
+        return finished_run(out) if writer else results.read_summary(summary_path)
     pin_threads()
+    distributed.check(cfg)
 
     device = torch.device(cfg.device)
     dtype = precision.storage_dtype(cfg.precision)
@@ -191,12 +194,13 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     tasks = build_tasks(cfg)  # data errors surface here, before anything is written
     model = precision.prepare_model(build_model(cfg).to(device=device, dtype=dtype), cfg)
     algorithm = build_algorithm(model, cfg, num_classes=tasks.train.num_classes)
-    _start_clean(out, cfg, force)
+    if writer:
+        _start_clean(out, cfg, force)
 
     start_iteration, rows, elapsed, train_time, peak_mb = 0, [], 0.0, 0.0, 0.0
     status, diverged_at = "running", None
     extra: dict[str, Any] = {}  # the floor's scores and the best-validation state survive a resume
-    state = _load_checkpoint(checkpoint_path, cfg)
+    state = distributed.from_writer(_load_checkpoint(checkpoint_path, cfg) if writer else None)
     if state is not None:
         algorithm.load_state_dict(state["algorithm"])
         start_iteration, rows, elapsed = state["iteration"], state["metrics"], state["elapsed"]
@@ -204,10 +208,13 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         status, diverged_at = state["status"], state["diverged_at"]
         extra = state.get("extra", {})
         _restore_rng_states(state, tasks.train.rng)
-    tracker = tracking.open_tracker(cfg, out, start_iteration)  # TensorBoard / MLflow
-    results.atomic_write(out / "config.yaml", dump(cfg))
+    tracker = tracking.open_tracker(cfg, out, start_iteration) if writer else tracking.Tracker()
+    if writer:
+        results.atomic_write(out / "config.yaml", dump(cfg))
 
     def checkpoint(iteration: int) -> None:
+        if not writer:
+            return
         _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,
                          cfg, tasks.train.rng, status, diverged_at, extra, train_time,
                          max(peak_mb, peak_memory_mb(device)))
@@ -223,7 +230,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     timed = cfg.budget.seconds is not None or cfg.budget.cpu_seconds is not None  # no iteration count to show
     bar = tqdm(total=None if timed else meter.planned, initial=start_iteration,
                desc=f"{cfg.algorithm}", unit="it",
-               disable=not progress, dynamic_ncols=True, file=sys.stderr,
+               disable=not progress or not writer, dynamic_ncols=True, file=sys.stderr,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
     try:
         with deferred_stop() as stop:
@@ -235,7 +242,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                 algorithm.set_outer_lr(meter.fraction(iteration))
                 metrics = algorithm.meta_train_step(batch)
                 train_time += time.perf_counter() - tick
-                meter.trained(time.perf_counter() - started, time.process_time() - started_cpu)
+                meter.trained(*distributed.iteration_times(time.perf_counter() - started,
+                                                           time.process_time() - started_cpu))
                 iteration += 1
                 if not all(math.isfinite(v) for v in metrics.values()) or not _finite(model):
                     status, diverged_at = "diverged", iteration
@@ -253,15 +261,17 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                  **meter.row(),
                                  "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
                                  **{f"val_{k}": v for k, v in val.items()}})
-                    results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
+                    if writer:
+                        results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
                     _keep_if_best(extra, algorithm, cfg, iteration, val)
                     tracker.validation(iteration, rows[-1], peak_memory_mb(device))
                     if on_validation is not None:
                         on_validation(len(rows), val)
-                if iteration % cfg.checkpoint_interval == 0 or stop.signal is not None:
+                stopping = distributed.any_rank(stop.signal is not None)  # every rank stops at one iteration
+                if iteration % cfg.checkpoint_interval == 0 or stopping:
                     checkpoint(iteration)
-                if stop.signal is not None:
-                    raise KeyboardInterrupt(f"signal {stop.signal}")
+                if stopping:
+                    raise KeyboardInterrupt(f"signal {stop.signal or 'on another process'}")
             if status == "running" and iteration > start_iteration and iteration % cfg.checkpoint_interval:
                 checkpoint(iteration)  # training is done: a kill during testing need not redo it
         with stop_signals_raise():  # the checkpoint above is whole, so the test may stop at any point
@@ -283,6 +293,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     if status == "running" and not math.isfinite(test["test_loss_mean"]):
         # Training stayed finite but adapting at test time blew up: the run is not a usable result.
         status, diverged_at = "diverged", iteration
+    if not writer:  # rank 0 writes the run's files; the other ranks get its summary
+        return distributed.from_writer(None)
     summary = results.summary_row(
         cfg, status="finished" if status == "running" else status, iterations_done=iteration,
         diverged_at=diverged_at,
@@ -296,6 +308,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
         peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
+        processes=distributed.world_size(),
         **provenance.record(out), versions=results.library_versions())  # git_commit, dirty; environment.txt
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
     if status == "running":  # per-episode scores, for paired comparisons across algorithms
@@ -311,7 +324,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     results.record_run(out.parent, summary)
     checkpoint_path.unlink(missing_ok=True)
     tracker.finish(summary)
-    return summary
+    return distributed.from_writer(summary)
 
 
 def generalisation(seen: dict[str, float], test: dict[str, float], cfg: RunConfig) -> dict[str, float]:

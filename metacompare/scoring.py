@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from metacompare import results
+from metacompare import distributed, results
 from metacompare.config import RunConfig
 from metacompare.data import Task
 
@@ -35,17 +35,16 @@ def evaluate(algorithm, episodes: list[Task], steps: int, device: torch.device, 
              procedure=None, per_episode: list | None = None) -> dict[str, float]:
     """Mean and 95% CI of query loss/accuracy over fixed episodes; per-episode values are appended
     to ``per_episode`` as ``(loss, accuracy)`` when a list is given."""
-    losses, accuracies = [], []
-    for index, task in enumerate(episodes):
+    scores = []
+    for index in range(*distributed.bounds(len(episodes))):  # a distributed run's ranks share the episodes
         # Mini-batch order at test time is seeded per episode: every algorithm, checkpoint and floor
         # sees the same shuffles.
         generator = torch.Generator().manual_seed(index)
-        loss, acc = algorithm.evaluate(task.to(device, dtype), steps, procedure, generator)
-        losses.append(loss)
-        if acc is not None:
-            accuracies.append(acc)
-        if per_episode is not None:
-            per_episode.append((loss, acc))
+        scores.append(algorithm.evaluate(episodes[index].to(device, dtype), steps, procedure, generator))
+    scores = distributed.gather(scores)  # back in episode order on every rank
+    losses, accuracies = [loss for loss, _ in scores], [acc for _, acc in scores if acc is not None]
+    if per_episode is not None:
+        per_episode.extend(scores)
     loss_mean, loss_ci = results.mean_ci95(losses)
     acc_mean, acc_ci = results.mean_ci95(accuracies) if accuracies else (math.nan, math.nan)
     return {"loss_mean": loss_mean, "loss_ci95": loss_ci, "accuracy_mean": acc_mean, "accuracy_ci95": acc_ci}

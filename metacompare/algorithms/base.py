@@ -9,6 +9,7 @@ Adaptation, in training and at test time, goes through the one inner loop of :mo
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metacompare import inner, precision
+from metacompare import distributed, inner, precision
 from metacompare.backends import BACKENDS, get_adapt
 from metacompare.config import EvalProcedure, RunConfig
 from metacompare.data import Task
@@ -153,6 +154,17 @@ class MetaAlgorithm(ABC):
             metrics["accuracy"] = batch.accuracy
         return metrics
 
+    def replay_draws(self, task: Task) -> None:
+        """Draw from torch's global RNG what :meth:`task_gradient` draws for ``task`` (its training inner
+        loop's mini-batch shuffles), without the work: a process that leaves the task to another stays on
+        the one-process random stream (:func:`split_engine`)."""
+        examples = {"adapt_then_query": task.support_y, "adapt_all": task.all_y}.get(self.work_rule)
+        if examples is None or self.cfg.backend != "metacompare":
+            return
+        loop = self.training_loop()
+        for _ in inner.mini_batches(len(examples), loop.batch_size, loop.steps):
+            pass
+
     def task_work(self) -> int:
         """Work of one training task in example-passes (forward 1, backward 2, a second-order pass
         through the inner steps at what it costs; Kaplan et al. 2020, see :mod:`metacompare.budget`)."""
@@ -210,19 +222,25 @@ class MetaAlgorithm(ABC):
             self.inner_state = inner.AdamState.from_dict(state["inner_state"])
 
 
-def looped_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
-    """The looped engine: the mean of :meth:`MetaAlgorithm.task_gradient`, one task at a time."""
+def _summed(algorithm: MetaAlgorithm, tasks: list[Task]) -> tuple[list[torch.Tensor], float, float | None]:
+    """The sums over ``tasks`` of the task gradients, losses and accuracies (None for regression)."""
     total = [torch.zeros_like(p) for p in algorithm.meta_parameters()]
-    losses, accuracies = [], []
+    loss, accuracy_sum = 0.0, None
     for task in tasks:
         step = algorithm.task_gradient(task)
         for acc, g in zip(total, step.grads):
             acc.add_(g)
-        losses.append(step.loss)
+        loss += step.loss
         if step.accuracy is not None:
-            accuracies.append(step.accuracy)
-    return BatchGradient([g / len(tasks) for g in total], sum(losses) / len(losses),
-                         sum(accuracies) / len(accuracies) if accuracies else None)
+            accuracy_sum = (accuracy_sum or 0.0) + step.accuracy
+    return total, loss, accuracy_sum
+
+
+def looped_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
+    """The looped engine: the mean of :meth:`MetaAlgorithm.task_gradient`, one task at a time."""
+    total, loss, accuracy_sum = _summed(algorithm, tasks)
+    n = len(tasks)
+    return BatchGradient([g / n for g in total], loss / n, None if accuracy_sum is None else accuracy_sum / n)
 
 
 def batched_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
@@ -230,10 +248,39 @@ def batched_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradie
     return algorithm.batched_gradient(tasks) or looped_gradient(algorithm, tasks)
 
 
+def split_gradient(algorithm: MetaAlgorithm, tasks: list[Task], batched: bool = False) -> BatchGradient:
+    """Data parallel (:mod:`metacompare.distributed`): this process's slice of the meta-batch, its sums
+    all-reduced and divided by the meta-batch size, so every process gets the one-process mean.
+
+    Looped, the tasks of other processes have their global-RNG draws replayed, so the random stream
+    (inner mini-batch shuffles) is the one-process stream. Batched, a slice draws one shuffle sequence
+    for its whole stack, as the whole meta-batch does in one process.
+    """
+    begin, end = distributed.bounds(len(tasks))
+    mine = tasks[begin:end]
+    part = algorithm.batched_gradient(mine) if batched else None
+    if part is not None:
+        sums = [g * len(mine) for g in part.grads]
+        loss, accuracy_sum = part.loss * len(mine), None if part.accuracy is None else part.accuracy * len(mine)
+    else:
+        for task in tasks[:begin]:
+            algorithm.replay_draws(task)
+        sums, loss, accuracy_sum = _summed(algorithm, mine)
+        for task in tasks[end:]:
+            algorithm.replay_draws(task)
+    stats = torch.tensor([loss, accuracy_sum or 0.0], dtype=torch.float64, device=sums[0].device)
+    *sums, stats = distributed.all_sum([*sums, stats])
+    n = len(tasks)
+    return BatchGradient([g / n for g in sums], stats[0].item() / n,
+                         None if accuracy_sum is None else stats[1].item() / n)
+
+
 ENGINES: dict[str, Callable[[MetaAlgorithm, list[Task]], BatchGradient]] = {
     "looped": looped_gradient, "batched": batched_gradient}
 
 
 def engine_for(cfg: RunConfig) -> Callable[[MetaAlgorithm, list[Task]], BatchGradient]:
-    """The engine a config asks for (``batch_tasks``)."""
+    """The engine a config asks for (``batch_tasks``), split over the processes of a distributed run."""
+    if distributed.world_size() > 1:
+        return functools.partial(split_gradient, batched=cfg.batch_tasks)
     return ENGINES["batched" if cfg.batch_tasks else "looped"]

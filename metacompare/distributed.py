@@ -1,0 +1,164 @@
+"""Data-parallel meta-batches on ``torch.distributed``: one run across processes, cores, GPUs and machines.
+
+A meta-batch is 16-32 independent tasks, so the cheapest parallelism is to give each process a slice of
+them (Goyal et al. 2017 do the same with examples; PyTorch's ``DistributedDataParallel``). Every process
+samples the *whole* meta-batch from the same seeded sampler and keeps its contiguous slice
+(:func:`bounds`), so the union of the slices is exactly the one-process meta-batch whatever the number
+of processes; the slices' gradient sums are all-reduced and divided by the meta-batch size, which is
+the one-process mean, and every replica takes the same outer step. Evaluation episodes are split the
+same way and the scores gathered back in episode order.
+
+The processes are started by ``torchrun`` (``torch.distributed.run``), which describes the group in
+environment variables (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...); :func:`start` joins it with gloo
+on the CPU and NCCL on CUDA. Without those variables everything here is a no-op for one process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank; read from ``RANK`` before the group is joined (torchrun sets it)."""
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
+def is_writer() -> bool:
+    """Only rank 0 writes checkpoints, results, reports and progress bars."""
+    return rank() == 0
+
+
+def start(device: str = "cpu") -> None:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1); nothing for one process.
+
+    gloo on the CPU, NCCL on CUDA with this process on GPU ``LOCAL_RANK`` (so ``device: cuda`` is the
+    process's own GPU). Left at exit by :func:`stop`.
+    """
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    atexit.register(stop)
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def bounds(count: int, at: int | None = None, of: int | None = None) -> tuple[int, int]:
+    """``[start, stop)`` of rank ``at``'s contiguous slice of ``count`` items among ``of`` ranks: the
+    first ``count % of`` ranks take one item more (``numpy.array_split``'s rule)."""
+    at, of = rank() if at is None else at, world_size() if of is None else of
+    size, extra = divmod(count, of)
+    begin = at * size + min(at, extra)
+    return begin, begin + size + (1 if at < extra else 0)
+
+
+def share(items: Sequence) -> Sequence:
+    """This rank's slice of ``items``."""
+    begin, end = bounds(len(items))
+    return items[begin:end]
+
+
+def all_sum(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor summed over the ranks, in one all-reduce of a float64 buffer (the sum of float32
+    gradients is then rounded once, not once per rank)."""
+    if world_size() == 1:
+        return tensors
+    flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+    dist.all_reduce(flat)
+    out, at = [], 0
+    for t in tensors:
+        out.append(flat[at:at + t.numel()].reshape(t.shape).to(t.dtype))
+        at += t.numel()
+    return out
+
+
+def gather(items: list) -> list:
+    """Every rank's ``items`` (picklable), concatenated in rank order: with :func:`share`'s contiguous
+    slices, the original order."""
+    if world_size() == 1:
+        return items
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
+def from_writer(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a decision, a checkpoint read by rank 0 alone)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is true on one (a stop signal reaching some ranks first)."""
+    if world_size() == 1:
+        return flag
+    return any(gather([bool(flag)]))
+
+
+def iteration_times(seconds: float, cpu_seconds: float) -> tuple[float, float]:
+    """One iteration's wall time (the slowest rank's) and CPU time (all ranks' together), identical on
+    every rank, so budgets and the outer learning-rate schedule step the replicas alike."""
+    times = gather([(seconds, cpu_seconds)])
+    return max(s for s, _ in times), sum(c for _, c in times)
+
+
+def check(cfg) -> None:
+    """Refuse what cannot be split across ranks without changing the maths (ConfigError)."""
+    from metacompare.config import ConfigError
+
+    procs = world_size()
+    if procs == 1:
+        return
+    if cfg.inner_state == "carry":
+        raise ConfigError(f"inner_state: carry makes each task start from the inner optimiser state the "
+                          f"previous task left, a chain that cannot be split over {procs} processes; set "
+                          f"inner_state: reset or run one process")
+    if cfg.meta_batch_size < procs:
+        raise ConfigError(f"meta_batch_size: {cfg.meta_batch_size} tasks cannot be shared by {procs} processes; "
+                          f"use at most {cfg.meta_batch_size} processes")
+    if cfg.batch_tasks and cfg.task_chunk and cfg.inner_batch_size:
+        raise ConfigError("task_chunk with inner mini-batches draws one shuffle per chunk, which depends on how "
+                          "the meta-batch is split; set task_chunk: 0 or inner_batch_size: 0 to run on "
+                          f"{procs} processes")
+
+
+def launch(argv: list[str], procs: int) -> int:
+    """Run ``metacompare <argv>`` as ``procs`` local processes under torchrun, rendezvous on 127.0.0.1
+    (a free port); return its exit status. One torch thread per process (``OMP_NUM_THREADS=1``)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(procs),
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", uuid.uuid4().hex,
+               "--module", "metacompare", *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(command, env=env).returncode
+
+
+def without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` less ``option VALUE`` / ``option=VALUE`` (the launcher's own option)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
