@@ -50,6 +50,10 @@ def start(device: str = "cpu") -> None:
         return
     if device.startswith("cuda"):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun starts workers in their own sessions:
+        from metacompare.pool import _follow_parent  # one killed launcher must not leave them running
+
+        _follow_parent(os.getppid())  # its death sends SIGTERM, which ends in a checkpoint
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     atexit.register(stop)
 
