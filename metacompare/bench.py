@@ -41,6 +41,7 @@ class Impl:
     algorithm: str
     library: str
     fast: tuple[tuple[str, object], ...] = ()
+    procs: int = 1  # > 1: metacompare's data-parallel engine over that many processes, one thread each
 
     @property
     def fast_path(self) -> str:
@@ -69,6 +70,25 @@ IMPLEMENTATIONS: dict[str, Impl] = {i.name: i for i in [
         ("", {}), ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
         ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"})]],
 ]}
+MACHINE_PROCS = os.cpu_count() or 1  # the whole-machine race: one process per core
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before anything here changes it
+
+
+def _whole_machine(algorithm: str, label: str, **fast) -> Impl:
+    tag = f"{MACHINE_PROCS} procs" + (f"+{label}" if label else "")
+    return Impl(f"metacompare {algorithm} [{tag}]", algorithm, "metacompare", tuple(sorted(fast.items())),
+                MACHINE_PROCS)
+
+
+MACHINE = [_whole_machine(algorithm, label, **fast) for algorithm in ("reptile", "fomaml", "maml")
+           for label, fast in [("", {}), ("bf16", {"precision": "bfloat16"})]]
+ONE_THREAD = tuple(IMPLEMENTATIONS)
+IMPLEMENTATIONS.update({i.name: i for i in MACHINE})
+# The whole-machine race: the peers as their users run them (one process, torch's default threads)
+# against metacompare's data-parallel engine (one process per core).
+MACHINE_IMPLEMENTATIONS = ("seed reptile loop", "learn2learn fomaml", "higher fomaml", "learn2learn maml",
+                           "higher maml", *[i.name for i in MACHINE])
+QUICK_MACHINE = ("learn2learn fomaml", f"metacompare fomaml [{MACHINE_PROCS} procs]")
 QUICK_IMPLEMENTATIONS = ("seed reptile loop", "metacompare reptile", "metacompare reptile [batched+bf16]",
                          "learn2learn fomaml", "higher fomaml", "metacompare fomaml [batched]",
                          "learn2learn maml", "higher maml", "metacompare maml", "metacompare maml [bf16]")
@@ -76,7 +96,7 @@ COLUMNS = ["model", "inner_steps", "ways", "shots", "query", "meta_batch", "impl
            "library", "fast_path", "seconds_median", "seconds_min", "seconds_max", "repeats", "tasks_per_s",
            "speedup_vs_learn2learn", "speedup_vs_seed", "peak_memory_mb", "gflop", "useful_gflop", "gflop_per_s",
            "matmul_peak_gflop_per_s", "peak_fraction", "grad_reference", "grad_max_abs_diff",
-           "grad_max_rel_diff", "threads"]
+           "grad_max_rel_diff", "threads", "processes"]
 
 
 WARM_UPS = 2
@@ -245,19 +265,52 @@ def worker_main(argv: list[str]) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed iterations after the warm-ups")
     parser.add_argument("--grad-dir", default=None, help="folder to save each first meta-gradient in")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--procs", type=int, default=1, help="processes of one data-parallel contender")
     args = parser.parse_args(argv)
+    if args.procs > 1 and "RANK" not in os.environ:
+        return _spawn_ranks(args.procs, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     s = Setting(**json.loads(args.setting))
     if "memory" in args.phase:
         for name in args.impl:
-            grad = os.path.join(args.grad_dir, f"{_slug(name)}.pt") if args.grad_dir else None
+            grad = os.path.join(args.grad_dir, f"{_slug(name)}.pt") if args.grad_dir and _is_rank0() else None
             out = measure_memory(IMPLEMENTATIONS[name], s, grad)
             print("RESULT " + json.dumps({"implementation": name, **out}), flush=True)
             _tick()
     if "time" in args.phase:
         for name, times in measure_times([IMPLEMENTATIONS[n] for n in args.impl], s, args.repeats, _tick).items():
             print("RESULT " + json.dumps({"implementation": name, "times": times}), flush=True)
+    return 0
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _rank_main(rank: int, procs: int, port: int, argv: list[str]) -> None:
+    """One process of a data-parallel contender: join the gloo group, then be a worker; rank 0 reports
+    (its times include the all-reduce, so they are the iteration's)."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    from metacompare import distributed
+
+    distributed.start("cpu")
+    if rank:
+        sys.stdout = open(os.devnull, "w")
+    worker_main(argv)
+    distributed.stop()
+
+
+def _spawn_ranks(procs: int, argv: list[str]) -> int:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:  # a free port on 127.0.0.1 for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.start_processes(_rank_main, args=(procs, port, argv), nprocs=procs, start_method="spawn")
     return 0
 
 
@@ -292,11 +345,17 @@ def run_workers(names: list[str], s: Setting, repeats: int, grad_dir: str, threa
     advances by one per measured step that the workers report.
     """
     base = [sys.executable, "-m", "metacompare.bench", "--worker", "--setting", json.dumps(asdict(s)),
-            "--repeats", str(repeats), "--grad-dir", grad_dir, "--threads", str(threads)]
-    calls = [(base + ["--impl", n, "--phase", "memory"], [n]) for n in names] if isolate else []
-    every = [arg for n in names for arg in ("--impl", n)]
-    calls.append((base + every + (["--phase", "time"] if isolate else ["--phase", "memory", "--phase", "time"]),
-                  names))
+            "--repeats", str(repeats), "--grad-dir", grad_dir]
+    alone = [n for n in names if IMPLEMENTATIONS[n].procs == 1]
+    one = base + ["--threads", str(threads)]
+    calls = [(one + ["--impl", n, "--phase", "memory"], [n]) for n in alone] if isolate else []
+    every = [arg for n in alone for arg in ("--impl", n)]
+    if alone:
+        calls.append((one + every + (["--phase", "time"] if isolate else ["--phase", "memory", "--phase", "time"]),
+                      alone))
+    # A data-parallel contender is timed in its own group of processes, one thread each.
+    calls += [(base + ["--threads", "1", "--procs", str(IMPLEMENTATIONS[n].procs), "--impl", n,
+                       "--phase", "memory", "--phase", "time"], [n]) for n in names if n not in alone]
     found: dict[str, dict] = {}
     for cmd, group in calls:
         with tempfile.TemporaryFile("w+") as errors:
@@ -351,7 +410,9 @@ def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], th
                          "repeats": len(r["times"]), "tasks_per_s": s.meta_batch / median,
                          "peak_memory_mb": r["peak_memory_mb"], "gflop": r["flops"] / 1e9,
                          "matmul_peak_gflop_per_s": peak, "grad_reference": ref,
-                         "grad_max_abs_diff": absolute, "grad_max_rel_diff": relative, "threads": threads})
+                         "grad_max_abs_diff": absolute, "grad_max_rel_diff": relative,
+                         "threads": 1 if impl.procs > 1 else threads,
+                         "processes": impl.procs})
     by_name = {r["implementation"]: r for r in rows}
     for r in rows:
         # Achieved GFLOP/s counts the reference's FLOPs (the work every contender must do), so a path
@@ -424,52 +485,82 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
           meta_batch: int = 32, repeats: int = 5, implementations: list[str] | None = None,
           out_dir: str = "results/bench", threads: int = 1, quick: bool = False,
           sampling_config: str = "configs/omniglot_minimal.yaml", data_root: str | None = None,
-          progress: bool = True) -> list[dict]:
-    """Run the race over every (model, steps) pair and write ``bench.csv``, ``bench.png``, ``sampling.csv``.
+          progress: bool = True, machine: bool = False) -> list[dict]:
+    """Run the race over every (model, steps) pair and write ``bench.csv``, ``bench.png``, ``sampling.csv``;
+    with ``machine``, the whole-machine race too (``bench_machine.csv``, ``bench_machine.png``).
 
     ``progress`` shows a bar (stderr) over every measured step of every race."""
     from metacompare import results
 
-    names = implementations or list(QUICK_IMPLEMENTATIONS if quick else IMPLEMENTATIONS)
-    unknown = [n for n in names if n not in IMPLEMENTATIONS]
+    unknown = [n for n in implementations or () if n not in IMPLEMENTATIONS]
     if unknown:
         raise UserError(f"--implementations: unknown {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
     if repeats < 1:
         raise UserError(f"--repeats: must be at least 1, got {repeats}")
+    names = [n for n in implementations or (QUICK_IMPLEMENTATIONS if quick else ONE_THREAD)
+             if IMPLEMENTATIONS[n].procs == 1]
+    whole = [n for n in implementations or (QUICK_MACHINE if quick else MACHINE_IMPLEMENTATIONS)
+             if n in MACHINE_IMPLEMENTATIONS or n in QUICK_MACHINE] if machine else []
     size = 512 if quick else 2048
     if threads:
         torch.set_num_threads(threads)
     peaks = {"float32": matmul_peak(torch.float32, size), "bfloat16": matmul_peak(torch.bfloat16, size)}
     print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s "
           f"({torch.get_num_threads()} threads)")
-    rows = []
     settings = [Setting(model=model, inner_steps=k, ways=ways, shots=shots, query=query, meta_batch=meta_batch,
                         filters=8 if quick else 64, image_size=14 if quick else 28) for model in models for k in steps]
-    with tqdm(total=len(settings) * race_steps(names, repeats), desc="bench", unit="step", disable=not progress,
+    rows, machine_rows = [], []
+    total = len(settings) * (race_steps(names, repeats) + race_steps(whole, repeats))
+    with tqdm(total=total, desc="bench", unit="step", disable=not progress,
               file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0) as bar:
         for s in settings:
             bar.set_postfix_str(f"{s.model}, {s.inner_steps} inner step{'s' * (s.inner_steps > 1)}")
-            rows += race(s, names, repeats, peaks, threads, isolate=not quick, bar=bar)
+            rows += race(s, names, repeats, peaks, threads, isolate=not quick, bar=bar) if names else []
+            if whole:
+                bar.set_postfix_str(f"{s.model}, {s.inner_steps} inner step{'s' * (s.inner_steps > 1)}, whole machine")
+                machine_rows += race(s, whole, repeats, machine_peaks(size), 0, isolate=not quick, bar=bar)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results.write_csv(out / "bench.csv", rows, COLUMNS)
-    plot(rows, out / "bench.png")
-    print(format_table(rows))
+    for stem, table, title in [("bench", rows, f"{threads or DEFAULT_THREADS} thread(s) per process"),
+                               ("bench_machine", machine_rows, f"whole machine: {MACHINE_PROCS} cores, peers at "
+                                                               f"{DEFAULT_THREADS} threads, metacompare at "
+                                                               f"{MACHINE_PROCS} processes x 1 thread")]:
+        if table:
+            results.write_csv(out / f"{stem}.csv", table, COLUMNS)
+            plot(table, out / f"{stem}.png")
+            print(f"\n{title}\n{format_table(table)}")
+    _sampling(rows + machine_rows, out, sampling_config, data_root, ways, shots, query, quick)
+    print(f"wrote {', '.join(str(out / f'{stem}.csv') for stem, t in [('bench', rows), ('bench_machine', machine_rows)] if t)}")
+    return rows + machine_rows
+
+
+def machine_peaks(size: int) -> dict[str, float]:
+    """The matmul peaks at torch's default thread count (the whole machine's, for one process)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(DEFAULT_THREADS)
+    try:
+        return {"float32": matmul_peak(torch.float32, size), "bfloat16": matmul_peak(torch.bfloat16, size)}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _sampling(rows: list[dict], out: Path, config: str, data_root: str | None, ways: int, shots: int, query: int,
+              quick: bool) -> None:
+    """Task sampling rate against the fastest training path's consumption (``sampling.csv``)."""
+    from metacompare import results
+
     try:
         if quick:
             raise UserError("skipped by --quick")
-        root = data_root or _default_data_root(sampling_config)
-        rate = sampling_rate(sampling_config, root, ways, shots, query, 200)
+        rate = sampling_rate(config, data_root or _default_data_root(config), ways, shots, query, 200)
     except UserError as err:
         print(f"task sampling: not measured ({err})")
-    else:
-        consumed = max((r["tasks_per_s"] for r in rows), default=math.nan)
-        rate["fastest_training_tasks_per_s"] = consumed
-        results.write_csv(out / "sampling.csv", [rate], list(rate))
-        print(f"task sampling ({sampling_config}): {rate['tasks_per_s']:.0f} tasks/s sampled vs "
-              f"{consumed:.0f} tasks/s consumed by the fastest training path")
-    print(f"wrote {out / 'bench.csv'} and {out / 'bench.png'}")
-    return rows
+        return
+    consumed = max((r["tasks_per_s"] for r in rows), default=math.nan)
+    rate["fastest_training_tasks_per_s"] = consumed
+    results.write_csv(out / "sampling.csv", [rate], list(rate))
+    print(f"task sampling ({config}): {rate['tasks_per_s']:.0f} tasks/s sampled vs "
+          f"{consumed:.0f} tasks/s consumed by the fastest training path")
 
 
 def _default_data_root(config: str) -> str:

@@ -128,6 +128,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     state = provenance.guard([Path(args.out)], allow_dirty=args.allow_dirty)  # results/bench is committed too
     bench(args.models, args.steps, ways=args.ways, shots=args.shots, query=args.query, meta_batch=args.meta_batch,
           repeats=args.repeats, implementations=args.implementations, out_dir=args.out, threads=args.threads,
+          machine=not args.no_machine,
           quick=args.quick, data_root=args.data_root, progress=not args.no_progress)
     results.save_json(Path(args.out) / "provenance.json", provenance.record(Path(args.out), state))
     return 0
@@ -358,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "configs/omniglot_minimal.yaml)")
     bench.add_argument("--out", default="results/bench", help="folder for bench.csv, bench.png, sampling.csv")
     bench.add_argument("--quick", action="store_true", help="tiny settings and one worker process, for tests")
+    bench.add_argument("--no-machine", action="store_true",
+                       help="skip the whole-machine race (the peers at torch's default threads against metacompare "
+                            "on one process per core; bench_machine.csv)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--allow-dirty", action="store_true",
                        help="write into the repository's results/ even though the code has uncommitted changes "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from metacompare import results
-from metacompare.bench import COLUMNS, QUICK_IMPLEMENTATIONS, format_table
+from metacompare.bench import COLUMNS, MACHINE_PROCS, QUICK_IMPLEMENTATIONS, QUICK_MACHINE, format_table
 from metacompare.cli import main
 
 
@@ -31,3 +31,9 @@ def test_quick_bench_writes_a_finite_csv_and_a_chart(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "learn2learn maml" in out and "matmul peak" in out
     assert format_table([]).count("\n") == 1
+    # the whole-machine race: learn2learn at torch's default threads, metacompare on one process per core
+    machine = {r["implementation"]: r for r in results.read_csv(tmp_path / "bench_machine.csv")}
+    assert list(machine) == list(QUICK_MACHINE) and "whole machine" in out
+    ours = machine[QUICK_MACHINE[1]]
+    assert int(ours["processes"]) == MACHINE_PROCS and float(ours["grad_max_rel_diff"]) < 1e-4
+    assert math.isfinite(float(ours["speedup_vs_learn2learn"]))
