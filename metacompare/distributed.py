@@ -16,7 +16,10 @@ on the CPU and NCCL on CUDA. Without those variables everything here is a no-op 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -152,7 +155,22 @@ def launch(argv: list[str], procs: int) -> int:
                "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", uuid.uuid4().hex,
                "--module", "metacompare", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run(command, env=env).returncode
+    with subprocess.Popen(command, env=env, preexec_fn=_die_with_parent) as launcher:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: launcher.send_signal(signum))
+        try:
+            while True:
+                try:
+                    return launcher.wait()
+                except KeyboardInterrupt:  # Ctrl-C reached torchrun too: it stops the workers, which checkpoint
+                    continue
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _die_with_parent() -> None:
+    """In torchrun's process, before exec: SIGTERM it if this launcher dies (Linux ``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def without_option(argv: list[str], option: str) -> list[str]:
