@@ -499,8 +499,11 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
         raise UserError(f"--repeats: must be at least 1, got {repeats}")
     names = [n for n in implementations or (QUICK_IMPLEMENTATIONS if quick else ONE_THREAD)
              if IMPLEMENTATIONS[n].procs == 1]
+    # The whole-machine race: its default contenders, or those named, when a data-parallel one is among them.
     whole = [n for n in implementations or (QUICK_MACHINE if quick else MACHINE_IMPLEMENTATIONS)
-             if n in MACHINE_IMPLEMENTATIONS or n in QUICK_MACHINE] if machine else []
+             if n in MACHINE_IMPLEMENTATIONS or n in QUICK_MACHINE]
+    if not machine or not any(IMPLEMENTATIONS[n].procs > 1 for n in whole):
+        whole = []
     size = 512 if quick else 2048
     if threads:
         torch.set_num_threads(threads)
