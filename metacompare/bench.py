@@ -479,9 +479,5 @@ def _default_data_root(config: str) -> str:
     return load_experiment(config)[0].data_root
 
 
-if __name__ == "__main__":
-    if "--worker" in sys.argv[1:]:
-        sys.exit(worker_main(sys.argv[1:]))
-    from metacompare.cli import main
-
-    sys.exit(main(["bench", *sys.argv[1:]]))
+if __name__ == "__main__":  # the worker process of `python -m metacompare bench`, which is the command
+    sys.exit(worker_main(sys.argv[1:]))
