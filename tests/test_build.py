@@ -39,9 +39,9 @@ def conv(**changes) -> RunConfig:
 
 def test_the_memory_layout_is_applied_to_the_network_an_algorithm_gets():
     algorithm = build_for(build_network(conv(memory_format="channels_last")), conv(memory_format="channels_last"))
-    assert algorithm.model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert algorithm.model[1][0].weight.is_contiguous(memory_format=torch.channels_last)  # 4 input channels
     plain = build_for(build_network(conv()), conv())
-    assert not plain.model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.model[1][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_evaluate_rebuilds_the_network_a_run_trained(tmp_path):
