@@ -184,15 +184,14 @@ def step_function(impl: Impl, s: Setting, model: torch.nn.Module, tasks: list) -
                         loss.backward()
             outer.step()
         return higher_step
-    from metacompare.algorithms import build_algorithm
+    from metacompare.build import build_for
     from metacompare.config import RunConfig
 
     cfg = RunConfig(algorithm=impl.algorithm, dataset="omniglot", model=s.model, ways=s.ways, shots=s.shots,
                     query=s.query, inner_lr=lr, inner_steps=steps, inner_optimizer="sgd", outer_optimizer="sgd",
                     outer_lr=1e-4, meta_batch_size=n, filters=s.filters, **dict(impl.fast))
-    precision.prepare_model(model, cfg)
+    algorithm = build_for(model, cfg)  # the run's memory layout, as `metacompare run` builds it
     prepared = [precision.prepare_task(t, cfg) for t in tasks]
-    algorithm = build_algorithm(model, cfg)
     return lambda: algorithm.meta_train_step(prepared)
 
 
@@ -573,9 +572,5 @@ def _default_data_root(config: str) -> str:
     return load_experiment(config)[0].data_root
 
 
-if __name__ == "__main__":
-    if "--worker" in sys.argv[1:]:
-        sys.exit(worker_main(sys.argv[1:]))
-    from metacompare.cli import main
-
-    sys.exit(main(["bench", *sys.argv[1:]]))
+if __name__ == "__main__":  # the worker process of `python -m metacompare bench`, which is the command
+    sys.exit(worker_main(sys.argv[1:]))

@@ -296,14 +296,8 @@ def _add_tune_and_compare(sub) -> None:
     compare.set_defaults(func=_cmd_compare)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="metacompare", formatter_class=HelpFormatter,
-                     description="Compare Reptile, FOMAML and MAML on your data and budget.",
-                     epilog="`metacompare COMMAND --help` explains a command; "
-                            "`metacompare list` shows what can be chosen.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def _add_run_and_sweep(sub) -> None:
+    """The ``run`` and ``sweep`` subcommands (metacompare.runner, metacompare.sweep)."""
     run = _subcommand(sub, "run", "train and evaluate the run(s) of a config file, then write the report", _cmd_run)
     run.add_argument("config", help="YAML config, e.g. configs/sine.yaml")
     _common_run_options(run, "")
@@ -322,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     _common_run_options(sweep, "in every run")
 
+
+def _add_evaluate_and_report(sub) -> None:
+    """The ``evaluate`` (metacompare.lake) and ``report`` (metacompare.report) subcommands."""
     evaluate = _subcommand(sub, "evaluate", "score a trained Omniglot model on Lake's 20 one-shot runs", _cmd_evaluate)
     evaluate.add_argument("checkpoint", help="a run folder results/<experiment>/<run_id>, or its model.pt")
     evaluate.add_argument("--lake-runs", required=True, metavar="DIR",
@@ -340,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an experiment folder (results/<experiment>) or a folder of them (results)")
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_bench(sub) -> None:
+    """The ``bench`` subcommand (metacompare.bench)."""
     bench = _subcommand(sub, "bench", "time one meta-iteration of every implementation on the same tasks "
                                       "(writes bench.csv, bench.png)", _cmd_bench)
     bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"], choices=["conv4", "conv4_strided"],
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write into the repository's results/ even though the code has uncommitted changes "
                             "(provenance.json then says dirty: true) (default: refuse)")
 
+
+def _add_download_and_list(sub) -> None:
+    """The ``download`` (metacompare.download) and ``list`` subcommands."""
     download = _subcommand(sub, "download", "fetch a dataset's files: Omniglot's official zips (MD5-checked), "
                            "learn2learn's mini-ImageNet caches (from its mirrors)", _cmd_download)
     download.add_argument("dataset", choices=["omniglot", "miniimagenet"], help="dataset to fetch")
@@ -377,9 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--url", default=None, help="base URL to fetch from (default: Omniglot's official "
                                                       "repository; mini-ImageNet: Zenodo, then Dropbox)")
     download.add_argument("--timeout", type=bounded(float, 0.001, 86_400), default=60.0, help="seconds before a stalled download fails")
-
     _subcommand(sub, "list", "list the registered algorithms, backends, datasets, models, engines and trackers",
                 _cmd_list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="metacompare", formatter_class=HelpFormatter,
+                     description="Compare Reptile, FOMAML and MAML on your data and budget.",
+                     epilog="`metacompare COMMAND --help` explains a command; "
+                            "`metacompare list` shows what can be chosen.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_run_and_sweep(sub)
+    _add_evaluate_and_report(sub)
+    _add_bench(sub)
+    _add_download_and_list(sub)
     _add_tune_and_compare(sub)
     return parser
 

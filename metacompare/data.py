@@ -25,8 +25,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from metacompare._l2l import l2l
-from metacompare.config import RunConfig
-from metacompare.errors import UserError
+from metacompare.digits import digit_splits
+from metacompare.errors import DataError, UserError
+from metacompare.miniimagenet import miniimagenet_splits
+from metacompare.runconfig import RunConfig
 
 OMNIGLOT_SOURCES = ("images_background", "images_evaluation",
                     "images_background_small1", "images_background_small2")
@@ -38,10 +40,6 @@ def stream_seed(seed: int, stream: str) -> int:
     the test functions)."""
     digest = hashlib.sha256(f"{stream}:{seed}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-class DataError(UserError):
-    """Missing, corrupt or too-small data; the message says where we looked and what to do."""
 
 
 @dataclass
@@ -374,12 +372,8 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
                     "validation": SineWaves(1_000, points, seed=stream_seed(cfg.eval_seed, "validation functions")),
                     "test": SineWaves(1_000, points, seed=stream_seed(cfg.eval_seed, "test functions"))}
     elif cfg.dataset == "miniimagenet":
-        from metacompare.miniimagenet import miniimagenet_splits  # late: it imports this module
-
         datasets = miniimagenet_splits(cfg)
     elif cfg.dataset in ("mnist", "digits"):
-        from metacompare.digits import digit_splits  # late: it imports this module
-
         datasets = digit_splits(cfg)
     else:
         datasets = omniglot_splits(cfg)

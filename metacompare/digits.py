@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from metacompare.config import ConfigError, RunConfig
-from metacompare.data import DataError
+from metacompare.errors import ConfigError, DataError
+from metacompare.runconfig import RunConfig
 
 DIGIT_DATASETS = ("mnist", "digits")
 IMAGE_SIZE = 28  # MNIST's size; the seed's MetaModel takes 28*28 inputs

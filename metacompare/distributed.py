@@ -28,6 +28,8 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
+from metacompare.errors import ConfigError
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
@@ -130,8 +132,6 @@ def iteration_times(seconds: float, cpu_seconds: float) -> tuple[float, float]:
 
 def check(cfg) -> None:
     """Refuse what cannot be split across ranks without changing the maths (ConfigError)."""
-    from metacompare.config import ConfigError
-
     procs = world_size()
     if procs == 1:
         return

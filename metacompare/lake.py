@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metacompare import files, precision
-from metacompare.algorithms import build_algorithm
+from metacompare import files
 from metacompare.algorithms.base import predict_query
+from metacompare.build import build_for, build_network, placement
 from metacompare.config import RunConfig, expand
-from metacompare.data import DataError, Task
-from metacompare.errors import UserError
+from metacompare.data import Task
+from metacompare.errors import DataError, UserError
 from metacompare.models import build_model
 
 HUMAN_ERROR = 0.045  # Lake et al. (2015), one-shot classification, people
@@ -130,8 +130,7 @@ def load_trained(path: str | Path, overrides: Sequence[str] = ()):
     trained = expand(state["config"], source=str(weights))[0]
     cfg: RunConfig = expand(state["config"], overrides, source=str(weights))[0]
     _refuse_shape_change(trained, cfg, weights)
-    model = build_model(cfg).to(device=cfg.device, dtype=precision.storage_dtype(cfg.precision))
-    algorithm = build_algorithm(model, cfg, num_classes=state.get("num_classes"))
+    algorithm = build_for(build_network(cfg), cfg, num_classes=state.get("num_classes"))
     try:
         algorithm.load_state_dict(state["algorithm"])
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
@@ -157,10 +156,10 @@ def _refuse_shape_change(trained: RunConfig, cfg: RunConfig, weights: Path) -> N
 def evaluate_runs(algorithm, runs: dict[str, Task], steps: int) -> list[RunScore]:
     """Adapt on each run's training images, classify its test items; errors per run."""
     cfg = algorithm.cfg
-    dtype = precision.storage_dtype(cfg.precision)
+    device, dtype = placement(cfg)
     scores = []
     for name, task in runs.items():
-        task = task.to(cfg.device, dtype)
+        task = task.to(device, dtype)
         predict = algorithm.adapt(task, steps)
         with torch.no_grad():
             outputs = predict_query(predict, task.support_x, task.query_x, cfg.evaluation)

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 from metacompare._l2l import l2l
-from metacompare.config import RunConfig
-from metacompare.data import DataError
+from metacompare.errors import DataError
+from metacompare.runconfig import RunConfig
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SHAPE = (3, 84, 84)

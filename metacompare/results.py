@@ -214,14 +214,6 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(t_critical(array.size) * array.std(ddof=1) / math.sqrt(array.size))
 
 
-def git_commit() -> str:
-    """The project's commit (with ``+dirty`` when code outside results/ has changes), or 'unknown'
-    outside git; see :mod:`metacompare.provenance`."""
-    from metacompare.provenance import tree_state
-
-    return tree_state().label()
-
-
 def library_versions() -> dict[str, str]:
     import higher
     import torch

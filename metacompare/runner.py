@@ -26,24 +26,17 @@ import torch
 from tqdm import tqdm
 
 from metacompare import files, provenance, results, tracking
-from metacompare.algorithms import build_algorithm
 from metacompare import budget, distributed, precision, scoring
+from metacompare.build import build_run
 from metacompare.scoring import evaluate
 from metacompare.config import RunConfig, dump, identity_of
-from metacompare.data import Task, build_tasks
+from metacompare.data import Task
 from metacompare.errors import UserError
-from metacompare.models import build_model
 
 
 
 def run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.results_dir) / cfg.experiment / cfg.run_id()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -188,12 +181,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     pin_threads()
     distributed.check(cfg)
 
-    device = torch.device(cfg.device)
-    dtype = precision.storage_dtype(cfg.precision)
-    seed_everything(cfg.seed)
-    tasks = build_tasks(cfg)  # data errors surface here, before anything is written
-    model = precision.prepare_model(build_model(cfg).to(device=device, dtype=dtype), cfg)
-    algorithm = build_algorithm(model, cfg, num_classes=tasks.train.num_classes)
+    run = build_run(cfg)  # data errors surface here, before anything is written
+    device, dtype, tasks, model, algorithm = run.device, run.dtype, run.tasks, run.model, run.algorithm
     if writer:
         _start_clean(out, cfg, force)
 

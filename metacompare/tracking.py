@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse
 from metacompare.errors import UserError
 
 if TYPE_CHECKING:
-    from metacompare.config import RunConfig
+    from metacompare.runconfig import RunConfig
 
 TRACKERS = {  # the `tracker` config field: name -> what it logs
     "tensorboard": "event files in each run folder: `tensorboard --logdir results/` (the default)",

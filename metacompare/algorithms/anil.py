@@ -15,9 +15,9 @@ from torch import nn
 from torch.func import functional_call
 
 from metacompare import inner
-from metacompare.algorithms import register
+from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
-from metacompare.config import ConfigError
+from metacompare.errors import ConfigError
 from metacompare.data import Task
 
 

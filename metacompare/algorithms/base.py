@@ -21,7 +21,7 @@ from torch.func import functional_call
 
 from metacompare import distributed, inner, precision
 from metacompare.backends import BACKENDS, get_adapt
-from metacompare.config import EvalProcedure, RunConfig
+from metacompare.runconfig import EvalProcedure, RunConfig
 from metacompare.data import Task
 
 

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from metacompare import grouped, inner
-from metacompare.algorithms import register
+from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 

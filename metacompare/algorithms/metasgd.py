@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from metacompare import inner
-from metacompare.algorithms import register
+from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 

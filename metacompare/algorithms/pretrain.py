@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from metacompare import inner
-from metacompare.algorithms import register
+from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
-from metacompare.config import ConfigError
+from metacompare.errors import ConfigError
 from metacompare.data import Task
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from metacompare import grouped, inner
-from metacompare.algorithms import register
+from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from metacompare.algorithms import register
+from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
 from metacompare.data import Task
 

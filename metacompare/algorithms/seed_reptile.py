@@ -20,9 +20,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from metacompare.algorithms import register
+from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
 from metacompare.data import Task
+from metacompare.errors import ConfigError
 
 
 def seed_task_delta(model: nn.Module, x: torch.Tensor, y: torch.Tensor, inner_lr: float, inner_steps: int,
@@ -71,8 +72,6 @@ class SeedReptile(MetaAlgorithm):
     def __init__(self, model, cfg):
         for field, value in self.SEED_INNER_LOOP.items():
             if getattr(cfg, field) != value:
-                from metacompare.config import ConfigError
-
                 raise ConfigError(f"{field}: {self.name} runs the seed's own inner loop (full-batch SGD on "
                                   f"the mean loss, fresh per task); set {field}: {value} (got {getattr(cfg, field)!r})")
         super().__init__(model, cfg)

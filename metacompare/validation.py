@@ -1,0 +1,235 @@
+"""Checks on a :class:`~metacompare.runconfig.RunConfig` that need more than a type: ranges, choices,
+and what the chosen algorithm and backend can run (read from the algorithm registry).
+
+Every check raises :class:`~metacompare.errors.ConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+import warnings
+
+import torch
+
+from metacompare.algorithms import ALGORITHMS, BACKENDS
+from metacompare.digits import check_digit_split
+from metacompare.errors import ConfigError
+from metacompare.runconfig import RunConfig
+from metacompare.tracking import TRACKERS
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("sine", "omniglot", "miniimagenet", "mnist", "digits"),
+    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel"),
+    "inner_optimizer": ("sgd", "adam"),
+    "outer_optimizer": ("adam", "sgd"),
+    "precision": ("float32", "float64", "bfloat16"),
+    "memory_format": ("contiguous", "channels_last"),
+    "evaluation": ("transductive", "non_transductive"),
+    "inner_state": ("reset", "carry"),
+    "inner_loss": ("mean", "sum", "sum_over_shots"),
+    "test_checkpoint": ("last", "best"),
+    "tracker": tuple(TRACKERS),
+}
+NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size")
+POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
+            "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters")
+POSITIVE_FLOAT = ("inner_lr", "outer_lr")
+# Upper bounds where a larger value would exhaust memory (episodes are drawn up front; sizes and widths
+# set the activations) or overflow a counter, checked before anything is built.
+AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000, "inner_steps": 100_000,
+           "eval_inner_steps": 100_000, "eval_episodes": 100_000, "test_episodes": 100_000, "filters": 4096,
+           "task_chunk": 10_000, "num_tasks": 10**8, "iterations": 10**9, "eval_interval": 10**9,
+           "checkpoint_interval": 10**9, "train_shots": 1000, "test_query": 1000, "inner_batch_size": 10**6,
+           "eval_inner_batch_size": 10**6}
+EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the examples one meta-batch holds
+# Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
+# non-default value for an algorithm that would ignore it is refused rather than recorded as used.
+OPTIONAL_FIELDS = ("inner_state",)
+
+
+def _suggest(name: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range and choice checks that need more than a type; returns ``cfg`` unchanged."""
+    _check_algorithm(cfg)
+    _check_choices(cfg)
+    _check_bounds(cfg)
+    _validate_protocol(cfg)
+    _check_used(cfg, ALGORITHMS)
+    _check_numbers(cfg)
+    _check_dataset(cfg)
+    _check_place(cfg)
+    if cfg.precision == "bfloat16" and cfg.algorithm == "maml" and cfg.inner_steps > 1:
+        # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
+        warnings.warn(f"precision: bfloat16 with maml and inner_steps={cfg.inner_steps}: at 5 steps its "
+                      f"meta-gradient differed from float32 by up to 84% of the largest entry (README, "
+                      f"Performance); use float32 for multi-step MAML", stacklevel=2)
+    return cfg
+
+
+def _check_algorithm(cfg: RunConfig) -> None:
+    """A registered algorithm on a backend it declares it can run on."""
+    if cfg.algorithm not in ALGORITHMS:
+        raise ConfigError(f"algorithm: unknown '{cfg.algorithm}'{_suggest(cfg.algorithm, ALGORITHMS)}; "
+                          f"choose one of {', '.join(sorted(ALGORITHMS))}")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown '{cfg.backend}'{_suggest(cfg.backend, BACKENDS)}; "
+                          f"choose one of {', '.join(BACKENDS)}")
+    supported = ALGORITHMS[cfg.algorithm].backends
+    if cfg.backend not in supported:
+        raise ConfigError(f"backend: {cfg.algorithm} cannot run on '{cfg.backend}'; "
+                          f"set backend to one of {', '.join(supported)}")
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    for name, options in CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in options:
+            raise ConfigError(f"{name}: unknown '{value}'{_suggest(value, options)}; "
+                              f"choose one of {', '.join(options)}")
+    for name in POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name}: must be a positive whole number, got {getattr(cfg, name)}")
+    for name in NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name}: must be 0 or a positive whole number, got {getattr(cfg, name)}")
+
+
+def _check_numbers(cfg: RunConfig) -> None:
+    if any(steps <= 0 for steps in cfg.test_inner_steps):
+        raise ConfigError(f"test_inner_steps: each entry must be a positive number of steps, got {list(cfg.test_inner_steps)}")
+    for name in POSITIVE_FLOAT:
+        value = getattr(cfg, name)
+        if not value > 0 or value == float("inf"):
+            raise ConfigError(f"{name}: must be a positive finite number, got {value}")
+    if cfg.task_chunk < 0:
+        raise ConfigError(f"task_chunk: must be 0 (the whole meta-batch) or a positive number of tasks, "
+                          f"got {cfg.task_chunk}")
+    if cfg.batch_tasks and cfg.backend != "metacompare":
+        raise ConfigError(f"batch_tasks: task batching runs on the metacompare backend only; set backend: "
+                          f"metacompare or batch_tasks: false (got backend '{cfg.backend}')")
+    if cfg.num_tasks == 0 or cfg.num_tasks < -1:
+        raise ConfigError(f"num_tasks: must be a positive number of distinct training tasks, or -1 for "
+                          f"unlimited; got {cfg.num_tasks}")
+
+
+def _check_dataset(cfg: RunConfig) -> None:
+    """The model fits the dataset, and the dataset's own section is usable."""
+    if cfg.dataset == "sine":
+        if cfg.model != "mlp":
+            raise ConfigError(f"model: sine regression uses the 'mlp' model, got '{cfg.model}'")
+        if cfg.ways != 1:
+            raise ConfigError(f"ways: sine regression tasks have one function, set ways: 1 (got {cfg.ways})")
+    elif cfg.model == "mlp":
+        raise ConfigError(f"model: {cfg.dataset} needs a conv model; set model: conv4 or conv4_strided "
+                          f"(or metamodel, the seed's MLP)")
+    if cfg.dataset in ("mnist", "digits"):
+        check_digit_split(cfg)
+    if cfg.dataset == "omniglot" and cfg.model == "conv4" and cfg.omniglot.image_size < 16:
+        raise ConfigError(f"omniglot.image_size: conv4 halves the image four times and needs at least 16 "
+                          f"pixels, got {cfg.omniglot.image_size}; raise it or set model: conv4_strided")
+    if not cfg.omniglot.sources:
+        raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")
+
+
+def _check_place(cfg: RunConfig) -> None:
+    """Seeds, the device (a GPU must be visible) and the experiment's folder name."""
+    for name in ("seed", "eval_seed"):
+        if not 0 <= getattr(cfg, name) < 2**32:
+            raise ConfigError(f"{name}: must be a whole number from 0 to 2**32 - 1, got {getattr(cfg, name)}")
+    if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
+        raise ConfigError(f"device: unknown '{cfg.device}'; use cpu, cuda or cuda:N")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: '{cfg.device}' asked for but no CUDA GPU is visible; set device: cpu")
+    if not cfg.experiment or "/" in cfg.experiment or cfg.experiment in (".", ".."):
+        raise ConfigError(f"experiment: must be a non-empty name without '/', got '{cfg.experiment}'")
+
+
+def _validate_protocol(cfg: RunConfig) -> None:
+    """The protocol knobs: ranges, and combinations an algorithm or backend cannot run."""
+    if cfg.query == 0 and getattr(ALGORITHMS[cfg.algorithm], "needs_query", True):
+        raise ConfigError(f"query: must be a positive whole number for {cfg.algorithm}, which scores its adapted "
+                          f"weights on query examples; got {cfg.query}")
+    if cfg.evaluation_query <= 0:
+        raise ConfigError("test_query: evaluation episodes need query examples; set test_query >= 1")
+    if len(cfg.inner_betas) != 2 or not all(0 <= b < 1 for b in cfg.inner_betas):
+        raise ConfigError(f"inner_betas: expected two numbers in [0, 1), got {list(cfg.inner_betas)}")
+    if cfg.outer_lr_final is not None and not 0 <= cfg.outer_lr_final < float("inf"):
+        raise ConfigError(f"outer_lr_final: must be a finite number >= 0, got {cfg.outer_lr_final}")
+    if cfg.inner_state == "carry" and cfg.inner_optimizer == "sgd":
+        raise ConfigError("inner_state: carry keeps an inner optimiser's state across tasks, and plain SGD "
+                          "has none; set inner_optimizer: adam or inner_state: reset")
+    plain = (cfg.inner_optimizer == "sgd" and cfg.inner_batch_size == 0 and cfg.inner_loss == "mean")
+    if cfg.backend != "metacompare" and not plain:
+        raise ConfigError(f"backend: {cfg.backend} runs full-batch SGD on a mean loss only; set backend: "
+                          f"metacompare for inner_optimizer/inner_batch_size/inner_loss")
+    _check_common_evaluation(cfg)
+    _check_budget(cfg)
+    _check_omniglot(cfg)
+
+
+def _check_common_evaluation(cfg: RunConfig) -> None:
+    procedure = cfg.common_evaluation
+    if procedure is not None:
+        if procedure.optimizer not in CHOICES["inner_optimizer"]:
+            raise ConfigError(f"common_evaluation.optimizer: choose one of {', '.join(CHOICES['inner_optimizer'])}, "
+                              f"got '{procedure.optimizer}'")
+        if not 0 < procedure.lr < float("inf") or procedure.steps <= 0 or procedure.batch_size < 0:
+            raise ConfigError("common_evaluation: lr must be a positive number, steps a positive whole "
+                              "number and batch_size >= 0")
+
+
+def _check_budget(cfg: RunConfig) -> None:
+    for name in ("seconds", "cpu_seconds", "work"):
+        value = getattr(cfg.budget, name)
+        if value is not None and not 0 < value < float("inf"):
+            raise ConfigError(f"budget.{name}: must be a positive number or null, got {value}")
+    if cfg.budget.cpu_seconds is not None and cfg.device != "cpu":
+        raise ConfigError(f"budget.cpu_seconds: CPU time does not count work on device {cfg.device}; "
+                          f"use budget.seconds (wall clock) there")
+    if cfg.budget.evaluations < 0:
+        raise ConfigError(f"budget.evaluations: must be 0 (every eval_interval) or a positive count, got "
+                          f"{cfg.budget.evaluations}")
+
+
+def _check_omniglot(cfg: RunConfig) -> None:
+    oc = cfg.omniglot
+    if oc.split not in ("alphabets", "characters"):
+        raise ConfigError(f"omniglot.split: choose alphabets or characters, got '{oc.split}'")
+    if oc.rotation not in ("classes", "per_task"):
+        raise ConfigError(f"omniglot.rotation: choose classes or per_task, got '{oc.rotation}'")
+    unknown = set(oc.rotated_splits) - {"train", "validation", "test"}
+    if unknown:
+        raise ConfigError(f"omniglot.rotated_splits: unknown split(s) {sorted(unknown)}; use train, validation, test")
+    if oc.train_characters <= 0 or oc.validation_characters < 0:
+        raise ConfigError("omniglot.train_characters must be positive and omniglot.validation_characters >= 0")
+
+
+def _check_bounds(cfg: RunConfig) -> None:
+    for name, limit in AT_MOST.items():
+        if getattr(cfg, name) > limit:
+            raise ConfigError(f"{name}: at most {limit:,} (more would exhaust memory), got {getattr(cfg, name):,}")
+    if max(cfg.test_inner_steps, default=0) > AT_MOST["eval_inner_steps"]:
+        raise ConfigError(f"test_inner_steps: each at most {AT_MOST['eval_inner_steps']:,}, got {list(cfg.test_inner_steps)}")
+    if not 8 <= cfg.omniglot.image_size <= 512:
+        raise ConfigError(f"omniglot.image_size: must be 8 to 512 pixels, got {cfg.omniglot.image_size}")
+    examples = cfg.ways * (max(cfg.shots, cfg.training_shots) + max(cfg.query, cfg.evaluation_query)) * cfg.meta_batch_size
+    if examples > EXAMPLES_PER_BATCH:
+        raise ConfigError(f"meta_batch_size: ways * (shots + query) * meta_batch_size = {examples:,} examples per "
+                          f"meta-batch, more than {EXAMPLES_PER_BATCH:,} fit in memory; lower one of them")
+
+
+def _check_used(cfg: RunConfig, algorithms: dict[str, type]) -> None:
+    """Refuse a setting the algorithm would silently ignore (its class's ``uses`` omits the field)."""
+    defaults = RunConfig()
+    for name in OPTIONAL_FIELDS:
+        value, default = getattr(cfg, name), getattr(defaults, name)
+        if value != default and name not in getattr(algorithms[cfg.algorithm], "uses", ()):
+            users = sorted(n for n, c in algorithms.items() if name in getattr(c, "uses", ()))
+            raise ConfigError(f"{name}: {cfg.algorithm} ignores it, so '{value}' would be recorded but not used "
+                              f"(only {', '.join(users) or 'no algorithm'} reads it); set {name}: {default}, or "
+                              f"set it for those algorithms under per_algorithm:")
