@@ -84,14 +84,12 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
         facts.append(f"{speed['algorithm'].iloc[0]} takes {speed['seconds_per_iteration'].iloc[0]:.3g} s per "
                      f"meta-iteration")
     elif len(speed):
-        fast = speed.loc[speed["seconds_per_iteration"].idxmin()]
-        slow = speed.loc[speed["seconds_per_iteration"].idxmax()]
+        fast, slow = _extremes(speed, "seconds_per_iteration")
         facts.append(f"per meta-iteration, {fast['algorithm']} is fastest ({fast['seconds_per_iteration']:.3g} s) and "
                      f"{slow['algorithm']} slowest ({slow['seconds_per_iteration']:.3g} s, "
                      f"{slow['seconds_per_iteration'] / fast['seconds_per_iteration']:.1f}x as long)")
     if len(memory):
-        low = memory.loc[memory["peak_memory_mb"].idxmin()]
-        high = memory.loc[memory["peak_memory_mb"].idxmax()]
+        low, high = _extremes(memory, "peak_memory_mb")
         facts.append(f"peak memory ranges from {low['peak_memory_mb']:.0f} MB ({low['algorithm']}) to "
                      f"{high['peak_memory_mb']:.0f} MB ({high['algorithm']})"
                      if round(high["peak_memory_mb"]) > round(low["peak_memory_mb"]) else
@@ -107,3 +105,8 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
 
 def section(exp: Experiment, out: Path) -> Section | None:
     return figure_section(exp, out, data(exp), "cost", "(e) Cost", draw, prose)
+
+
+def _extremes(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    """The rows with the lowest and the highest ``column``."""
+    return frame.loc[frame[column].idxmin()], frame.loc[frame[column].idxmax()]
