@@ -128,7 +128,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     state = provenance.guard([Path(args.out)], allow_dirty=args.allow_dirty)  # results/bench is committed too
     bench(args.models, args.steps, ways=args.ways, shots=args.shots, query=args.query, meta_batch=args.meta_batch,
           repeats=args.repeats, implementations=args.implementations, out_dir=args.out, threads=args.threads,
-          machine=not args.no_machine,
+          machine=not args.no_machine, device=args.device,
           quick=args.quick, data_root=args.data_root, progress=not args.no_progress)
     results.save_json(Path(args.out) / "provenance.json", provenance.record(Path(args.out), state))
     return 0
@@ -362,6 +362,7 @@ def _add_bench(sub) -> None:
     bench.add_argument("--no-machine", action="store_true",
                        help="skip the whole-machine race (the peers at torch's default threads against metacompare "
                             "on one process per core; bench_machine.csv)")
+    bench.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N to race on a GPU")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.add_argument("--allow-dirty", action="store_true",
                        help="write into the repository's results/ even though the code has uncommitted changes "

@@ -49,17 +49,23 @@ def start(device: str = "cpu") -> None:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1); nothing for one process.
 
     gloo on the CPU, NCCL on CUDA with this process on GPU ``LOCAL_RANK`` (so ``device: cuda`` is the
-    process's own GPU). Left at exit by :func:`stop`.
+    process's own GPU). With more processes on a machine than GPUs, processes share GPUs round-robin
+    and reduce through gloo (which takes CUDA tensors), since NCCL refuses two ranks on one GPU.
+    Left at exit by :func:`stop`.
     """
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
+    backend = "gloo"
     if device.startswith("cuda"):
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        gpus, local = torch.cuda.device_count(), int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local % gpus)
+        on_this_machine = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        backend = "nccl" if on_this_machine <= gpus else "gloo"
     if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun starts workers in their own sessions:
         from metacompare.pool import _follow_parent  # one killed launcher must not leave them running
 
         _follow_parent(os.getppid())  # its death sends SIGTERM, which ends in a checkpoint
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    dist.init_process_group(backend)
     atexit.register(stop)
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
+import torch
+
 from metacompare import results
-from metacompare.bench import COLUMNS, MACHINE_PROCS, QUICK_IMPLEMENTATIONS, QUICK_MACHINE, format_table
+from metacompare.bench import COLUMNS, format_table
+from metacompare.bench_worker import MACHINE_PROCS, QUICK_IMPLEMENTATIONS, QUICK_MACHINE
 from metacompare.cli import main
 
 
@@ -37,3 +41,11 @@ def test_quick_bench_writes_a_finite_csv_and_a_chart(tmp_path, capsys):
     ours = machine[QUICK_MACHINE[1]]
     assert int(ours["processes"]) == MACHINE_PROCS and float(ours["grad_max_rel_diff"]) < 1e-4
     assert math.isfinite(float(ours["speedup_vs_learn2learn"]))
+
+
+def test_a_gpu_race_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: tests/test_cuda.py races on it")
+    assert main(["bench", "--quick", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "--device: 'cuda' needs a visible CUDA GPU; use --device cpu" in capsys.readouterr().err
+    assert not (tmp_path / "bench.csv").exists()

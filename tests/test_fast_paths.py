@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from metacompare.algorithms import build_algorithm
 from metacompare import grouped, precision
-from metacompare.bench import IMPLEMENTATIONS, Setting, step_function
+from metacompare.bench_worker import IMPLEMENTATIONS, Setting, step_function
 from metacompare.config import ConfigError, RunConfig, with_overrides
 from metacompare.data import Task
 from metacompare.models import conv4, mlp
