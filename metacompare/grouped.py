@@ -18,6 +18,7 @@ from torch import nn
 
 from metacompare.data import Task
 from metacompare.errors import UserError
+from metacompare.models import offset_batch_norm
 
 Params = dict[str, torch.Tensor]
 
@@ -59,7 +60,7 @@ def grouped_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.
             bias = p("bias").reshape(-1) if layer.affine else None
             h = F.batch_norm(h, None, None, weight, bias, True, 0.0, layer.eps)
         elif getattr(layer, "inner_loop_frozen", False):  # models.BatchNormOffset: offset, no scale
-            h = F.batch_norm(h, None, None, None, p("bias").reshape(-1), True, 0.0, layer.eps)
+            h = offset_batch_norm(h, p("bias").reshape(-1), layer.eps)
         elif type(layer).__name__ == "SpatialMean":
             h = h.mean(dim=(2, 3)).reshape(n, tasks, -1).transpose(0, 1)
             grouped = False

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metacompare.config import RunConfig
+from metacompare.runconfig import RunConfig
 
 
 def mlp(hidden: tuple[int, ...] = (40, 40), inputs: int = 1, outputs: int = 1) -> nn.Sequential:
@@ -65,7 +65,15 @@ class BatchNormOffset(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, None, None, None, self.bias, True, 0.0, self.eps)
+        return offset_batch_norm(x, self.bias, self.eps)
+
+
+def offset_batch_norm(x: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """Batch-statistics BatchNorm with an offset and a constant unit scale. The scale is passed as ones
+    rather than ``None`` (the same numbers: x̂·1 + b): on CUDA (torch 2.11, cuDNN) a ``None`` scale
+    with an offset made ``autograd.grad`` fail with "tensor does not have a device"."""
+    scale = torch.ones_like(bias)
+    return F.batch_norm(x, None, None, scale, bias, True, 0.0, eps)
 
 
 class SpatialMean(nn.Module):

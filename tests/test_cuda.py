@@ -21,7 +21,7 @@ from metacompare import distributed, precision, results
 from metacompare.algorithms import build_algorithm
 from metacompare.cli import main
 from metacompare.config import RunConfig
-from metacompare.models import conv4
+from metacompare.models import conv4, conv4_finn
 from tests.conftest import make_task
 from tests.faults import sine_config, write_config
 from tests.test_distributed import free_port
@@ -38,12 +38,20 @@ def config(algorithm: str, **changes) -> RunConfig:
     return RunConfig(**{**base, **changes})
 
 
-def meta_gradient(algorithm: str, device: str, dtype=torch.float64, **changes) -> list[torch.Tensor]:
+NETWORKS = {"conv4": lambda: conv4(ways=3, filters=8, image_size=16),
+            "conv4_strided": lambda: conv4(ways=3, filters=8, image_size=16, strided=True),
+            "conv4_finn": lambda: conv4_finn(ways=3, filters=8, image_size=16)}  # BatchNorm offset, no scale
+
+
+def meta_gradient(algorithm: str, device: str, dtype=torch.float64, strided: bool = False, model: str = "conv4",
+                  **changes) -> list[torch.Tensor]:
     """The mean meta-gradient of one ``meta_train_step`` on 4 fixed tasks, brought back to the CPU."""
-    cfg = config(algorithm, device=device, **changes)
+    model = "conv4_strided" if strided else model
+    cfg = config(algorithm, device=device, model=model, **changes)
     torch.manual_seed(0)
-    model = precision.prepare_model(conv4(ways=3, filters=8, image_size=16).to(device=device, dtype=dtype), cfg)
-    tasks = [precision.prepare_task(make_task(seed=i, dtype=dtype).to(device), cfg) for i in range(4)]
+    network = NETWORKS[model]()
+    model = precision.prepare_model(network.to(device=device, dtype=dtype), cfg)
+    tasks = [precision.prepare_task(make_task(seed=i).to(device, dtype), cfg) for i in range(4)]  # same pixels
     torch.manual_seed(1)
     build_algorithm(model, cfg).meta_train_step(tasks)
     return [p.grad.detach().double().cpu() for p in model.parameters()]
@@ -65,12 +73,49 @@ def test_cuda_meta_gradient_is_the_cpu_one(algorithm, changes):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("batch_tasks", [False, True], ids=["loop", "batched"])
+def test_finns_network_on_cuda(algorithm, batch_tasks):
+    """cbfinn/maml's BatchNorm (offset, no scale, frozen in the inner loop) once failed on CUDA only."""
+    cpu = meta_gradient(algorithm, "cpu", model="conv4_finn")
+    assert max_abs(meta_gradient(algorithm, "cuda", model="conv4_finn", batch_tasks=batch_tasks), cpu) <= TOLERANCE
+
+
+def test_float32_on_cuda_is_exact_without_tf32():
+    """The fast paths' float32 gradients on a GPU differ from learn2learn's by up to ~1e-1 (relative,
+    5 inner steps at step 0.4) because cuDNN runs float32 convolutions in TF32 by default; with TF32
+    off they agree as on the CPU."""
+    from metacompare.bench_worker import IMPLEMENTATIONS, Setting, make_model, make_tasks, step_function
+
+    s = Setting(model="conv4_strided", inner_steps=5, meta_batch=4, filters=8, image_size=14, query=2, device="cuda")
+    def grads(name):
+        model = make_model(s)
+        step_function(IMPLEMENTATIONS[name], s, model, make_tasks(s))()
+        return torch.cat([p.grad.reshape(-1).double() for p in model.parameters()])
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        for name, reference in [("metacompare maml", "learn2learn maml"),
+                                ("metacompare maml [batched]", "learn2learn maml"),
+                                ("metacompare fomaml [batched]", "learn2learn fomaml")]:
+            expected = grads(reference)
+            assert ((grads(name) - expected).norm() / expected.norm()).item() < 1e-4, name
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("batch_tasks", [False, True], ids=["loop", "batched"])
 def test_cuda_bfloat16_points_the_same_way(algorithm, batch_tasks):
-    exact = torch.cat([g.reshape(-1) for g in meta_gradient(algorithm, "cpu")])
-    low = torch.cat([g.reshape(-1) for g in meta_gradient(algorithm, "cuda", torch.float32, precision="bfloat16",
-                                                          batch_tasks=batch_tasks)])
-    assert torch.isfinite(low).all()
-    assert torch.nn.functional.cosine_similarity(low, exact, dim=0).item() > 0.98
+    """bfloat16 on the GPU errs no more than bfloat16 on the CPU does (both against the CPU's float64
+    gradient; on this tiny network the CPU's bfloat16 MAML gradient is 26% off, cosine 0.968)."""
+    def flat(device):
+        grads = meta_gradient(algorithm, device, torch.float32, strided=True, precision="bfloat16",
+                              batch_tasks=batch_tasks)
+        return torch.cat([g.reshape(-1) for g in grads])
+    exact = torch.cat([g.reshape(-1) for g in meta_gradient(algorithm, "cpu", strided=True)])
+    gpu, cpu = flat("cuda"), flat("cpu")
+    assert torch.isfinite(gpu).all() and not torch.equal(gpu, exact)
+    assert torch.nn.functional.cosine_similarity(gpu, exact, dim=0).item() >= 0.95
+    assert (gpu - exact).norm() <= 1.5 * (cpu - exact).norm()
 
 
 def _rank_main(rank: int, port: int, out: str) -> None:
@@ -106,19 +151,19 @@ def test_run_on_cuda_end_to_end(tmp_path, procs):
     cfg = write_config(tmp_path / "c.yaml", sine_config(device="cuda", results_dir=str(tmp_path / "r"),
                                                         batch_tasks=True, meta_batch_size=4))
     assert main(["run", str(cfg), "--no-progress", "--procs", str(procs)]) == 0
-    (folder,) = (tmp_path / "r" / "tiny").iterdir()
-    summary = json.loads((folder / "summary.json").read_text())
+    (path,) = (tmp_path / "r" / "tiny").glob("*/summary.json")
+    summary = json.loads(path.read_text())
     assert summary["config"]["device"] == "cuda" and summary["processes"] == procs
     assert math.isfinite(summary["test_loss_mean"]) and summary["peak_memory_mb"] > 0
 
 
 def test_omniglot_run_on_cuda_learns(tmp_path, omniglot_root):
-    """Real Omniglot through learn2learn's task datasets onto the GPU: 400 FOMAML iterations beat the
-    untrained floor (on the CPU the same run scored 56.0% against a 45.8% floor)."""
+    """Real Omniglot through learn2learn's task datasets onto the GPU: 400 FOMAML iterations (Finn's
+    network, task-batched) beat the untrained floor (the looped run on the CPU: 56.0% against 45.8%)."""
     argv = ["run", "configs/omniglot_minimal.yaml", "--no-progress", "--results-dir", str(tmp_path),
             "--set", "device=cuda", "--set", f"data_root={omniglot_root}", "--set", "iterations=400",
             "--set", "eval_interval=400", "--set", "test_episodes=100", "--set", "eval_episodes=20",
-            "--set", "algorithm=fomaml"]
+            "--set", "algorithm=fomaml", "--set", "batch_tasks=true"]
     assert main(argv) == 0
     (summary,) = tmp_path.glob("*/*/summary.json")
     found = json.loads(summary.read_text())
@@ -131,6 +176,6 @@ def test_bench_races_on_cuda(tmp_path, capsys):
     rows = {r["implementation"]: r for r in results.read_csv(tmp_path / "bench.csv")}
     assert {r["device"] for r in rows.values()} == {"cuda"}
     for name in ("metacompare maml", "higher maml", "metacompare reptile", "metacompare fomaml [batched]"):
-        assert float(rows[name]["grad_max_rel_diff"]) < 1e-4, name
+        assert float(rows[name]["grad_max_rel_diff"]) < 1e-3, name  # TF32 convolutions: see above
         assert float(rows[name]["seconds_median"]) > 0 and float(rows[name]["peak_memory_mb"]) > 0
     assert "NVIDIA" in capsys.readouterr().out or torch.version.hip
