@@ -266,7 +266,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from metacompare.compare import compare
 
     report = compare(args.config, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
-                     results_dir=args.results_dir, progress=not args.no_progress)
+                     results_dir=args.results_dir, progress=not args.no_progress, chosen_file=args.chosen)
     print(report.read_text().split("\n\n")[1])  # the answer paragraph
     print(f"report: {report}")
     return 0
@@ -292,7 +292,11 @@ def _add_tune_and_compare(sub) -> None:
                          help="per run: training seconds (validation excluded), e.g. 300; the same in this "
                               "process's CPU time, e.g. cpu:300 (fair on a shared CPU machine); or work in "
                               "example-passes, e.g. work:2e6")
-    compare.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
+    settings = compare.add_mutually_exclusive_group()
+    settings.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
+    settings.add_argument("--chosen", metavar="FILE", default=None,
+                          help="take each algorithm's setting from an earlier tune's record instead of tuning, "
+                               "e.g. results/sine_compare_cpu300s/tune/search.yaml (default: tune)")
     compare.set_defaults(func=_cmd_compare)
 
 

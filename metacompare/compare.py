@@ -1,7 +1,7 @@
 """``metacompare compare CONFIG --budget ...``: which meta-learner should I use on this data and budget?
 
 One command: tune every algorithm with the same number of trials on validation episodes (or take the
-config's settings, ``--no-tune``), train each chosen setting under the same budget (training seconds
+config's settings, ``--no-tune``, or an earlier tune's chosen settings, ``--chosen tune/search.yaml``), train each chosen setting under the same budget (training seconds
 or work) with several seeds, one after another so that no run slows another, and write
 ``<experiment>/compare/report.md``, whose first paragraph is the answer with its evidence, then the
 tables and learning curves against iterations, training seconds and work. Every algorithm is scored on
@@ -17,16 +17,23 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from metacompare import budget, results, tune
 from metacompare.config import RunConfig, with_overrides
+from metacompare.errors import ConfigError, UserError
 from metacompare.runner import run_dir, train_and_evaluate
 
 
 def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
-            overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True) -> Path:
-    """Tune (or not), train every algorithm under one budget with ``seeds`` seeds, write the report.
+            overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True,
+            chosen_file: str | Path | None = None) -> Path:
+    """Tune (or not, or take ``chosen_file``'s settings), train every algorithm under one budget with
+    ``seeds`` seeds, write the report.
     Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips."""
+    if chosen_file is not None and not tuned:
+        raise UserError("--chosen and --no-tune conflict: --chosen takes an earlier tune's settings, "
+                        "--no-tune the config's; give one of them")
     bound = budget.parse_budget(budget_text)
     configs, spec = tune.load(path, overrides)
     changes = {"experiment": f"{configs[0].experiment}_compare_{budget.label(bound)}"}
@@ -35,10 +42,40 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     configs = [with_overrides(c, **changes) for c in configs]
     if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
-    chosen = tune.tune(configs, spec, progress) if tuned else {}
+    source = read_chosen(chosen_file, configs) if chosen_file is not None else None
+    chosen = source["chosen"] if source else tune.tune(configs, spec, progress) if tuned else {}
     finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
     summaries = [train_and_evaluate(c, progress=progress) for c in finals]
-    return write_report(finals, summaries, bound, chosen, spec if tuned else None)
+    return write_report(finals, summaries, bound, chosen, spec if tuned else None, source)
+
+
+def read_chosen(path: str | Path, configs: list[RunConfig]) -> dict[str, Any]:
+    """An earlier tune's record (``tune/search.yaml``, :func:`metacompare.tune.write_record`), checked:
+    every algorithm of ``configs`` must have a chosen setting that makes a valid config. Returns the
+    record with ``path`` added and ``chosen`` cut to these algorithms."""
+    fix = "give the tune/search.yaml an earlier `metacompare compare` or `tune` wrote, or tune again without --chosen"
+    try:
+        record = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--chosen {path}: no such file; {fix}") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"--chosen {path}: cannot be read ({' '.join(str(err).split())}); {fix}") from None
+    chosen = record.get("chosen") if isinstance(record, dict) else None
+    if not isinstance(chosen, dict):
+        raise UserError(f"--chosen {path}: has no 'chosen:' mapping of algorithm -> settings; {fix}")
+    settings = {}
+    for cfg in configs:
+        setting = chosen.get(cfg.algorithm)
+        if not isinstance(setting, dict):
+            raise UserError(f"--chosen {path}: 'chosen' has no settings for {cfg.algorithm} (it has "
+                            f"{', '.join(map(str, chosen)) or 'none'}); give a record that tuned {cfg.algorithm} too, "
+                            f"or drop it from the config's algorithm list")
+        try:
+            with_overrides(cfg, **setting)
+        except ConfigError as err:
+            raise ConfigError(f"--chosen {path}: chosen.{cfg.algorithm}: {err}") from None
+        settings[cfg.algorithm] = setting
+    return {**record, "chosen": settings, "path": str(path)}
 
 
 # ------------------------------------------------------------------------------------- evidence
@@ -156,8 +193,9 @@ def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series | None:
 
 # ------------------------------------------------------------------------------------- writing
 def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, chosen: dict,
-                 spec: tune.TuneSpec | None) -> Path:
-    """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``."""
+                 spec: tune.TuneSpec | None, source: dict | None = None) -> Path:
+    """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``; ``source``:
+    the earlier tune's record the settings came from (:func:`read_chosen`), if any."""
     out = Path(configs[0].results_dir) / configs[0].experiment / "compare"
     out.mkdir(parents=True, exist_ok=True)
     column, higher, name = metric(configs[0])
@@ -181,7 +219,9 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     for title, frame in (("Paired comparisons over test episodes", pairs), ("Paired comparisons over seeds", seed_pairs)):
         if frame is not None:
             lines += [f"## {title}", "", _markdown(frame.round(4)), ""]
-    if spec is not None:
+    if source is not None:
+        lines += ["## Tuning", "", _source_words(source, spec), ""]
+    elif spec is not None:
         lines += ["## Tuning", "", f"{spec.trials} Optuna trials per algorithm (TPE, seed {spec.seed}; median "
                   f"pruner), each under {spec.trial_budget}, scored on validation episodes only. Search space, "
                   f"chosen settings: `tune/search.yaml`; best validation score after each trial: "
@@ -191,6 +231,19 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     report = out / "report.md"
     results.atomic_write(report, "\n".join(lines))
     return report
+
+
+def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:
+    """Where ``--chosen`` settings came from, and whether their trials ran under this comparison's
+    trial budget (a quarter of the budget unless the config says otherwise)."""
+    earlier = source.get("trial_budget")
+    words = (f"Not tuned here: each algorithm's setting (the table's last column) is the one chosen by an earlier "
+             f"tune, read from `{source['path']}` ({source.get('trials_per_algorithm', '?')} trials per algorithm, "
+             f"each under {earlier}).")
+    if spec is not None and earlier != spec.trial_budget:
+        words += (f" It was tuned at another budget: a tune for this comparison would give each trial "
+                  f"{spec.trial_budget}.")
+    return words
 
 
 def _markdown(frame: pd.DataFrame) -> str:
