@@ -141,16 +141,27 @@ def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataF
     show = (lambda v: f"{100 * v:.2f}%") if percent else (lambda v: f"{v:.4g}")
     gap = (lambda v: f"{100 * v:.2f} points") if percent else (lambda v: f"{v:.4g}")
     text = [f"**Answer: {best['algorithm']}.** Under the same budget of {_budget_words(bound)} per run, "
-            f"{best['algorithm']} reaches {name} {show(best['score'])} ± {gap(best['score_ci95'])} "
-            f"(95% CI across {int(best['finished'])} seeds; untrained network: {show(best['floor'])}), "
+            f"{best['algorithm']} reaches {name} {show(best['score'])} {_spread(best, gap)}; "
+            f"untrained network: {show(best['floor'])}), "
             f"after {best['iterations_done']:.0f} meta-iterations, {_seconds_words(best)} of training "
             f"and {best['work']:.3g} example-passes."]
     if len(ranked) > 1:
         runner_up = ranked.iloc[1]
-        text.append(f"Next is {runner_up['algorithm']} at {show(runner_up['score'])} ± {gap(runner_up['score_ci95'])} "
-                    f"({runner_up['iterations_done']:.0f} iterations).")
+        text.append(f"Next is {runner_up['algorithm']} at {show(runner_up['score'])} {_spread(runner_up, gap)}; "
+                    f"{runner_up['iterations_done']:.0f} iterations).")
         text.append(_sureness(best["algorithm"], runner_up["algorithm"], pairs, seed_pairs, gap))
     return " ".join(text)
+
+
+ONE_SEED = "1 seed: no spread across seeds"
+
+
+def _spread(row, gap) -> str:
+    """The opening of a score's parenthesis: its 95% CI across seeds, or, from one finished seed, that
+    there is no spread to give (a Student-t interval needs two)."""
+    if int(row["finished"]) < 2:
+        return f"({ONE_SEED}"
+    return f"± {gap(row['score_ci95'])} (95% CI across {int(row['finished'])} seeds"
 
 
 def _seconds_words(row) -> str:
@@ -180,7 +191,10 @@ def _sureness(best: str, other: str, pairs: pd.DataFrame | None, seed_pairs: pd.
              f"{gap(sign * row['difference'])} ± {gap(row['difference_ci95'])} (paired t, Holm-corrected "
              f"p = {row['t_p_holm']:.3g}; Wilcoxon p = {row['wilcoxon_p_holm']:.3g}): {row['verdict']}.")
     seed_row = _pair(seed_pairs, best, other) if seed_pairs is not None else None
-    if seed_row is not None:
+    if seed_row is not None and seed_row["n"] < 2:
+        words += (" Across seeds: one seed each, so training noise is not tested "
+                  "(run with --seeds 3 or more for that).")
+    elif seed_row is not None:
         words += (f" Across seeds (n = {int(seed_row['n'])}, the test of training noise): {seed_row['verdict']} "
                   f"(p = {seed_row['t_p_holm']:.3g}).")
     return words
@@ -212,7 +226,7 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
              answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification), "",
-             "## Algorithms", "", _markdown(table.round(4)), "",
+             "## Algorithms", "", _markdown(_shown(table)), "",
              "Score: mean over seeds of each run's mean over the same test episodes; floor: the untrained network "
              "under the same test procedure; seconds exclude validation (timed apart); work in example-passes "
              "(forward 1, backward 2, second order counted; metacompare.budget).", ""]
@@ -244,6 +258,14 @@ def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:
         words += (f" It was tuned at another budget: a tune for this comparison would give each trial "
                   f"{spec.trial_budget}.")
     return words
+
+
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The algorithm table as the report prints it: rounded, and a one-seed score's missing interval
+    said in words instead of ``nan`` (``algorithms.csv`` keeps the number)."""
+    shown = table.round(4).astype({"score_ci95": object})
+    shown.loc[table["finished"] == 1, "score_ci95"] = ONE_SEED
+    return shown
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -72,6 +72,21 @@ def test_the_answer_without_paired_statistics_says_so():
     assert "paired statistics are not available" in text
 
 
+def test_one_seed_is_said_in_words_not_as_a_nan_interval():
+    table = pd.DataFrame([{"algorithm": "fomaml", "seeds": 1, "finished": 1, "score": 0.9232, "score_ci95": math.nan,
+                           "floor": 0.4502, "iterations_done": 5628, "train_seconds": 4225, "work": 5.4e6},
+                          {"algorithm": "reptile", "seeds": 1, "finished": 1, "score": 0.9044, "score_ci95": math.nan,
+                           "floor": 0.3174, "iterations_done": 7657, "train_seconds": 4360, "work": 5.7e6}])
+    seeds = STUB.assign(a="fomaml", n=1, over="seed", verdict="too few pairs to test", t_p_holm=math.nan)
+    text = compare.answer(table, STUB, seeds, True, "test accuracy", {"seconds": 60}, True)
+    assert "reaches test accuracy 92.32% (1 seed: no spread across seeds; untrained network: 45.02%)" in text
+    assert "Next is reptile at 90.44% (1 seed: no spread across seeds; 7657 iterations)." in text
+    assert "Across seeds: one seed each, so training noise is not tested" in text and "nan" not in text
+    shown = compare._shown(table)
+    assert shown["score_ci95"].tolist() == ["1 seed: no spread across seeds"] * 2
+    assert math.isnan(table.loc[0, "score_ci95"])  # the CSV keeps the number
+
+
 def test_a_budget_no_run_finished_in_is_reported_not_hidden():
     table = pd.DataFrame([{"algorithm": "maml", "finished": 0, "score": math.nan}])
     assert compare.answer(table, None, None, True, "test accuracy", {"work": 1}, True).startswith("**Answer: none.**")
@@ -117,6 +132,9 @@ def test_chosen_settings_from_an_earlier_tune_are_what_the_final_runs_use(tmp_pa
     # this comparison's trials would get a quarter of work:600 = 150: the record was tuned at another budget
     assert "tuned at another budget" in report and "{'work': 150.0}" in report
     assert "inner_lr=0.05, meta_batch_size=1" in report
+    # one seed each: no interval, said in words in the answer and in the table, never "± nan"
+    assert "nan" not in report and report.split("\n\n")[1].count("(1 seed: no spread across seeds;") == 2
+    assert report.count("| 1 | 1 | ") == 2 and report.count("| 1 seed: no spread across seeds |") == 2
 
 
 def test_chosen_at_the_same_trial_budget_is_not_called_another_budget(tmp_path):
