@@ -134,54 +134,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-# One line for the names that have no docstring of their own (a model with a builder function in
-# metacompare.models is described by that function's docstring); the names come from the registries.
-DESCRIPTIONS = {
-    "sine": "sinusoid regression (Finn et al. 2017): amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5]",
-    "omniglot": "Omniglot characters (Lake et al. 2015): alphabet-disjoint splits, rotations as classes",
-    "miniimagenet": "mini-ImageNet (Vinyals et al. 2016, Ravi & Larochelle splits), learn2learn's pickles",
-    "conv4_strided": "conv4 with stride-2 convolutions and no pooling (the MAML and Reptile Omniglot code)",
-}
-LIST_WIDTH = 150  # characters of a docstring's first paragraph that `list` shows
-
-
-def _summary_of(obj) -> str:
-    """The first paragraph of ``obj``'s own docstring, or its module's, on one line."""
-    import re
-
-    doc = obj.__doc__ or sys.modules[obj.__module__].__doc__ or "(no description)"
-    text = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "`").rstrip(".")
-    text = re.sub(r":\w+:`", "`", text)  # Sphinx roles (:meth:`x`) read as plain `x`
-    return text if len(text) <= LIST_WIDTH else text[:LIST_WIDTH - 3].rstrip() + "..."
-
-
-def catalogue() -> dict[str, list[tuple[str, str]]]:
-    """Everything a config or command can name, read from the registries, one line each."""
-    from metacompare import models
-    from metacompare.algorithms import ALGORITHMS
-    from metacompare.algorithms.base import ENGINES
-    from metacompare.backends import BACKENDS, get_adapt
-    from metacompare.bench import IMPLEMENTATIONS
-    from metacompare.config import CHOICES
-    from metacompare.tracking import TRACKERS
-
-    def described(name: str, code=None) -> tuple[str, str]:
-        return name, _summary_of(code) if callable(code) else DESCRIPTIONS.get(name, "(no description)")
-
-    return {
-        "algorithms (algorithm:)": [(n, f"{_summary_of(c)} [backends: {', '.join(c.backends)}]")
-                                    for n, c in sorted(ALGORITHMS.items())],
-        "backends (backend:)": [described(n, get_adapt(n)) for n in BACKENDS],
-        "datasets (dataset:)": [described(n) for n in CHOICES["dataset"]],
-        "models (model:)": [described(n, getattr(models, n, None)) for n in CHOICES["model"]],
-        "engines (batch_tasks: false / true)": [described(n, fn) for n, fn in ENGINES.items()],
-        "trackers (tracker:)": list(TRACKERS.items()),
-        "bench implementations (bench --implementations)": [
-            (n, f"{i.algorithm} on {i.library}, fast path {i.fast_path}") for n, i in IMPLEMENTATIONS.items()],
-    }
-
-
 def _cmd_list(args: argparse.Namespace) -> int:
+    from metacompare.catalogue import catalogue
+
     for section, entries in catalogue().items():
         print(f"{section}:")
         width = max(len(name) for name, _ in entries)
@@ -266,7 +221,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from metacompare.compare import compare
 
     report = compare(args.config, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
-                     results_dir=args.results_dir, progress=not args.no_progress)
+                     results_dir=args.results_dir, progress=not args.no_progress, chosen_file=args.chosen)
     print(report.read_text().split("\n\n")[1])  # the answer paragraph
     print(f"report: {report}")
     return 0
@@ -292,7 +247,11 @@ def _add_tune_and_compare(sub) -> None:
                          help="per run: training seconds (validation excluded), e.g. 300; the same in this "
                               "process's CPU time, e.g. cpu:300 (fair on a shared CPU machine); or work in "
                               "example-passes, e.g. work:2e6")
-    compare.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
+    settings = compare.add_mutually_exclusive_group()
+    settings.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
+    settings.add_argument("--chosen", metavar="FILE", default=None,
+                          help="take each algorithm's setting from an earlier tune's record instead of tuning, "
+                               "e.g. results/sine_compare_cpu300s/tune/search.yaml (default: tune)")
     compare.set_defaults(func=_cmd_compare)
 
 

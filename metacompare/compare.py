@@ -1,7 +1,7 @@
 """``metacompare compare CONFIG --budget ...``: which meta-learner should I use on this data and budget?
 
 One command: tune every algorithm with the same number of trials on validation episodes (or take the
-config's settings, ``--no-tune``), train each chosen setting under the same budget (training seconds
+config's settings, ``--no-tune``, or an earlier tune's chosen settings, ``--chosen tune/search.yaml``), train each chosen setting under the same budget (training seconds
 or work) with several seeds, one after another so that no run slows another, and write
 ``<experiment>/compare/report.md``, whose first paragraph is the answer with its evidence, then the
 tables and learning curves against iterations, training seconds and work. Every algorithm is scored on
@@ -17,16 +17,23 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from metacompare import budget, results, tune
 from metacompare.config import RunConfig, with_overrides
+from metacompare.errors import ConfigError, UserError
 from metacompare.runner import run_dir, train_and_evaluate
 
 
 def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
-            overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True) -> Path:
-    """Tune (or not), train every algorithm under one budget with ``seeds`` seeds, write the report.
+            overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True,
+            chosen_file: str | Path | None = None) -> Path:
+    """Tune (or not, or take ``chosen_file``'s settings), train every algorithm under one budget with
+    ``seeds`` seeds, write the report.
     Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips."""
+    if chosen_file is not None and not tuned:
+        raise UserError("--chosen and --no-tune conflict: --chosen takes an earlier tune's settings, "
+                        "--no-tune the config's; give one of them")
     bound = budget.parse_budget(budget_text)
     configs, spec = tune.load(path, overrides)
     changes = {"experiment": f"{configs[0].experiment}_compare_{budget.label(bound)}"}
@@ -35,10 +42,40 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     configs = [with_overrides(c, **changes) for c in configs]
     if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
-    chosen = tune.tune(configs, spec, progress) if tuned else {}
+    source = read_chosen(chosen_file, configs) if chosen_file is not None else None
+    chosen = source["chosen"] if source else tune.tune(configs, spec, progress) if tuned else {}
     finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
     summaries = [train_and_evaluate(c, progress=progress) for c in finals]
-    return write_report(finals, summaries, bound, chosen, spec if tuned else None)
+    return write_report(finals, summaries, bound, chosen, spec if tuned else None, source)
+
+
+def read_chosen(path: str | Path, configs: list[RunConfig]) -> dict[str, Any]:
+    """An earlier tune's record (``tune/search.yaml``, :func:`metacompare.tune.write_record`), checked:
+    every algorithm of ``configs`` must have a chosen setting that makes a valid config. Returns the
+    record with ``path`` added and ``chosen`` cut to these algorithms."""
+    fix = "give the tune/search.yaml an earlier `metacompare compare` or `tune` wrote, or tune again without --chosen"
+    try:
+        record = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"--chosen {path}: no such file; {fix}") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"--chosen {path}: cannot be read ({' '.join(str(err).split())}); {fix}") from None
+    chosen = record.get("chosen") if isinstance(record, dict) else None
+    if not isinstance(chosen, dict):
+        raise UserError(f"--chosen {path}: has no 'chosen:' mapping of algorithm -> settings; {fix}")
+    settings = {}
+    for cfg in configs:
+        setting = chosen.get(cfg.algorithm)
+        if not isinstance(setting, dict):
+            raise UserError(f"--chosen {path}: 'chosen' has no settings for {cfg.algorithm} (it has "
+                            f"{', '.join(map(str, chosen)) or 'none'}); give a record that tuned {cfg.algorithm} too, "
+                            f"or drop it from the config's algorithm list")
+        try:
+            with_overrides(cfg, **setting)
+        except ConfigError as err:
+            raise ConfigError(f"--chosen {path}: chosen.{cfg.algorithm}: {err}") from None
+        settings[cfg.algorithm] = setting
+    return {**record, "chosen": settings, "path": str(path)}
 
 
 # ------------------------------------------------------------------------------------- evidence
@@ -104,16 +141,27 @@ def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataF
     show = (lambda v: f"{100 * v:.2f}%") if percent else (lambda v: f"{v:.4g}")
     gap = (lambda v: f"{100 * v:.2f} points") if percent else (lambda v: f"{v:.4g}")
     text = [f"**Answer: {best['algorithm']}.** Under the same budget of {_budget_words(bound)} per run, "
-            f"{best['algorithm']} reaches {name} {show(best['score'])} ± {gap(best['score_ci95'])} "
-            f"(95% CI across {int(best['finished'])} seeds; untrained network: {show(best['floor'])}), "
+            f"{best['algorithm']} reaches {name} {show(best['score'])} {_spread(best, gap)}; "
+            f"untrained network: {show(best['floor'])}), "
             f"after {best['iterations_done']:.0f} meta-iterations, {_seconds_words(best)} of training "
             f"and {best['work']:.3g} example-passes."]
     if len(ranked) > 1:
         runner_up = ranked.iloc[1]
-        text.append(f"Next is {runner_up['algorithm']} at {show(runner_up['score'])} ± {gap(runner_up['score_ci95'])} "
-                    f"({runner_up['iterations_done']:.0f} iterations).")
+        text.append(f"Next is {runner_up['algorithm']} at {show(runner_up['score'])} {_spread(runner_up, gap)}; "
+                    f"{runner_up['iterations_done']:.0f} iterations).")
         text.append(_sureness(best["algorithm"], runner_up["algorithm"], pairs, seed_pairs, gap))
     return " ".join(text)
+
+
+ONE_SEED = "1 seed: no spread across seeds"
+
+
+def _spread(row, gap) -> str:
+    """The opening of a score's parenthesis: its 95% CI across seeds, or, from one finished seed, that
+    there is no spread to give (a Student-t interval needs two)."""
+    if int(row["finished"]) < 2:
+        return f"({ONE_SEED}"
+    return f"± {gap(row['score_ci95'])} (95% CI across {int(row['finished'])} seeds"
 
 
 def _seconds_words(row) -> str:
@@ -143,7 +191,10 @@ def _sureness(best: str, other: str, pairs: pd.DataFrame | None, seed_pairs: pd.
              f"{gap(sign * row['difference'])} ± {gap(row['difference_ci95'])} (paired t, Holm-corrected "
              f"p = {row['t_p_holm']:.3g}; Wilcoxon p = {row['wilcoxon_p_holm']:.3g}): {row['verdict']}.")
     seed_row = _pair(seed_pairs, best, other) if seed_pairs is not None else None
-    if seed_row is not None:
+    if seed_row is not None and seed_row["n"] < 2:
+        words += (" Across seeds: one seed each, so training noise is not tested "
+                  "(run with --seeds 3 or more for that).")
+    elif seed_row is not None:
         words += (f" Across seeds (n = {int(seed_row['n'])}, the test of training noise): {seed_row['verdict']} "
                   f"(p = {seed_row['t_p_holm']:.3g}).")
     return words
@@ -156,8 +207,9 @@ def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series | None:
 
 # ------------------------------------------------------------------------------------- writing
 def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, chosen: dict,
-                 spec: tune.TuneSpec | None) -> Path:
-    """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``."""
+                 spec: tune.TuneSpec | None, source: dict | None = None) -> Path:
+    """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``; ``source``:
+    the earlier tune's record the settings came from (:func:`read_chosen`), if any."""
     out = Path(configs[0].results_dir) / configs[0].experiment / "compare"
     out.mkdir(parents=True, exist_ok=True)
     column, higher, name = metric(configs[0])
@@ -174,14 +226,16 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
              answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification), "",
-             "## Algorithms", "", _markdown(table.round(4)), "",
+             "## Algorithms", "", _markdown(_shown(table)), "",
              "Score: mean over seeds of each run's mean over the same test episodes; floor: the untrained network "
              "under the same test procedure; seconds exclude validation (timed apart); work in example-passes "
              "(forward 1, backward 2, second order counted; metacompare.budget).", ""]
     for title, frame in (("Paired comparisons over test episodes", pairs), ("Paired comparisons over seeds", seed_pairs)):
         if frame is not None:
             lines += [f"## {title}", "", _markdown(frame.round(4)), ""]
-    if spec is not None:
+    if source is not None:
+        lines += ["## Tuning", "", _source_words(source, spec), ""]
+    elif spec is not None:
         lines += ["## Tuning", "", f"{spec.trials} Optuna trials per algorithm (TPE, seed {spec.seed}; median "
                   f"pruner), each under {spec.trial_budget}, scored on validation episodes only. Search space, "
                   f"chosen settings: `tune/search.yaml`; best validation score after each trial: "
@@ -191,6 +245,27 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     report = out / "report.md"
     results.atomic_write(report, "\n".join(lines))
     return report
+
+
+def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:
+    """Where ``--chosen`` settings came from, and whether their trials ran under this comparison's
+    trial budget (a quarter of the budget unless the config says otherwise)."""
+    earlier = source.get("trial_budget")
+    words = (f"Not tuned here: each algorithm's setting (the table's last column) is the one chosen by an earlier "
+             f"tune, read from `{source['path']}` ({source.get('trials_per_algorithm', '?')} trials per algorithm, "
+             f"each under {earlier}).")
+    if spec is not None and earlier != spec.trial_budget:
+        words += (f" It was tuned at another budget: a tune for this comparison would give each trial "
+                  f"{spec.trial_budget}.")
+    return words
+
+
+def _shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The algorithm table as the report prints it: rounded, and a one-seed score's missing interval
+    said in words instead of ``nan`` (``algorithms.csv`` keeps the number)."""
+    shown = table.round(4).astype({"score_ci95": object})
+    shown.loc[table["finished"] == 1, "score_ci95"] = ONE_SEED
+    return shown
 
 
 def _markdown(frame: pd.DataFrame) -> str:

@@ -87,6 +87,23 @@ def test_list_prints_every_registered_name_with_a_description(capsys):
                                                    "trackers", "bench implementations"]
 
 
+def test_a_summary_is_the_first_paragraph_on_one_line_roles_plain_and_cut_at_the_width():
+    from metacompare.catalogue import LIST_WIDTH, summary_of
+
+    def short():
+        """Uses :meth:`adapt` and ``x``.
+
+        Second paragraph, not shown."""
+
+    def long():
+        pass
+
+    long.__doc__ = "word " * 100
+    assert summary_of(short) == "Uses `adapt` and `x`"
+    cut = summary_of(long)
+    assert len(cut) == LIST_WIDTH and cut == ("word " * 30)[:LIST_WIDTH - 3].rstrip() + "..."
+
+
 def test_the_console_script_entry_point_is_the_cli():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert declared == {"metacompare": "metacompare.cli:main"}

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from metacompare import compare
+from metacompare import compare, tune
 from metacompare.cli import main
+from metacompare.errors import UserError
 from tests.test_tune import TINY, one_thread  # noqa: F401 (autouse fixture)
 
 # What metacompare.report.stats.pairwise returns (its own tests check the numbers): one row per pair.
@@ -71,6 +72,21 @@ def test_the_answer_without_paired_statistics_says_so():
     assert "paired statistics are not available" in text
 
 
+def test_one_seed_is_said_in_words_not_as_a_nan_interval():
+    table = pd.DataFrame([{"algorithm": "fomaml", "seeds": 1, "finished": 1, "score": 0.9232, "score_ci95": math.nan,
+                           "floor": 0.4502, "iterations_done": 5628, "train_seconds": 4225, "work": 5.4e6},
+                          {"algorithm": "reptile", "seeds": 1, "finished": 1, "score": 0.9044, "score_ci95": math.nan,
+                           "floor": 0.3174, "iterations_done": 7657, "train_seconds": 4360, "work": 5.7e6}])
+    seeds = STUB.assign(a="fomaml", n=1, over="seed", verdict="too few pairs to test", t_p_holm=math.nan)
+    text = compare.answer(table, STUB, seeds, True, "test accuracy", {"seconds": 60}, True)
+    assert "reaches test accuracy 92.32% (1 seed: no spread across seeds; untrained network: 45.02%)" in text
+    assert "Next is reptile at 90.44% (1 seed: no spread across seeds; 7657 iterations)." in text
+    assert "Across seeds: one seed each, so training noise is not tested" in text and "nan" not in text
+    shown = compare._shown(table)
+    assert shown["score_ci95"].tolist() == ["1 seed: no spread across seeds"] * 2
+    assert math.isnan(table.loc[0, "score_ci95"])  # the CSV keeps the number
+
+
 def test_a_budget_no_run_finished_in_is_reported_not_hidden():
     table = pd.DataFrame([{"algorithm": "maml", "finished": 0, "score": math.nan}])
     assert compare.answer(table, None, None, True, "test accuracy", {"work": 1}, True).startswith("**Answer: none.**")
@@ -79,3 +95,75 @@ def test_a_budget_no_run_finished_in_is_reported_not_hidden():
 def test_a_bad_budget_is_a_one_line_error(tmp_path, capsys):
     assert main(["compare", "configs/sine.yaml", "--budget", "flops:1"]) == 2
     assert "--budget flops:1" in capsys.readouterr().err
+
+
+CHOSEN = {"fomaml": {"inner_lr": 0.05, "meta_batch_size": 1}, "reptile": {"inner_lr": 0.02, "outer_lr": 0.5}}
+
+
+def tiny_config(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "results_dir": str(tmp_path / "results")}))
+    return config
+
+
+def record(tmp_path, **fields):
+    """A tune record as metacompare.tune.write_record writes it (only the keys --chosen reads)."""
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({"trials_per_algorithm": 8, "trial_budget": {"work": 40.0}, **fields}))
+    return path
+
+
+def test_chosen_settings_from_an_earlier_tune_are_what_the_final_runs_use(tmp_path, stub_stats):
+    path = record(tmp_path, chosen={**CHOSEN, "maml": {"inner_lr": 0.3}})  # maml: not in this config, ignored
+    code = main(["compare", str(tiny_config(tmp_path)), "--budget", "work:600", "--chosen", str(path),
+                 "--seeds", "1", "--no-progress"])
+    assert code == 0
+    folder = tmp_path / "results" / "tiny_compare_work600"
+    assert not (folder / "tune").exists()  # nothing was tuned
+    runs = pd.read_csv(folder / "runs.csv").set_index("algorithm")
+    for algorithm, setting in CHOSEN.items():
+        config = yaml.safe_load((folder / runs.loc[algorithm, "run_id"] / "config.yaml").read_text())
+        assert {k: config[k] for k in setting} == setting
+    # fomaml with 1 task: (3*5 + 3*5) = 30 example-passes per iteration -> 20 in 600; reptile (2 tasks,
+    # 2 inner steps on 10 examples: 3*10*2 x 2 = 120) -> 5
+    assert runs.loc["fomaml", "iterations_done"] == 20 and runs.loc["reptile", "iterations_done"] == 5
+    report = (folder / "compare" / "report.md").read_text()
+    assert f"read from `{path}` (8 trials per algorithm, each under {{'work': 40.0}})" in report
+    # this comparison's trials would get a quarter of work:600 = 150: the record was tuned at another budget
+    assert "tuned at another budget" in report and "{'work': 150.0}" in report
+    assert "inner_lr=0.05, meta_batch_size=1" in report
+    # one seed each: no interval, said in words in the answer and in the table, never "± nan"
+    assert "nan" not in report and report.split("\n\n")[1].count("(1 seed: no spread across seeds;") == 2
+    assert report.count("| 1 | 1 | ") == 2 and report.count("| 1 seed: no spread across seeds |") == 2
+
+
+def test_chosen_at_the_same_trial_budget_is_not_called_another_budget(tmp_path):
+    configs, spec = tune.load(tiny_config(tmp_path))
+    spec.trial_budget = {"work": 40.0}
+    source = compare.read_chosen(record(tmp_path, chosen=CHOSEN), configs)
+    assert source["chosen"] == CHOSEN
+    assert "another budget" not in compare._source_words(source, spec)
+
+
+@pytest.mark.parametrize("fields, words", [
+    (None, "no such file"),
+    ({"space": {}}, "has no 'chosen:' mapping"),
+    ({"chosen": {"fomaml": CHOSEN["fomaml"]}}, "'chosen' has no settings for reptile (it has fomaml)"),
+    ({"chosen": {**CHOSEN, "reptile": {"inner_lr": -1.0}}}, "chosen.reptile:"),
+])
+def test_a_bad_chosen_file_is_a_one_line_error_naming_it(tmp_path, capsys, fields, words):
+    path = record(tmp_path, **fields) if fields is not None else tmp_path / "missing.yaml"
+    code = main(["compare", str(tiny_config(tmp_path)), "--budget", "work:600", "--chosen", str(path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"--chosen {path}" in err and words in err
+    assert not (tmp_path / "results").exists()  # refused before any run
+
+
+def test_chosen_and_no_tune_together_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "configs/sine.yaml", "--budget", "work:1", "--no-tune", "--chosen", "x.yaml"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "not allowed with argument" in err
+    with pytest.raises(UserError, match="--chosen and --no-tune conflict"):
+        compare.compare("configs/sine.yaml", "work:1", tuned=False, chosen_file="x.yaml")
