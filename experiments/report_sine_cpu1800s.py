@@ -20,8 +20,10 @@ if __name__ == "__main__":
     bound = budget.parse_budget(BUDGET)
     configs, spec = tune.load(SPEC)
     configs = [with_overrides(c, experiment=f"{c.experiment}_compare_{budget.label(bound)}") for c in configs]
+    if spec.trial_budget is None:  # as compare does: a trial's budget is a quarter of the run's
+        spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
     source = read_chosen(CHOSEN, configs)
     finals = [final for cfg in configs
               for final in tune.final_configs([cfg], source["chosen"], SEEDS[cfg.algorithm], bound, spec.evaluations)]
     summaries = [train_and_evaluate(c, progress=False) for c in finals]
-    print(f"report: {write_report(finals, summaries, bound, source['chosen'], None, source)}")
+    print(f"report: {write_report(finals, summaries, bound, source['chosen'], spec, source)}")
