@@ -103,3 +103,17 @@ def test_aligned_keeps_only_units_both_algorithms_have():
     assert list(pair.index) == [(0, 0), (0, 1)] and list(pair["a"]) == [1, 2]
     row = pairwise(scores_frame({"a": [[1]], "b": [[2]]}), "episode").iloc[0]
     assert row["n"] == 1 and row["verdict"] == "too few pairs to test"
+
+
+def test_algorithms_without_a_shared_seed_are_paired_per_episode_on_their_seed_means():
+    # a ran seeds 0 and 1 on episodes 0-2; b only seed 2 (say a's other seeds diverged): no (seed, episode)
+    # pair exists, so each episode pairs a's mean over its seeds with b's score on that episode
+    frame = pd.DataFrame([{"algorithm": "a", "seed": s, "episode": e, "score": v}
+                          for s, values in [(0, [1.0, 2.0, 3.0]), (1, [3.0, 4.0, 7.0])] for e, v in enumerate(values)]
+                         + [{"algorithm": "b", "seed": 2, "episode": e, "score": v} for e, v in enumerate([1.0, 1.0, 2.0])])
+    pair = aligned(frame, "a", "b", "episode")
+    assert list(pair.index) == [0, 1, 2] and list(pair["a"]) == [2.0, 3.0, 5.0] and list(pair["b"]) == [1.0, 1.0, 2.0]
+    row = pairwise(frame, "episode").iloc[0]
+    assert row["n"] == 3 and row["difference"] == pytest.approx(2.0)  # mean of 1, 2, 3
+    assert row["t_p"] == pytest.approx(scipy_stats.ttest_rel([2.0, 3.0, 5.0], [1.0, 1.0, 2.0]).pvalue)
+    assert len(aligned(frame, "a", "b", "seed")) == 0  # across seeds nothing is paired

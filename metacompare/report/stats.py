@@ -78,13 +78,16 @@ def paired_test(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 def aligned(scores: pd.DataFrame, a: str, b: str, over: str) -> pd.DataFrame:
     """The scores of ``a`` and ``b`` side by side on the units both have: (seed, episode) pairs, or seeds
-    (each seed's mean over its episodes)."""
-    keys = ["seed", "episode"] if over == "episode" else ["seed"]
-    wide = []
-    for name in (a, b):
-        rows = scores[scores["algorithm"] == name]
-        wide.append(rows.groupby(keys)["score"].mean().rename(name))
-    return pd.concat(wide, axis=1, join="inner").dropna()
+    (each seed's mean over its episodes). Two algorithms that share no seed (one's run diverged, say)
+    are paired per episode on each one's mean over its seeds: the test episodes are drawn from the
+    evaluation seed, not the training seed, so episode ``i`` is the same task for every run."""
+    def side_by_side(keys):
+        wide = [scores[scores["algorithm"] == name].groupby(keys)["score"].mean().rename(name) for name in (a, b)]
+        return pd.concat(wide, axis=1, join="inner").dropna()
+    if over != "episode":
+        return side_by_side(["seed"])
+    pairs = side_by_side(["seed", "episode"])
+    return pairs if len(pairs) else side_by_side(["episode"])
 
 
 def pairwise(scores: pd.DataFrame, over: str, higher_is_better: bool = True, alpha: float = ALPHA) -> pd.DataFrame:
