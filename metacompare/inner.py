@@ -173,7 +173,8 @@ class InnerLoop:
 
 
 def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, loop: InnerLoop,
-          state: Any = None, generator: torch.Generator | None = None, stacked: bool = False) -> tuple[Params, Any]:
+          state: Any = None, generator: torch.Generator | None = None, stacked: bool = False,
+          pure: bool = False) -> tuple[Params, Any]:
     """Take ``loop.steps`` optimiser steps on (x, y) from ``params``; return adapted params and state.
 
     ``stacked``: ``x``/``y`` carry a leading task axis (``[T, N, ...]``); the loss is then the sum of
@@ -181,6 +182,11 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
     gradient, and the elementwise optimisers act as ``T`` independent ones. ``state`` None starts the
     optimiser afresh. First order: the adapted parameters are returned as fresh leaves (FOMAML and
     Reptile take no gradient through the steps); second order keeps the whole graph back to θ.
+
+    ``pure``: the step gradients come from ``torch.func.grad`` instead of ``torch.autograd.grad``, so
+    the loop is a pure function that ``torch.compile`` traces whole (:mod:`metacompare.compiled`);
+    second order is then whatever ``torch.func`` transform the caller wraps around it, and first order
+    cuts the steps with ``detach``.
     """
     names = [k for k in params if loop.adapted is None or k in loop.adapted]
     if state is None:
@@ -189,9 +195,26 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
     examples = y.shape[axis]
     for index in mini_batches(examples, loop.batch_size, loop.steps, generator):
         bx, by = (x, y) if len(index) == examples else (x.index_select(axis, index), y.index_select(axis, index))
-        loss = task_loss(forward(params, bx), by, loop.reduction, loop.shots).sum()
-        grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=loop.second_order)
-        params, state = loop.optimizer.update(params, dict(zip(names, grads)), state)
+        grads = _step_gradient(forward, params, names, bx, by, loop, pure)
+        params, state = loop.optimizer.update(params, grads, state)
         if not loop.second_order:
-            params = {k: (p.detach().requires_grad_() if k in names else p) for k, p in params.items()}
+            params = {k: (_cut(p, pure) if k in names else p) for k, p in params.items()}
     return params, state
+
+
+def _step_gradient(forward: Forward, params: Params, names: list[str], x: torch.Tensor, y: torch.Tensor,
+                   loop: InnerLoop, pure: bool) -> Params:
+    """The gradient of one step's loss with respect to the adapted parameters ``names``."""
+    def loss_of(adapted: Params) -> torch.Tensor:
+        return task_loss(forward({**params, **adapted}, x), y, loop.reduction, loop.shots).sum()
+
+    if pure:
+        return torch.func.grad(loss_of)({k: params[k] for k in names})
+    loss = loss_of({})
+    grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=loop.second_order)
+    return dict(zip(names, grads))
+
+
+def _cut(p: torch.Tensor, pure: bool) -> torch.Tensor:
+    """A first-order step's result: no gradient flows back through it (a fresh leaf outside ``pure``)."""
+    return p.detach() if pure else p.detach().requires_grad_()

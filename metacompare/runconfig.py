@@ -149,6 +149,8 @@ class RunConfig:
     batch_tasks: bool = False
     task_chunk: int = 0
     memory_format: str = "contiguous"
+    # torch.compile the per-task step / the batched engine (metacompare.compiled; README, Performance).
+    compile: bool = False
     # Experiment tracking (metacompare.tracking): where a run is logged, not what it computes.
     tracker: str = "tensorboard"
     tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
@@ -193,6 +195,8 @@ def identity_of(values: dict[str, Any]) -> dict[str, Any]:
     for name, default in (("budget", BudgetConfig), ("digits", DigitsConfig)):
         if body.get(name) == _plain(dataclasses.asdict(default())):
             body.pop(name)
+    if body.get("compile") is False:  # added after results were recorded, likewise
+        body.pop("compile")
     return body
 
 

@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from metacompare import compiled
 from metacompare.algorithms import ALGORITHMS, BACKENDS
 from metacompare.digits import check_digit_split
 from metacompare.errors import ConfigError
@@ -63,6 +64,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_numbers(cfg)
     _check_dataset(cfg)
     _check_place(cfg)
+    compiled.check(cfg, ALGORITHMS[cfg.algorithm].compilable)
     if cfg.precision == "bfloat16" and cfg.algorithm == "maml" and cfg.inner_steps > 1:
         # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
         warnings.warn(f"precision: bfloat16 with maml and inner_steps={cfg.inner_steps}: at 5 steps its "

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metacompare import distributed, inner, precision
+from metacompare import compiled, distributed, inner, precision
 from metacompare.backends import BACKENDS, get_adapt
 from metacompare.runconfig import EvalProcedure, RunConfig
 from metacompare.data import Task
@@ -41,6 +41,11 @@ class BatchGradient:
     grads: list[torch.Tensor]
     loss: float
     accuracy: float | None
+
+
+def as_batch(step: TaskGradient) -> BatchGradient:
+    """A stack's result (the compiled batched step returns its means as one TaskGradient)."""
+    return BatchGradient(step.grads, step.loss, step.accuracy)
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
@@ -91,6 +96,8 @@ class MetaAlgorithm(ABC):
     # How a training task's work is counted (metacompare.budget.task_work): adapt_then_query, adapt_all,
     # supervised or none; second order unless the class sets ``first_order``.
     work_rule: ClassVar[str] = "adapt_then_query"
+    # Whether the plug-in has :meth:`pure_gradient`, the form ``compile: true`` runs (metacompare.compiled).
+    compilable: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, cfg: RunConfig):
         self.model, self.cfg = model, cfg
@@ -99,6 +106,7 @@ class MetaAlgorithm(ABC):
         self.adapted = adapted_names(model)
         self.outer_optimizer = make_optimizer(cfg.outer_optimizer, self.meta_parameters(), cfg.outer_lr)
         self.inner_state: Any = None  # the inner optimiser's state when it is carried across tasks
+        self._compiled: dict[bool, compiled.Pure] = {}  # pure_gradient compiled, per stacked (compile: true)
 
     # ------------------------------------------------------------------------------ the network
     def forward(self, params: inner.Params, x: torch.Tensor) -> torch.Tensor:
@@ -139,6 +147,22 @@ class MetaAlgorithm(ABC):
         """The mean meta-gradient computed for all tasks at once, or None where the plug-in has no
         batched form (the looped engine is then used)."""
         return None
+
+    def pure_gradient(self, theta: inner.Params, *tensors: torch.Tensor, stacked: bool = False) -> tuple:
+        """The task's (or, ``stacked``, the stack's mean) meta-gradient, loss and accuracy as one pure
+        function of detached θ and the task's tensors, in ``torch.func``: what ``compile: true``
+        compiles. Plug-ins with ``compilable = True`` fill it in."""
+        raise NotImplementedError(f"{self.name} has no pure_gradient")
+
+    def compiled_step(self, *tensors: torch.Tensor, stacked: bool = False) -> TaskGradient:
+        """:meth:`pure_gradient` through ``torch.compile``, compiled on first use (once per shape)."""
+        if stacked not in self._compiled:
+            self._compiled[stacked] = compiled.compile_pure(functools.partial(self.pure_gradient, stacked=stacked),
+                                                            self.cfg.device)
+        theta = {k: v.detach() for k, v in self.theta().items()}
+        grads, loss, acc = self._compiled[stacked](theta, *tensors)
+        # CUDA graphs reuse their output buffers on the next call: take copies before that happens.
+        return TaskGradient([g.clone() for g in grads], loss.item(), None if acc is None else acc.item())
 
     def meta_train_step(self, tasks: list[Task], engine: Callable | None = None) -> dict[str, float]:
         """One outer update from a meta-batch: θ ← outer_optimizer(θ, mean of task gradients)."""

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import torch
 
-from metacompare import grouped, inner
+from metacompare import compiled, grouped, inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
+from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient, as_batch
 from metacompare.data import Task
 
 
@@ -21,6 +21,7 @@ from metacompare.data import Task
 class MAML(MetaAlgorithm):
     name = "maml"
     first_order: ClassVar[bool] = False
+    compilable = True
 
     def _adapt_for_training(self, task: Task) -> inner.Params:
         """θ̃ after the training inner loop on the support set (on the configured backend)."""
@@ -34,6 +35,8 @@ class MAML(MetaAlgorithm):
         return params
 
     def task_gradient(self, task: Task) -> TaskGradient:
+        if self.cfg.compile:
+            return self.compiled_step(task.support_x, task.support_y, task.query_x, task.query_y)
         params = self._adapt_for_training(task)
         loss = self.loss_fn(self.forward(params, task.query_x), task.query_y)
         # MAML: ∇_θ L_query(θ̃(θ)); FOMAML: ∇_θ̃ L_query(θ̃), used as if it were ∇_θ.
@@ -52,6 +55,8 @@ class MAML(MetaAlgorithm):
     def _batched_part(self, tasks: list[Task]) -> tuple[int, BatchGradient]:
         sx, sy = grouped.stack([t.support_x for t in tasks]), grouped.stack([t.support_y for t in tasks])
         qx, qy = grouped.stack([t.query_x for t in tasks]), grouped.stack([t.query_y for t in tasks])
+        if self.cfg.compile:
+            return len(tasks), as_batch(self.compiled_step(sx, sy, qx, qy, stacked=True))
         def forward(params, x):
             return grouped.grouped_forward(self.model, params, x)
         start = grouped.stacked(self.theta(), len(tasks), track=not self.first_order)
@@ -66,6 +71,29 @@ class MAML(MetaAlgorithm):
             loss = inner.task_loss(fit, sy).mean().item()
             acc = None if sy.is_floating_point() else (fit.argmax(-1) == sy).float().mean().item()
         return len(tasks), BatchGradient(list(grads), loss, acc)
+
+
+    def pure_gradient(self, theta: inner.Params, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
+                      qy: torch.Tensor, stacked: bool = False) -> tuple:
+        """:meth:`task_gradient` (or, ``stacked``, :meth:`_batched_part`) in ``torch.func``: MAML is
+        ``grad`` of the query loss through the pure inner loop, FOMAML ``grad`` at its result."""
+        def forward(params, x):
+            return grouped.grouped_forward(self.model, params, x) if stacked else self.forward(params, x)
+        def query_loss(params):
+            return inner.task_loss(forward(params, qx), qy).mean()
+        def adapted(start):
+            start = grouped.stacked(start, len(sx), track=True) if stacked else start
+            return inner.adapt(forward, start, sx, sy, self.training_loop(not self.first_order),
+                               stacked=stacked, pure=True)[0]
+        if self.first_order:  # Σ_t ∂(mean_t L_t)/∂θ̃_t = mean_t ∇L_t(θ̃_t)
+            params = adapted(theta)
+            grads = {k: g.sum(0) if stacked else g for k, g in torch.func.grad(query_loss)(params).items()}
+        else:
+            def loss_and_adapted(start):
+                params = adapted(start)
+                return query_loss(params), params
+            grads, params = torch.func.grad(loss_and_adapted, has_aux=True)(theta)
+        return [grads[k] for k in theta], *compiled.fit_metrics(forward(params, sx), sy)
 
 
 @register

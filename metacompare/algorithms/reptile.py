@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from metacompare import grouped, inner
+from metacompare import compiled, grouped, inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
+from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient, as_batch
 from metacompare.data import Task
 
 
@@ -25,10 +25,13 @@ class Reptile(MetaAlgorithm):
     backends = ("metacompare", "learn2learn")
     needs_query = False  # trains on all of a task's examples
     uses = frozenset({"inner_state"})  # the only algorithm that carries inner state across tasks
+    compilable = True
 
     def task_gradient(self, task: Task) -> TaskGradient:
         # Reptile has no support/query distinction in training: it trains on all of the task's data.
         x, y = task.all_x, task.all_y
+        if self.cfg.compile:
+            return self.compiled_step(x, y)
         if self.cfg.backend == "learn2learn":
             adapted = self.adapt_fn(self.model, x, y, self.loss_fn, self.cfg.inner_lr, self.cfg.inner_steps,
                                     second_order=False)
@@ -48,6 +51,8 @@ class Reptile(MetaAlgorithm):
         if self.cfg.backend != "metacompare" or self.cfg.inner_state == "carry" or not grouped.same_shapes(tasks):
             return None
         x, y = grouped.stack([t.all_x for t in tasks]), grouped.stack([t.all_y for t in tasks])
+        if self.cfg.compile:
+            return as_batch(self.compiled_step(x, y, stacked=True))
         def forward(params, inputs):
             return grouped.grouped_forward(self.model, params, inputs)
         params, _ = inner.adapt(forward, grouped.stacked(self.theta(), len(tasks), track=False), x, y,
@@ -58,3 +63,13 @@ class Reptile(MetaAlgorithm):
             acc = None if y.is_floating_point() else (outputs.argmax(-1) == y).float().mean().item()
             grads = [theta - params[k].mean(0) for k, theta in self.theta().items()]
         return BatchGradient([g.detach() for g in grads], loss, acc)
+
+    def pure_gradient(self, theta: inner.Params, x: torch.Tensor, y: torch.Tensor, stacked: bool = False) -> tuple:
+        """θ − θ̃ in ``torch.func`` (the mean over the stack's tasks when ``stacked``): what ``compile: true``
+        compiles, for one task or the grouped network."""
+        def forward(params, inputs):
+            return grouped.grouped_forward(self.model, params, inputs) if stacked else self.forward(params, inputs)
+        start = grouped.stacked(theta, len(x), track=True) if stacked else theta
+        params, _ = inner.adapt(forward, start, x, y, self.training_loop(), stacked=stacked, pure=True)
+        grads = [theta[k] - (params[k].mean(0) if stacked else params[k]) for k in theta]
+        return grads, *compiled.fit_metrics(forward(params, x), y)

@@ -1,0 +1,74 @@
+"""``compile: true``: the per-task step and the task-batched engine through ``torch.compile``.
+
+torch.compile (Ansel et al. 2024, "PyTorch 2") traces a Python function with TorchDynamo and hands
+the graph to Inductor, which fuses the elementwise work (BatchNorm, ReLU, the SGD update) around the
+library's convolutions and matmuls. ``torch.autograd.grad`` cannot be traced (it breaks the graph),
+and a compiled backward cannot be differentiated again (MAML's second order), so the compiled step is
+the task's whole meta-gradient written as one pure function with ``torch.func.grad``: forward, inner
+steps and query gradient, from detached θ and the task's tensors to the gradient, loss and accuracy.
+Dynamo traces it without a break (``fullgraph``) into one program with no autograd left at run time.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Callable
+
+import torch
+
+from metacompare.errors import ConfigError
+
+Pure = Callable[..., tuple]
+CUDA_MODE = "reduce-overhead"  # torch.compile's mode on CUDA: CUDA graphs (experiments/compile_probe.py)
+
+
+def compile_pure(fn: Pure, device: str) -> Pure:
+    """``fn`` compiled whole for fixed shapes (a meta-batch's tasks all share them); on CUDA with
+    CUDA graphs (``reduce-overhead``), which removes the launch cost of a task's many small kernels."""
+    mode = CUDA_MODE if device.startswith("cuda") else None
+    # Every algorithm object compiles its class's pure_gradient anew: a process that builds many (sweep,
+    # compare, tests) would pass Dynamo's default of 8 compilations of one function and run it eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+    return torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
+
+
+def fit_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean loss and accuracy (None for regression) of one task's or a stack's outputs, as tensors so
+    that they stay inside the compiled graph."""
+    from metacompare.inner import task_loss
+
+    loss = task_loss(outputs, targets).mean()
+    if targets.is_floating_point():
+        return loss, None
+    return loss, (outputs.argmax(-1) == targets).float().mean()
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler Inductor builds CPU kernels with (``$CXX``, else ``g++``, ``clang++``)."""
+    import os
+
+    found = [shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c]
+    return next((c for c in found if c), None)
+
+
+def check(cfg, compilable: bool) -> None:
+    """Refuse ``compile: true`` where the compiled step does not exist or would compute something else."""
+    if not cfg.compile:
+        return
+    reasons = [
+        (not compilable, f"{cfg.algorithm} has no compiled step (maml, fomaml and reptile have); set compile: false"),
+        (cfg.backend != "metacompare", f"the compiled step is metacompare's own inner loop, not {cfg.backend}'s; "
+                                       f"set backend: metacompare or compile: false"),
+        (cfg.inner_batch_size > 0, "inner mini-batches draw shuffles that a compiled graph would draw from "
+                                   "another generator; set inner_batch_size: 0 or compile: false"),
+        (cfg.inner_state != "reset", "a carried inner state threads every task through the one before; "
+                                     "set inner_state: reset or compile: false"),
+        (cfg.precision == "bfloat16", "compiled steps are validated in float32 and float64, not under "
+                                      "bfloat16 autocast; set precision: float32 or compile: false"),
+        (cfg.device == "cpu" and cxx_compiler() is None, "Inductor needs a C++ compiler on the CPU and none was "
+                                                         "found (g++, clang++ or $CXX); install one or set "
+                                                         "compile: false"),
+    ]
+    for refused, why in reasons:
+        if refused:
+            raise ConfigError(f"compile: {why}")
