@@ -97,3 +97,15 @@ def test_compile_leaves_existing_run_ids_alone():
     assert "compile" not in plain.identity()
     assert RunConfig(compile=True).identity()["compile"] is True
     assert RunConfig(compile=True).run_id() != plain.run_id()
+
+
+def test_compiled_step_runs_eagerly_under_a_dispatch_mode():
+    """The bench counts FLOPs under FlopCounterMode, where Dynamo compiles nothing: the same pure function
+    then runs uncompiled (and nothing is compiled, so this is fast)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    expected, _ = ours("fomaml", torch.float64)
+    with FlopCounterMode(display=False) as counter:
+        got, _ = ours("fomaml", torch.float64, compile=True)
+    assert counter.get_total_flops() > 0
+    assert max_abs(got, expected) <= 1e-10
