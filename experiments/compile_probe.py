@@ -29,7 +29,8 @@ from metacompare.config import RunConfig
 TOLERANCE = 2e-3  # of the largest gradient entry, float32: the accepted fast paths' level at this size
 
 
-def step_function(algorithm: str, s: Setting, device: str, batch_tasks: bool, compile: bool):
+def step_function(algorithm: str, s: Setting, device: str, batch_tasks: bool, compile: bool,
+                  precision: str = "float32"):
     """One meta-iteration of metacompare's ``meta_train_step`` as the bench builds it, on ``device``;
     returns the step and the model (whose ``.grad`` holds the meta-gradient after a step)."""
     model = make_model(s).to(device)
@@ -37,7 +38,7 @@ def step_function(algorithm: str, s: Setting, device: str, batch_tasks: bool, co
     cfg = RunConfig(algorithm=algorithm, dataset="omniglot", model=s.model, ways=s.ways, shots=s.shots,
                     query=s.query, inner_lr=s.inner_lr, inner_steps=s.inner_steps, inner_optimizer="sgd",
                     outer_optimizer="sgd", outer_lr=1e-4, meta_batch_size=s.meta_batch, filters=s.filters,
-                    device=device, batch_tasks=batch_tasks, compile=compile)
+                    device=device, batch_tasks=batch_tasks, compile=compile, precision=precision)
     algo = build_for(model, cfg)
 
     def step():
@@ -53,9 +54,10 @@ def timed(step) -> float:
     return time.perf_counter() - tick
 
 
-def probe(algorithm: str, s: Setting, device: str, batch_tasks: bool, warm_ups: int, repeats: int) -> dict:
-    eager, eager_model = step_function(algorithm, s, device, batch_tasks, compile=False)
-    fast, fast_model = step_function(algorithm, s, device, batch_tasks, compile=True)
+def probe(algorithm: str, s: Setting, device: str, batch_tasks: bool, warm_ups: int, repeats: int,
+          precision: str = "float32") -> dict:
+    eager, eager_model = step_function(algorithm, s, device, batch_tasks, False, precision)
+    fast, fast_model = step_function(algorithm, s, device, batch_tasks, True, precision)
     first_eager = timed(eager)
     first_compiled = timed(fast)  # from the same θ: the gradients compared are these two
     expected = [p.grad.detach().clone() for p in eager_model.parameters()]
@@ -83,6 +85,8 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["looped", "batched"], choices=["looped", "batched"],
                         help="the per-task loop, the task-batched engine (batch_tasks: true)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="both contenders' precision (bfloat16: autocast, compared with eager bfloat16)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--cuda-mode", default=compiled.CUDA_MODE, help="torch.compile mode on CUDA",
                         choices=["reduce-overhead", "default", "max-autotune-no-cudagraphs"])
@@ -94,7 +98,8 @@ def main() -> None:
     compiled.CUDA_MODE = args.cuda_mode
     print(f"torch {torch.__version__}, device {args.device}"
           f"{' (' + torch.cuda.get_device_name() + ')' if args.device.startswith('cuda') else ''}, "
-          f"{torch.get_num_threads()} thread(s)" + (f", mode {args.cuda_mode}" if args.device != "cpu" else ""))
+          f"{torch.get_num_threads()} thread(s), {args.precision}"
+          + (f", mode {args.cuda_mode}" if args.device != "cpu" else ""))
     print(f"{'algorithm':<10}{'model':<15}{'steps':>5}  {'engine':<8}{'eager s':>9}{'compiled s':>11}"
           f"{'speedup':>8}{'compile s':>10}{'grad diff':>11}{'rel':>9}  agrees", flush=True)
     for model in args.models:
@@ -102,7 +107,8 @@ def main() -> None:
             s = Setting(model=model, inner_steps=steps, meta_batch=args.meta_batch)
             for algorithm in args.algorithms:
                 for engine in args.engines:
-                    r = probe(algorithm, s, args.device, engine == "batched", args.warm_ups, args.repeats)
+                    r = probe(algorithm, s, args.device, engine == "batched", args.warm_ups, args.repeats,
+                              args.precision)
                     print(f"{r['algorithm']:<10}{r['model']:<15}{r['steps']:>5}  {r['engine']:<8}{r['eager_s']:>9.3f}"
                           f"{r['compiled_s']:>11.3f}{r['speedup']:>8.2f}{r['compile_s']:>10.0f}{r['grad_diff']:>11.1e}"
                           f"{r['grad_diff'] / r['grad_scale']:>9.1e}  {r['agrees']}", flush=True)

@@ -75,8 +75,6 @@ def check(cfg, compilable: bool) -> None:
                                    "another generator; set inner_batch_size: 0 or compile: false"),
         (cfg.inner_state != "reset", "a carried inner state threads every task through the one before; "
                                      "set inner_state: reset or compile: false"),
-        (cfg.precision == "bfloat16", "compiled steps are validated in float32 and float64, not under "
-                                      "bfloat16 autocast; set precision: float32 or compile: false"),
         (cfg.device == "cpu" and cxx_compiler() is None, "Inductor needs a C++ compiler on the CPU and none was "
                                                          "found (g++, clang++ or $CXX); install one or set "
                                                          "compile: false"),
