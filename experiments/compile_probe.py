@@ -8,7 +8,8 @@ entry); then both are timed interleaved, after warm-ups, so load from other proc
 One torch thread on the CPU. "agrees" is float32 agreement at the level of the fast paths already
 accepted at this size: the bench records 1.0-1.4e-4 (batched) and 1.6e-3 (channels_last) of the
 largest entry against learn2learn (``results/bench/bench.csv``); the float64 check, ≤ 1e-10, is
-``tests/test_compile.py``.
+``tests/test_compile.py``. Under ``--precision bfloat16`` both contenders autocast and the bound is
+3% of the largest entry, below bf16's own distance from float32 (3-10% in the bench).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/compile_probe.py --models conv4_strided --steps 1
 """
@@ -26,7 +27,9 @@ from metacompare.bench import Setting, make_model, make_tasks
 from metacompare.build import build_for
 from metacompare.config import RunConfig
 
-TOLERANCE = 2e-3  # of the largest gradient entry, float32: the accepted fast paths' level at this size
+# Of the largest gradient entry: the level of the fast paths accepted at this size (float32), and bf16's
+# own rounding (the bench records 3-10% of the largest entry between bf16 and float32 learn2learn).
+TOLERANCE = {"float32": 2e-3, "bfloat16": 3e-2}
 
 
 def step_function(algorithm: str, s: Setting, device: str, batch_tasks: bool, compile: bool,
@@ -74,7 +77,7 @@ def probe(algorithm: str, s: Setting, device: str, batch_tasks: bool, warm_ups: 
     return {"algorithm": algorithm, "model": s.model, "steps": s.inner_steps,
             "engine": "batched" if batch_tasks else "looped", "eager_s": e, "compiled_s": c, "speedup": e / c,
             "compile_s": first_compiled - first_eager, "grad_diff": diff, "grad_scale": scale,
-            "agrees": diff <= TOLERANCE * scale}
+            "agrees": diff <= TOLERANCE[precision] * scale}
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ Dynamo traces it without a break (``fullgraph``) into one program with no autogr
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Callable
 
@@ -57,8 +58,6 @@ def fit_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 
 def cxx_compiler() -> str | None:
     """The C++ compiler Inductor builds CPU kernels with (``$CXX``, else ``g++``, ``clang++``)."""
-    import os
-
     found = [shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c]
     return next((c for c in found if c), None)
 
