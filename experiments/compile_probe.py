@@ -1,5 +1,5 @@
 """Does ``compile: true`` pay? One meta-iteration of metacompare's eager step against its torch.compile'd
-step, on the bench's setting (``metacompare.bench.Setting``: same model, θ and random Omniglot-shaped
+step, on the bench's setting (``metacompare.bench_worker.Setting``: same model, θ and random Omniglot-shaped
 tasks), for Reptile, FOMAML and MAML on the looped and the task-batched engine.
 
 For each contender: the compile (the first call, less one eager step) is reported apart; the first
@@ -23,7 +23,7 @@ import time
 import torch
 
 from metacompare import compiled
-from metacompare.bench import Setting, make_model, make_tasks
+from metacompare.bench_worker import Setting, make_model, make_tasks
 from metacompare.build import build_for
 from metacompare.config import RunConfig
 

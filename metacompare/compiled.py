@@ -20,12 +20,14 @@ import torch
 from metacompare.errors import ConfigError
 
 Pure = Callable[..., tuple]
-CUDA_MODE = "reduce-overhead"  # torch.compile's mode on CUDA: CUDA graphs (experiments/compile_probe.py)
+# torch.compile's mode on CUDA. "reduce-overhead" (CUDA graphs) would remove the launch cost of a task's
+# many small kernels, but no GPU has run it yet: experiments/compile_probe.py --cuda-mode measures both.
+CUDA_MODE = "default"
 
 
 def compile_pure(fn: Pure, device: str) -> Pure:
-    """``fn`` compiled whole for fixed shapes (a meta-batch's tasks all share them); on CUDA with
-    CUDA graphs (``reduce-overhead``), which removes the launch cost of a task's many small kernels."""
+    """``fn`` compiled whole for fixed shapes (a meta-batch's tasks all share them), in
+    :data:`CUDA_MODE` on a GPU."""
     mode = CUDA_MODE if device.startswith("cuda") else None
     # Every algorithm object compiles its class's pure_gradient anew: a process that builds many (sweep,
     # compare, tests) would pass Dynamo's default of 8 compilations of one function and run it eagerly.
