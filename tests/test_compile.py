@@ -151,3 +151,19 @@ def test_compiled_step_runs_eagerly_under_a_dispatch_mode():
         got, _ = ours("fomaml", torch.float64, compile=True)
     assert counter.get_total_flops() > 0
     assert max_abs(got, expected) <= 1e-10
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_pure_gradient_leaves_finn_offsets_to_the_outer_loop(algorithm):
+    """Finn et al.'s BatchNorm offsets are not adapted (``inner_loop_frozen``) but still get a meta-gradient."""
+    from metacompare.models import conv4_finn
+
+    torch.manual_seed(0)
+    model = conv4_finn(ways=3, filters=4, image_size=16).double()
+    algo = build_algorithm(model, config(algorithm, model="conv4_finn"))
+    assert len(algo.adapted) < len(algo.theta())
+    task = tasks_of(torch.float64, 1)[0]
+    expected = algo.task_gradient(task)
+    theta = {k: v.detach() for k, v in algo.theta().items()}
+    grads, _, _ = algo.pure_gradient(theta, task.support_x, task.support_y, task.query_x, task.query_y)
+    assert max_abs(grads, expected.grads) <= 1e-10

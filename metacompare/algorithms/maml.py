@@ -72,7 +72,6 @@ class MAML(MetaAlgorithm):
             acc = None if sy.is_floating_point() else (fit.argmax(-1) == sy).float().mean().item()
         return len(tasks), BatchGradient(list(grads), loss, acc)
 
-
     def pure_gradient(self, theta: inner.Params, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,
                       qy: torch.Tensor, stacked: bool = False) -> tuple:
         """:meth:`task_gradient` (or, ``stacked``, :meth:`_batched_part`) in ``torch.func``: MAML is
