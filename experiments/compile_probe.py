@@ -6,8 +6,9 @@ For each contender: the compile (the first call, less one eager step) is reporte
 meta-gradients, both from the same θ, are compared (max abs difference, and relative to the largest
 entry); then both are timed interleaved, after warm-ups, so load from other processes hits them alike.
 One torch thread on the CPU. "agrees" is float32 agreement at the level of the fast paths already
-accepted at this size: the bench records 1.0-1.4e-4 (batched) and 1.6e-3 (channels_last) of the
-largest entry against learn2learn (``results/bench/bench.csv``); the float64 check, ≤ 1e-10, is
+accepted at this size: against learn2learn the bench records, of the largest entry, 1.0-1.4e-4
+(batched) and 1.6e-3 (channels_last) at 1 inner step, 2.4e-3 and 1.1e-2 for Reptile at 5
+(``results/bench/bench.csv``, ``results/bench/steps5/``); the float64 check, ≤ 1e-10, is
 ``tests/test_compile.py``. Under ``--precision bfloat16`` both contenders autocast and the bound is
 3% of the largest entry, below bf16's own distance from float32 (3-10% in the bench).
 
@@ -29,7 +30,7 @@ from metacompare.config import RunConfig
 
 # Of the largest gradient entry: the level of the fast paths accepted at this size (float32), and bf16's
 # own rounding (the bench records 3-10% of the largest entry between bf16 and float32 learn2learn).
-TOLERANCE = {"float32": 2e-3, "bfloat16": 3e-2}
+TOLERANCE = {"float32": 1e-2, "bfloat16": 3e-2}
 
 
 def step_function(algorithm: str, s: Setting, device: str, batch_tasks: bool, compile: bool,
