@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from metacompare.config import RunConfig
 from metacompare.models import conv4, conv4_finn
 from tests.conftest import make_task
 from tests.faults import sine_config, write_config
-from tests.test_distributed import free_port
+from tests.test_distributed import run_two_ranks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -139,13 +138,7 @@ def _rank_main(rank: int, port: int, out: str) -> None:
 
 
 def test_two_processes_on_cuda_give_the_one_process_meta_gradient(tmp_path):
-    context, port = multiprocessing.get_context("spawn"), free_port()
-    procs = [context.Process(target=_rank_main, args=(rank, port, str(tmp_path))) for rank in range(2)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(300)
-    assert [proc.exitcode for proc in procs] == [0, 0]
+    run_two_ranks(_rank_main, tmp_path)
     expected_backend = "nccl" if torch.cuda.device_count() >= 2 else "gloo"  # NCCL refuses a shared GPU
     for rank in range(2):
         found = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)

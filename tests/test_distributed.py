@@ -90,16 +90,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory) -> tuple[dict, dict, Path]:
-    out = tmp_path_factory.mktemp("two_ranks")
+def run_two_ranks(target, out: Path) -> None:
+    """``target(rank, port, out)`` in two spawned processes that meet on a free port; both must succeed."""
     context, port = multiprocessing.get_context("spawn"), free_port()
-    procs = [context.Process(target=_rank_main, args=(rank, port, str(out))) for rank in range(2)]
+    procs = [context.Process(target=target, args=(rank, port, str(out))) for rank in range(2)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(300)
     assert [proc.exitcode for proc in procs] == [0, 0]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> tuple[dict, dict, Path]:
+    out = tmp_path_factory.mktemp("two_ranks")
+    run_two_ranks(_rank_main, out)
     return torch.load(out / "rank0.pt", weights_only=False), torch.load(out / "rank1.pt", weights_only=False), out
 
 
