@@ -293,10 +293,13 @@ def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_
     for ax, x, label in zip(axes, ("iteration", seconds, "work"),
                             ("meta-iterations", "training seconds" + (" (CPU)" if "cpu" in seconds else ""),
                              "work (example-passes)")):
+        labelled: set[str] = set()  # one legend entry per algorithm, on its first run that has a curve
         for cfg, frame in frames:
             ax.plot(frame[x], frame[key], marker=".", color=colors[cfg.algorithm], alpha=0.8,
-                    label=cfg.algorithm if cfg.seed == configs[0].seed else None)
+                    label=None if cfg.algorithm in labelled else cfg.algorithm)
+            labelled.add(cfg.algorithm)
         ax.set_xlabel(label)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))  # 10,000s of iterations: 1e4 ticks
     axes[0].set_ylabel(key.removeprefix("val_").replace("_mean", "") + " (validation)")
     axes[0].legend()
     fig.tight_layout()

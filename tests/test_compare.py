@@ -167,3 +167,26 @@ def test_chosen_and_no_tune_together_are_refused(tmp_path, capsys):
     assert exit_.value.code == 2 and err.count("\n") == 1 and "not allowed with argument" in err
     with pytest.raises(UserError, match="--chosen and --no-tune conflict"):
         compare.compare("configs/sine.yaml", "work:1", tuned=False, chosen_file="x.yaml")
+
+
+def test_learning_curves_name_every_algorithm_even_when_its_first_seed_has_no_curve(tmp_path, monkeypatch):
+    """A run that diverged before its first validation has no curve; the algorithm's next seed carries
+    the legend entry (it once went missing)."""
+    from matplotlib.figure import Figure
+
+    from metacompare.config import RunConfig
+
+    def metrics(values):
+        return pd.DataFrame({"iteration": [10, 20], "train_cpu_seconds": [1.0, 2.0], "work": [5, 10],
+                             **({"val_loss_mean": values} if values else {})})
+    runs = {("fomaml", 0): metrics([0.5, 0.4]), ("reptile", 0): metrics(None), ("reptile", 1): metrics([0.9, 0.7])}
+    configs = [RunConfig(algorithm=a, dataset="sine", model="mlp", ways=1, shots=5, query=5, seed=s) for a, s in runs]
+    for cfg in configs:
+        (tmp_path / f"{cfg.algorithm}{cfg.seed}").mkdir()
+        runs[cfg.algorithm, cfg.seed].to_csv(tmp_path / f"{cfg.algorithm}{cfg.seed}" / "metrics.csv", index=False)
+    monkeypatch.setattr(compare, "run_dir", lambda cfg: tmp_path / f"{cfg.algorithm}{cfg.seed}")
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: saved.append(fig))
+    assert compare.learning_curves(configs, tmp_path / "curves.png", seconds="train_cpu_seconds")
+    (fig,) = saved
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["fomaml", "reptile"]
