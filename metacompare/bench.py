@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from metacompare.bench_worker import (DEFAULT_THREADS, IMPLEMENTATIONS, MACHINE_IMPLEMENTATIONS, MACHINE_PROCS,
                                       ONE_THREAD, QUICK_IMPLEMENTATIONS, QUICK_MACHINE, TICK, WARM_UPS, Impl,
-                                      Setting, _slug)
+                                      Setting, _slug, synchronize)
 from metacompare.errors import UserError
 
 __all__ = ["COLUMNS", "IMPLEMENTATIONS", "Impl", "Setting", "bench", "format_table", "race"]
@@ -41,8 +41,6 @@ COLUMNS = ["model", "inner_steps", "ways", "shots", "query", "meta_batch", "impl
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """Best GFLOP/s of a square matmul: the ceiling that achieved GFLOP/s are read against."""
-    from metacompare.bench_worker import synchronize
-
     a, b = (torch.rand(size, size, device=device).to(dtype) for _ in range(2))
     a @ b
     best = math.inf
