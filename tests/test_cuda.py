@@ -70,6 +70,18 @@ def test_cuda_meta_gradient_is_the_cpu_one(algorithm, changes):
     assert max_abs(meta_gradient(algorithm, "cuda", **changes), cpu) <= TOLERANCE
 
 
+@pytest.mark.parametrize("batch_tasks", [False, True], ids=["loop", "batched"])
+def test_reptile_protocol_on_cuda(batch_tasks):
+    """supervised-reptile's inner loop (Adam with beta1 0, mini-batches drawn on the CPU generator) once
+    failed on CUDA only: the drawn indices stayed on the CPU."""
+    # CPU and CUDA on the same engine: the batched one draws one order for all tasks, the loop one each
+    changes = dict(inner_optimizer="adam", inner_betas=(0.0, 0.999), inner_lr=1e-3, inner_batch_size=4,
+                   inner_steps=3, batch_tasks=batch_tasks)
+    cpu = meta_gradient("reptile", "cpu", **changes)
+    assert max(g.abs().max().item() for g in cpu) > 1e-6, "degenerate test: the gradient is ~0"
+    assert max_abs(meta_gradient("reptile", "cuda", **changes), cpu) <= TOLERANCE
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("batch_tasks", [False, True], ids=["loop", "batched"])
 def test_finns_network_on_cuda(algorithm, batch_tasks):
