@@ -27,5 +27,9 @@ launch reptile_paper --set algorithm=reptile --set iterations=100000
 launch reptile_8000 --set algorithm=reptile --set iterations=8000
 wait
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$out/gpu.txt"
-for m in "$out"/runs/*/*/metrics.csv; do echo "$m"; cut -d, -f1,2 "$m" | tail -1; done
-find "$out/runs" -name '*.pt' -delete  # keep the curves, not the weights
+for m in "$out"/runs/*/*/metrics.csv; do  # flat copies: a device's output folder has a depth limit
+  name=$(basename "$(dirname "$(dirname "$m")")")
+  cp "$m" "$out/$name.metrics.csv"
+  echo "$name: $(tail -n 1 "$m" | cut -d, -f1,2) (iteration, wall seconds)"
+done
+rm -rf "$out/runs"

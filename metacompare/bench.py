@@ -157,7 +157,9 @@ def sampling_rate(config: str, data_root: str, ways: int, shots: int, query: int
     from metacompare.config import load_experiment, with_overrides
     from metacompare.data import TaskSampler, omniglot_splits
 
-    cfg = with_overrides(load_experiment(config)[0], data_root=data_root, ways=ways, shots=shots, query=query)
+    # the race's task shape, whatever the config's first algorithm trains on (Reptile's train_shots)
+    cfg = with_overrides(load_experiment(config)[0], data_root=data_root, ways=ways, shots=shots, query=query,
+                         train_shots=0)
     train = omniglot_splits(cfg)["train"]
     sampler = TaskSampler(train, cfg, -1, seed=cfg.seed, split="train")
     sampler.sample()

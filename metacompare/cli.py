@@ -221,7 +221,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from metacompare.compare import compare
 
     report = compare(args.config, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
-                     results_dir=args.results_dir, progress=not args.no_progress, chosen_file=args.chosen)
+                     results_dir=args.results_dir, progress=not args.no_progress, chosen_file=args.chosen,
+                     procs=args.procs)
     print(report.read_text().split("\n\n")[1])  # the answer paragraph
     print(f"report: {report}")
     return 0
@@ -252,6 +253,9 @@ def _add_tune_and_compare(sub) -> None:
     settings.add_argument("--chosen", metavar="FILE", default=None,
                           help="take each algorithm's setting from an earlier tune's record instead of tuning, "
                                "e.g. results/sine_compare_cpu300s/tune/search.yaml (default: tune)")
+    compare.add_argument("--procs", type=bounded(int, 1, 256), default=1,
+                         help="train each final run data-parallel on this many local processes where its engine "
+                              "allows (not with inner_state: carry); a cpu: budget counts every process's time")
     compare.set_defaults(func=_cmd_compare)
 
 

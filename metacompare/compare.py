@@ -12,6 +12,7 @@ the very same test episodes, so the algorithms are compared pairwise on per-epis
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from metacompare import budget, results, tune
+from metacompare import budget, distributed, results, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
 from metacompare.runner import run_dir, train_and_evaluate
@@ -27,9 +28,10 @@ from metacompare.runner import run_dir, train_and_evaluate
 
 def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
             overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True,
-            chosen_file: str | Path | None = None) -> Path:
+            chosen_file: str | Path | None = None, procs: int = 1) -> Path:
     """Tune (or not, or take ``chosen_file``'s settings), train every algorithm under one budget with
-    ``seeds`` seeds, write the report.
+    ``seeds`` seeds, write the report. ``procs`` > 1 trains each final run data-parallel on that many
+    local processes where its engine allows it (:func:`train`); tuning trials stay on one.
     Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips."""
     if chosen_file is not None and not tuned:
         raise UserError("--chosen and --no-tune conflict: --chosen takes an earlier tune's settings, "
@@ -45,8 +47,24 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
     chosen = source["chosen"] if source else tune.tune(configs, spec, progress) if tuned else {}
     finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
-    summaries = [train_and_evaluate(c, progress=progress) for c in finals]
+    summaries = [train(c, procs, progress) for c in finals]
     return write_report(finals, summaries, bound, chosen, spec if tuned else None, source)
+
+
+def train(cfg: RunConfig, procs: int = 1, progress: bool = True) -> dict[str, Any]:
+    """One final run, on ``procs`` local processes when the one-process maths allows the split
+    (:func:`metacompare.distributed.refusal`; Reptile's carried Adam state does not), else on this one.
+    Under a ``cpu:`` budget every process's CPU time counts, so more processes finish sooner on the
+    clock but do not buy more training; under a seconds budget they do."""
+    reason = distributed.refusal(cfg, procs)
+    if procs > 1 and reason is None and not (run_dir(cfg) / "summary.json").exists():
+        status = distributed.run_config(cfg, procs, progress)
+        if status != 0:
+            raise UserError(f"{cfg.algorithm} (seed {cfg.seed}) on {procs} processes stopped with exit status {status}; "
+                            f"its progress is checkpointed in {run_dir(cfg)}: rerun the command to resume")
+    elif procs > 1 and reason is not None:
+        print(f"{cfg.algorithm}: one process ({reason.split(';')[0]})", file=sys.stderr)
+    return train_and_evaluate(cfg, progress=progress)
 
 
 def read_chosen(path: str | Path, configs: list[RunConfig]) -> dict[str, Any]:

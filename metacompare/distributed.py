@@ -22,11 +22,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
+import yaml
 
 from metacompare.errors import ConfigError
 
@@ -138,20 +140,36 @@ def iteration_times(seconds: float, cpu_seconds: float) -> tuple[float, float]:
 
 def check(cfg) -> None:
     """Refuse what cannot be split across ranks without changing the maths (ConfigError)."""
-    procs = world_size()
+    reason = refusal(cfg, world_size())
+    if reason is not None:
+        raise ConfigError(reason)
+
+
+def refusal(cfg, procs: int) -> str | None:
+    """Why ``cfg`` cannot run on ``procs`` processes with the one-process maths, or None if it can."""
     if procs == 1:
-        return
+        return None
     if cfg.inner_state == "carry":
-        raise ConfigError(f"inner_state: carry makes each task start from the inner optimiser state the "
-                          f"previous task left, a chain that cannot be split over {procs} processes; set "
-                          f"inner_state: reset or run one process")
+        return (f"inner_state: carry makes each task start from the inner optimiser state the previous task "
+                f"left, a chain that cannot be split over {procs} processes; set inner_state: reset or run one process")
     if cfg.meta_batch_size < procs:
-        raise ConfigError(f"meta_batch_size: {cfg.meta_batch_size} tasks cannot be shared by {procs} processes; "
-                          f"use at most {cfg.meta_batch_size} processes")
+        return (f"meta_batch_size: {cfg.meta_batch_size} tasks cannot be shared by {procs} processes; "
+                f"use at most {cfg.meta_batch_size} processes")
     if cfg.batch_tasks and cfg.task_chunk and cfg.inner_batch_size:
-        raise ConfigError("task_chunk with inner mini-batches draws one shuffle per chunk, which depends on how "
-                          "the meta-batch is split; set task_chunk: 0 or inner_batch_size: 0 to run on "
-                          f"{procs} processes")
+        return ("task_chunk with inner mini-batches draws one shuffle per chunk, which depends on how the "
+                f"meta-batch is split; set task_chunk: 0 or inner_batch_size: 0 to run on {procs} processes")
+    return None
+
+
+def run_config(cfg, procs: int, progress: bool = True) -> int:
+    """Train one config on ``procs`` local processes (``metacompare run`` under torchrun, on a copy of
+    the config in a temporary file); return the exit status. Results land in ``cfg``'s run folder, with
+    the commit's provenance as ``run`` records it (a dirty tree is recorded as such, not refused)."""
+    with tempfile.TemporaryDirectory(prefix="metacompare-") as folder:
+        path = os.path.join(folder, "config.yaml")
+        with open(path, "w") as handle:
+            yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
+        return launch(["run", path, "--allow-dirty", "--no-report", *([] if progress else ["--no-progress"])], procs)
 
 
 def launch(argv: list[str], procs: int) -> int:

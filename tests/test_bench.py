@@ -49,3 +49,12 @@ def test_a_gpu_race_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert main(["bench", "--quick", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "--device: 'cuda' needs a visible CUDA GPU; use --device cpu" in capsys.readouterr().err
     assert not (tmp_path / "bench.csv").exists()
+
+
+def test_task_sampling_rate_on_the_omniglot_config(omniglot_root):
+    """The sampling rate is measured on the race's task shape: the config's first algorithm (Reptile,
+    10 training images per class) plus 15 query images once asked for more drawings than a class has."""
+    from metacompare.bench import sampling_rate
+
+    rate = sampling_rate("configs/omniglot_minimal.yaml", str(omniglot_root), ways=5, shots=1, query=15, count=3)
+    assert rate["tasks"] == 3 and 0 < rate["tasks_per_s"] < math.inf

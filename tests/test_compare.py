@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -59,6 +60,30 @@ def test_compare_trains_everyone_under_the_same_work_budget_and_answers_first(tm
     assert "## Paired comparisons over test episodes" in report
     assert (folder / "compare" / "learning_curves.png").stat().st_size > 0
     assert answer in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_procs_splits_what_the_maths_allows_and_keeps_the_rest_on_one_process(tmp_path, stub_stats, capsys):
+    """``--procs 2``: FOMAML's meta-batch is shared by two processes and gives the one-process numbers;
+    Reptile with a carried Adam state cannot be split, so it trains here, on one, and says why."""
+    carry = {"reptile": {**TINY["per_algorithm"]["reptile"], "inner_optimizer": "adam", "inner_state": "carry"}}
+    scores = {}
+    for procs in (1, 2):
+        config = tmp_path / f"tiny{procs}.yaml"
+        config.write_text(yaml.safe_dump({**TINY, "results_dir": str(tmp_path / f"results{procs}"),
+                                          "precision": "float64", "per_algorithm": carry}))
+        assert main(["compare", str(config), "--budget", "work:600", "--no-tune", "--seeds", "1", "--no-progress",
+                     "--procs", str(procs)]) == 0
+        folder = tmp_path / f"results{procs}" / "tiny_compare_work600"
+        summaries = [json.loads(path.read_text()) for path in folder.glob("*/summary.json")]
+        scores[procs] = {s["algorithm"]: s for s in summaries}
+    assert scores[2]["fomaml"]["processes"] == 2 and scores[2]["reptile"]["processes"] == 1
+    assert scores[1]["fomaml"]["processes"] == 1
+    assert "reptile: one process (inner_state: carry" in capsys.readouterr().err
+    for algorithm in ("fomaml", "reptile"):  # the same runs, sums taken in another order
+        one, two = scores[1][algorithm], scores[2][algorithm]
+        assert two["iterations_done"] == one["iterations_done"] > 0
+        assert two["test_loss_mean"] == pytest.approx(one["test_loss_mean"], rel=1e-9)
 
 
 def test_the_answer_without_paired_statistics_says_so():
