@@ -56,15 +56,15 @@ def train(cfg: RunConfig, procs: int = 1, progress: bool = True) -> dict[str, An
     (:func:`metacompare.distributed.refusal`; Reptile's carried Adam state does not), else on this one.
     Under a ``cpu:`` budget every process's CPU time counts, so more processes finish sooner on the
     clock but do not buy more training; under a seconds budget they do."""
-    reason = distributed.refusal(cfg, procs)
-    if procs > 1 and reason is None and not (run_dir(cfg) / "summary.json").exists():
+    reason = distributed.refusal(cfg, procs)  # None for one process
+    if reason is not None:
+        print(f"{cfg.algorithm}: one process ({reason.split(';')[0]})", file=sys.stderr)
+    elif procs > 1 and not (run_dir(cfg) / "summary.json").exists():
         status = distributed.run_config(cfg, procs, progress)
         if status != 0:
             raise UserError(f"{cfg.algorithm} (seed {cfg.seed}) on {procs} processes stopped with exit status {status}; "
                             f"its progress is checkpointed in {run_dir(cfg)}: rerun the command to resume")
-    elif procs > 1 and reason is not None:
-        print(f"{cfg.algorithm}: one process ({reason.split(';')[0]})", file=sys.stderr)
-    return train_and_evaluate(cfg, progress=progress)
+    return train_and_evaluate(cfg, progress=progress)  # here: trains, or reads the finished run
 
 
 def read_chosen(path: str | Path, configs: list[RunConfig]) -> dict[str, Any]:

@@ -194,9 +194,11 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
     axis = 1 if stacked else 0
     examples = y.shape[axis]
     for index in mini_batches(examples, loop.batch_size, loop.steps, generator):
-        if len(index) < examples:  # drawn on the CPU generator, so every device takes the same order
+        if len(index) == examples:
+            bx, by = x, y
+        else:  # drawn on the CPU generator (the same order on every device), taken on the data's device
             index = index.to(x.device)
-        bx, by = (x, y) if len(index) == examples else (x.index_select(axis, index), y.index_select(axis, index))
+            bx, by = x.index_select(axis, index), y.index_select(axis, index)
         grads = _step_gradient(forward, params, names, bx, by, loop, pure)
         params, state = loop.optimizer.update(params, grads, state)
         if not loop.second_order:
