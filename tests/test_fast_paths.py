@@ -181,3 +181,30 @@ def test_channels_last_layout_is_applied():
     task = precision.prepare_task(make_task(dtype=torch.float32), cfg)
     assert task.query_x.is_contiguous(memory_format=torch.channels_last)
     assert isinstance(task, Task)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_foreach_adam_equals_the_per_tensor_formula(dtype, tolerance):
+    """A first-order Adam step runs on ``torch._foreach_*`` kernels; with a graph to keep (second order)
+    it runs the per-tensor formula. Both are the same step: seven carried steps on a subset of the
+    parameters (the others pass through untouched, as Finn et al.'s BatchNorm offsets do)."""
+    from metacompare.inner import Adam
+
+    torch.manual_seed(0)
+    params = {name: torch.randn(4, 3, dtype=dtype) for name in ("a", "b", "frozen")}
+    optimizer = Adam(0.01, (0.0, 0.999))
+    fast, fast_state = dict(params), optimizer.init({k: params[k] for k in ("a", "b")})
+    slow, slow_state = dict(params), optimizer.init({k: params[k] for k in ("a", "b")})
+    for step in range(7):
+        grads = {k: torch.randn(4, 3, dtype=dtype) * 10 ** (step % 3 - 1) for k in ("a", "b")}
+        fast, fast_state = optimizer.update(fast, grads, fast_state)
+        tracked = {k: g.clone().requires_grad_() for k, g in grads.items()}  # forces the per-tensor path
+        slow, slow_state = optimizer.update(slow, tracked, slow_state)
+        slow = {k: v.detach() for k, v in slow.items()}
+        assert not any(t.requires_grad for t in fast.values())
+    assert fast["frozen"] is params["frozen"]
+    assert fast_state.step == slow_state.step == 7
+    for k in ("a", "b"):
+        assert torch.allclose(fast[k], slow[k], rtol=0, atol=tolerance * params[k].abs().max())
+        assert torch.allclose(fast_state.v[k], slow_state.v[k].detach(), rtol=tolerance, atol=0)
+        assert not torch.equal(fast[k], params[k])  # the step moved them
