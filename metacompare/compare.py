@@ -18,9 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from metacompare import budget, distributed, results, tune
+from metacompare import budget, distributed, files, results, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
 from metacompare.runner import run_dir, train_and_evaluate
@@ -73,12 +72,10 @@ def read_chosen(path: str | Path, configs: list[RunConfig]) -> dict[str, Any]:
     record with ``path`` added and ``chosen`` cut to these algorithms."""
     fix = "give the tune/search.yaml an earlier `metacompare compare` or `tune` wrote, or tune again without --chosen"
     try:
-        record = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"--chosen {path}: no such file; {fix}") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"--chosen {path}: cannot be read ({' '.join(str(err).split())}); {fix}") from None
-    chosen = record.get("chosen") if isinstance(record, dict) else None
+        record = files.read_yaml(path, fix)
+    except files.FileProblem as err:
+        raise UserError(f"--chosen {err}") from None
+    chosen = record.get("chosen")
     if not isinstance(chosen, dict):
         raise UserError(f"--chosen {path}: has no 'chosen:' mapping of algorithm -> settings; {fix}")
     settings = {}

@@ -171,7 +171,7 @@ def test_chosen_at_the_same_trial_budget_is_not_called_another_budget(tmp_path):
 
 
 @pytest.mark.parametrize("fields, words", [
-    (None, "no such file"),
+    (None, "does not exist"),
     ({"space": {}}, "has no 'chosen:' mapping"),
     ({"chosen": {"fomaml": CHOSEN["fomaml"]}}, "'chosen' has no settings for reptile (it has fomaml)"),
     ({"chosen": {**CHOSEN, "reptile": {"inner_lr": -1.0}}}, "chosen.reptile:"),
