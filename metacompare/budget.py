@@ -16,7 +16,9 @@ An example-pass is not a FLOP count: when algorithms use different networks (omn
 conv4_nichol and conv4_finn), equal work is not equal compute, and a seconds budget is the fair one.
 
 Seconds are training seconds: task sampling and meta-updates, without validation and checkpoint
-writes, which are timed separately (``validation_seconds``). ``cpu_seconds`` counts them in this
+writes, which are timed separately (``validation_seconds``), and without the forward pass that measures
+the logged training fit (``logging_seconds``, :meth:`MetaAlgorithm.logging_fit`; not separable inside a
+``compile: true`` step, which is charged for it). ``cpu_seconds`` counts them in this
 process's CPU time (all its threads) rather than on the wall clock: on a shared CPU machine, runs that
 happen to overlap other work are then not charged for the time they waited for a core.
 """
@@ -74,6 +76,7 @@ class BudgetMeter:
         self.counts = state.setdefault("budget", {"train_seconds": 0.0, "validation_seconds": 0.0, "work": 0.0,
                                                   "evaluations": 0})
         self.counts.setdefault("train_cpu_seconds", 0.0)
+        self.counts.setdefault("logging_seconds", 0.0)
         self.planned = cfg.iterations
         if cfg.budget.work is not None and work_per_iteration > 0:
             self.planned = min(cfg.iterations, math.floor(cfg.budget.work / work_per_iteration))
@@ -99,6 +102,10 @@ class BudgetMeter:
     def validated(self, seconds: float) -> None:
         self.counts["validation_seconds"] += seconds
 
+    def logged(self, seconds: float) -> None:
+        """Wall seconds of one iteration spent measuring the logged training fit, not charged either."""
+        self.counts["logging_seconds"] += seconds
+
     def due(self, iteration: int) -> bool:
         """Validate now? At the end, and every ``eval_interval`` iterations, or with ``budget.evaluations``
         at that many equally spaced fractions of the budget (so trials of different cost per iteration
@@ -116,7 +123,8 @@ class BudgetMeter:
 
     def row(self) -> dict[str, float]:
         """The columns a metrics row and the summary carry: learning curves against seconds and work."""
-        return {k: self.counts[k] for k in ("train_seconds", "train_cpu_seconds", "validation_seconds", "work")}
+        return {k: self.counts[k] for k in ("train_seconds", "train_cpu_seconds", "validation_seconds",
+                                            "logging_seconds", "work")}
 
 
 def parse_budget(text: str) -> dict[str, float]:

@@ -180,7 +180,7 @@ def final_metrics(run_folder: Path) -> tuple[list[dict], dict]:
     import csv
 
     with open(run_folder / "metrics.csv", newline="") as handle:
-        clocks = ("wall_time_s", "train_seconds", "train_cpu_seconds", "validation_seconds")
+        clocks = ("wall_time_s", "train_seconds", "train_cpu_seconds", "validation_seconds", "logging_seconds")
         rows = [{k: v for k, v in row.items() if k not in clocks} for row in csv.DictReader(handle)]
     summary = json.loads((run_folder / "summary.json").read_text())
     scores = {k: summary[k] for k in ("status", "iterations_done", "test_loss_mean", "test_loss_ci95",
