@@ -130,8 +130,17 @@ def test_a_second_sweep_on_the_same_results_is_refused(tmp_path):
 @pytest.mark.parametrize("name", ["sine_task_counts", "sine_baselines", "sine_sensitivity",
                                   "omniglot_task_counts", "omniglot_baselines", "omniglot_sensitivity"])
 def test_experiment_files_parse(name):
+    """Each study file expands to distinct runs of its own experiment covering the three meta-learners
+    (and, for baselines, both baselines), every run bounded by the same budget within its file."""
     configs = load_sweep(EXPERIMENTS / f"{name}.yaml")
-    assert len(configs) >= 6 and {c.experiment for c in configs} == {name}
+    assert {c.experiment for c in configs} == {name}
+    assert len({c.run_id() for c in configs}) == len(configs)
+    algorithms = {c.algorithm for c in configs}
+    assert {"reptile", "fomaml", "maml"} <= algorithms
+    if name.endswith("baselines"):
+        assert {"pretrain", "scratch"} <= algorithms
+    trained = {c.budget for c in configs if c.algorithm != "scratch"}
+    assert len(trained) == 1 and next(iter(trained)).cpu_seconds  # one CPU-second budget for all
 
 
 @pytest.mark.slow  # starts a Ray instance (GCS, raylet, workers): ~15 s on an idle 2-core machine
