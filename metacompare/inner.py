@@ -124,7 +124,7 @@ class Adam:
     def _update_foreach(self, params: Params, grads: Params, state: AdamState, step: int) -> tuple[Params, AdamState]:
         """The same step in ``torch._foreach_*`` kernels, one call per operation for all tensors instead
         of one per tensor: a first-order inner step on a small network is bound by operator overhead
-        (``bench`` measures the gain), and nothing here needs a graph."""
+        (``experiments/adam_probe.py`` measures the gain), and nothing here needs a graph."""
         b1, b2 = self.betas
         names = list(grads)
         g = [grads[k] for k in names]

@@ -215,6 +215,15 @@ class MetaAlgorithm(ABC):
             outputs = self.forward(params, x)
             return self.loss_fn(outputs, y).item(), accuracy(outputs, y)
 
+    def stacked_fit_summary(self, forward: inner.Forward, params: inner.Params, x: torch.Tensor,
+                            y: torch.Tensor) -> tuple[float, float | None]:
+        """:meth:`fit_summary` of a stack of tasks (the grouped network, ``x`` ``[T, N, ...]``): the mean
+        over the tasks, as the looped engine's mean of per-task fits."""
+        with self.logging_fit():
+            outputs = forward(params, x)
+            loss = inner.task_loss(outputs, y).mean().item()
+            return loss, None if y.is_floating_point() else (outputs.argmax(-1) == y).float().mean().item()
+
     @contextmanager
     def logging_fit(self) -> Iterator[None]:
         """Times the extra forward pass that measures the logged training fit, without gradients. It is

@@ -66,10 +66,7 @@ class MAML(MetaAlgorithm):
         grads = torch.autograd.grad(losses.mean(), wrt)
         if self.first_order:  # Σ_t ∂(mean_t L_t)/∂θ̃_t = mean_t ∇L_t(θ̃_t)
             grads = [g.sum(0) for g in grads]
-        with self.logging_fit():
-            fit = forward(params, sx)
-            loss = inner.task_loss(fit, sy).mean().item()
-            acc = None if sy.is_floating_point() else (fit.argmax(-1) == sy).float().mean().item()
+        loss, acc = self.stacked_fit_summary(forward, params, sx, sy)
         return len(tasks), BatchGradient(list(grads), loss, acc)
 
     def pure_gradient(self, theta: inner.Params, sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor,

@@ -57,10 +57,7 @@ class Reptile(MetaAlgorithm):
             return grouped.grouped_forward(self.model, params, inputs)
         params, _ = inner.adapt(forward, grouped.stacked(self.theta(), len(tasks), track=False), x, y,
                                 self.training_loop(), stacked=True)
-        with self.logging_fit():
-            outputs = forward(params, x)
-            loss = inner.task_loss(outputs, y).mean().item()
-            acc = None if y.is_floating_point() else (outputs.argmax(-1) == y).float().mean().item()
+        loss, acc = self.stacked_fit_summary(forward, params, x, y)
         with torch.no_grad():
             grads = [theta - params[k].mean(0) for k, theta in self.theta().items()]
         return BatchGradient([g.detach() for g in grads], loss, acc)
