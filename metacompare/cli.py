@@ -255,7 +255,7 @@ def _add_tune_and_compare(sub) -> None:
                                "e.g. results/sine_compare_cpu300s/tune/search.yaml (default: tune)")
     compare.add_argument("--procs", type=bounded(int, 1, 256), default=1,
                          help="train each final run data-parallel on this many local processes where its engine "
-                              "allows (not with inner_state: carry); a cpu: budget counts every process's time")
+                              "allows (inner_state: carry needs inner_chains >= N); a cpu: budget counts every process's time")
     compare.set_defaults(func=_cmd_compare)
 
 

@@ -149,9 +149,12 @@ def refusal(cfg, procs: int) -> str | None:
     """Why ``cfg`` cannot run on ``procs`` processes with the one-process maths, or None if it can."""
     if procs == 1:
         return None
-    if cfg.inner_state == "carry":
+    if cfg.inner_state == "carry" and cfg.inner_chains < procs:
+        # each process carries whole chains (algorithms.reptile): a chain cannot be split
         return (f"inner_state: carry makes each task start from the inner optimiser state the previous task "
-                f"left, a chain that cannot be split over {procs} processes; set inner_state: reset or run one process")
+                f"left, and {cfg.inner_chains} such chain(s) cannot be split over {procs} processes; set "
+                f"inner_chains: {procs} (or more; one chain per share of the meta-batch), inner_state: reset, "
+                f"or run one process")
     if cfg.meta_batch_size < procs:
         return (f"meta_batch_size: {cfg.meta_batch_size} tasks cannot be shared by {procs} processes; "
                 f"use at most {cfg.meta_batch_size} processes")

@@ -116,6 +116,9 @@ class RunConfig:
     eval_inner_batch_size: int = 0  # the same at test time (Reptile's eval-batch)
     inner_betas: tuple[float, ...] = (0.9, 0.999)  # inner Adam's betas (supervised-reptile: beta1 = 0)
     inner_state: str = "reset"  # inner optimiser state per task ("reset") or carried across tasks
+    # with inner_state: carry, this many independent carried chains, each over its contiguous share of
+    # the meta-batch (1: the one serial chain of supervised-reptile); what lets Reptile run on processes
+    inner_chains: int = 1
     inner_loss: str = "mean"  # inner loss: mean, sum, or sum_over_shots (Finn's sum / K)
     outer_lr: float = 0.001
     outer_optimizer: str = "adam"
@@ -197,6 +200,8 @@ def identity_of(values: dict[str, Any]) -> dict[str, Any]:
             body.pop(name)
     if body.get("compile") is False:  # added after results were recorded, likewise
         body.pop("compile")
+    if body.get("inner_chains") == 1:  # likewise
+        body.pop("inner_chains")
     return body
 
 

@@ -46,7 +46,7 @@ AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000
 EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the examples one meta-batch holds
 # Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
 # non-default value for an algorithm that would ignore it is refused rather than recorded as used.
-OPTIONAL_FIELDS = ("inner_state",)
+OPTIONAL_FIELDS = ("inner_state", "inner_chains")
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -165,6 +165,7 @@ def _validate_protocol(cfg: RunConfig) -> None:
     if cfg.inner_state == "carry" and cfg.inner_optimizer == "sgd":
         raise ConfigError("inner_state: carry keeps an inner optimiser's state across tasks, and plain SGD "
                           "has none; set inner_optimizer: adam or inner_state: reset")
+    _check_chains(cfg)
     plain = (cfg.inner_optimizer == "sgd" and cfg.inner_batch_size == 0 and cfg.inner_loss == "mean")
     if cfg.backend != "metacompare" and not plain:
         raise ConfigError(f"backend: {cfg.backend} runs full-batch SGD on a mean loss only; set backend: "
@@ -172,6 +173,20 @@ def _validate_protocol(cfg: RunConfig) -> None:
     _check_common_evaluation(cfg)
     _check_budget(cfg)
     _check_omniglot(cfg)
+
+
+def _check_chains(cfg: RunConfig) -> None:
+    """``inner_chains``: independent carried chains, each over a share of the meta-batch."""
+    if cfg.inner_chains == 1:
+        return
+    if cfg.inner_chains < 1:
+        raise ConfigError(f"inner_chains: must be a positive number of carried chains, got {cfg.inner_chains}")
+    if cfg.inner_state != "carry":
+        raise ConfigError(f"inner_chains: {cfg.inner_chains} chains of a carried inner state, but inner_state is "
+                          f"'{cfg.inner_state}' (every task starts afresh); set inner_state: carry or inner_chains: 1")
+    if cfg.inner_chains > cfg.meta_batch_size:
+        raise ConfigError(f"inner_chains: {cfg.inner_chains} chains cannot share meta_batch_size: "
+                          f"{cfg.meta_batch_size} tasks; use at most {cfg.meta_batch_size}")
 
 
 def _check_common_evaluation(cfg: RunConfig) -> None:

@@ -2,8 +2,10 @@
 
 The two-process checks share one spawn of two CPU processes (module fixture ``two_ranks``): each rank
 computes the meta-gradient of a tiny float64 sine meta-batch of 5 tasks (split 3 + 2) for maml,
-fomaml and reptile, scores 7 evaluation episodes (4 + 3) and trains a whole 6-iteration run; the
-parent computes the same in one process. float64 tolerance 1e-10: only the summation order changes.
+fomaml and reptile, scores 7 evaluation episodes (4 + 3) and trains a whole 6-iteration run; Reptile
+with carried Adam chains (``inner_chains``) takes 3 outer steps and trains a run stopped at its first
+validation and resumed; the parent computes the same in one process. float64 tolerance 1e-10: only the
+summation order changes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from metacompare.config import ConfigError, RunConfig
 from metacompare.models import build_model
 from tests.conftest import make_sine_task
 from tests.faults import final_metrics, kill_group, sine_config, start_run, wait_for, write_config
+from tests import test_reptile_chains
 
 TOLERANCE = 1e-10
 TASKS, EPISODES = 5, 7
@@ -72,6 +75,38 @@ def run_config(results: Path) -> RunConfig:
     return RunConfig(**{k: v for k, v in fields.items()})
 
 
+# Reptile's carried Adam chains over 2 processes: 2 chains (one each; batched, rank 1 sits out the third
+# round), 3 chains (2 + 1) batched, 5 chains (3 + 2)
+CHAIN_CASES = {"2": {"inner_chains": 2}, "2-batched": {"inner_chains": 2, "batch_tasks": True},
+               "3-batched": {"inner_chains": 3, "batch_tasks": True}, "5": {"inner_chains": 5}}
+
+
+def chain_steps(case: str) -> dict:
+    """Three outer steps of Reptile with chains: θ, every chain's state and the global RNG state after."""
+    algorithm = test_reptile_chains.trained(test_reptile_chains.config(**CHAIN_CASES[case]))
+    return {"theta": [p.detach().clone() for p in algorithm.meta_parameters()], "rng": torch.get_rng_state(),
+            "chains": [s.to_dict() for s in algorithm.chains], "eval": algorithm.inner_state.to_dict()}
+
+
+def chain_run(results: Path, stop: bool = False, signal_here: bool = False) -> dict:
+    """A Reptile run with 2 chains; ``stop``: stopped at the first validation by a SIGTERM to this process
+    (``signal_here``) or another rank's (the run checkpoints and stops on every rank), then run again, which
+    resumes."""
+    fields = sine_config(algorithm="reptile", inner_optimizer="adam", inner_state="carry", inner_chains=2,
+                         inner_batch_size=3, inner_steps=3, meta_batch_size=3, iterations=12, eval_interval=4,
+                         checkpoint_interval=100, precision="float64", results_dir=str(results))
+    cfg = RunConfig(**fields)
+    if stop:
+        def on_validation(index, scores):
+            if signal_here:
+                os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            runner.train_and_evaluate(cfg, progress=False, on_validation=on_validation)
+        if distributed.is_writer():  # rank 0 writes it (the other ranks may get here first)
+            assert torch.load(runner.run_dir(cfg) / "checkpoint.pt", weights_only=True)["iteration"] == 4
+    return runner.train_and_evaluate(cfg, progress=False)
+
+
 def _rank_main(rank: int, port: int, out: str) -> None:
     """One of the two processes: join the group as torchrun would describe it, then do every check."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
@@ -80,6 +115,8 @@ def _rank_main(rank: int, port: int, out: str) -> None:
     distributed.start("cpu")
     found = {"steps": {case: meta_step(case) for case in CASES}, "scores": scores()}
     found["summary"] = runner.train_and_evaluate(run_config(Path(out) / "results"), progress=False)
+    found["chains"] = {case: chain_steps(case) for case in CHAIN_CASES}
+    found["chain_run"] = chain_run(Path(out) / "chains", stop=True, signal_here=rank == 1)
     torch.save(found, Path(out) / f"rank{rank}.pt")
     distributed.stop()
 
@@ -144,6 +181,36 @@ def test_a_two_process_run_writes_the_one_process_results_once(two_ranks, tmp_pa
     assert [{k: v for k, v in r.items() if k != "train_cpu_seconds"} for r in rows] == \
         [{k: v for k, v in r.items() if k != "train_cpu_seconds"} for r in expected_rows]
     assert not (theirs / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("case", CHAIN_CASES)
+def test_two_processes_carry_the_one_process_chains(two_ranks, case):
+    """Each process carries its own chains; afterwards both hold every chain, as one process does."""
+    alone = chain_steps(case)
+    for found in two_ranks[:2]:
+        step = found["chains"][case]
+        assert max_diff(step["theta"], alone["theta"]) <= TOLERANCE
+        assert torch.equal(step["rng"], alone["rng"])
+        assert [c["step"] for c in step["chains"]] == [c["step"] for c in alone["chains"]]
+        for theirs, ours in zip(step["chains"], alone["chains"]):
+            assert max_diff(list(theirs["v"].values()), list(ours["v"].values())) <= TOLERANCE
+        assert max_diff(list(step["eval"]["v"].values()), list(alone["chains"][0]["v"].values())) <= TOLERANCE
+
+
+def test_a_two_process_chain_run_stopped_and_resumed_is_the_one_process_run(two_ranks, tmp_path):
+    """Rank 0's checkpoint holds rank 1's chain too: the resumed two-process run ends as one process does."""
+    first, second, out = two_ranks
+    assert json.dumps(first["chain_run"], default=str) == json.dumps(second["chain_run"], default=str)
+    assert first["chain_run"]["processes"] == 2
+    alone = chain_run(tmp_path / "chains")
+    folder = Path(alone["config"]["results_dir"]) / "tiny" / alone["run_id"]
+    theirs = out / "chains" / "tiny" / alone["run_id"]
+    got, want = pandas.read_csv(theirs / "episodes.csv"), pandas.read_csv(folder / "episodes.csv")
+    assert list(got.columns) == list(want.columns)
+    assert numpy.allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=0)
+    rows, expected = pandas.read_csv(theirs / "metrics.csv"), pandas.read_csv(folder / "metrics.csv")
+    assert numpy.allclose(rows["val_loss_mean"], expected["val_loss_mean"], rtol=1e-9, atol=0)
+    assert len(rows) == 3 and first["chain_run"]["test_loss_mean"] == pytest.approx(alone["test_loss_mean"], rel=1e-9)
 
 
 def test_slices_are_contiguous_and_cover_the_batch():
