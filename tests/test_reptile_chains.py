@@ -9,6 +9,7 @@ throughout; 1e-10 where only the summation order can differ.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import signal
 from pathlib import Path
@@ -189,3 +190,18 @@ def test_a_stopped_run_with_chains_resumes_exactly(tmp_path):
     ours, theirs = runner.run_dir(cfg), Path(whole["config"]["results_dir"]) / "tiny" / whole["run_id"]
     assert final_metrics(ours) == final_metrics(theirs)
     assert pandas.read_csv(ours / "episodes.csv").equals(pandas.read_csv(theirs / "episodes.csv"))
+
+
+def test_the_seeded_study_gives_every_algorithm_two_processes():
+    """experiments/compare_omniglot_minimal_seeds.yaml under `compare --procs 2`: no algorithm is refused
+    the second process (Reptile by its 2 chains); the machine study with Reptile's chains likewise."""
+    from metacompare import tune
+
+    configs, _ = tune.load("experiments/compare_omniglot_minimal_seeds.yaml", ())
+    assert sorted(c.algorithm for c in configs) == ["fomaml", "maml", "pretrain", "reptile"]
+    assert {c.algorithm: c.inner_chains for c in configs}["reptile"] == 2
+    assert [distributed.refusal(c, 2) for c in configs] == [None] * 4
+    machine, _ = tune.load("experiments/compare_omniglot_minimal_machine.yaml", ())
+    assert [c.algorithm for c in machine if distributed.refusal(c, 2)] == ["reptile"]  # its serial chain
+    chained = [validate(dataclasses.replace(c, inner_chains=2)) if c.algorithm == "reptile" else c for c in machine]
+    assert [distributed.refusal(c, 2) for c in chained] == [None] * 3
