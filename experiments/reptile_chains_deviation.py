@@ -7,8 +7,10 @@ sequence of training tasks (both come from the seed), so the modes differ only i
 carried; then each is scored with its own test procedure (50 Adam steps, batch 5) on the first
 ``--episodes`` of the fixed test episodes, the same for every mode. Printed: accuracy per mode and seed,
 the paired difference from the serial chain, and CPU seconds per iteration (one thread, one process).
+With ``--csv`` each finished (mode, seed) is appended there at once and a rerun skips what it holds.
 
-    PYTHONPATH=. nice -n 10 python experiments/reptile_chains_deviation.py --iterations 300 --episodes 60
+    PYTHONPATH=. nice -n 10 python experiments/reptile_chains_deviation.py --iterations 300 --episodes 60 \
+        --modes serial chains2 --csv reptile_chains.csv
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -60,13 +63,28 @@ def main() -> None:
     base = next(c for c in load_experiment(args.config) if c.algorithm == "reptile")
     base = dataclasses.replace(base, iterations=args.iterations, test_episodes=max(args.episodes, 1),
                                eval_episodes=1)
-    found: dict[tuple[str, int], tuple[float, float, list[float]]] = {}
+    found: dict[tuple[str, int], tuple[float, float]] = {}
+    columns = ["mode", "seed", "iterations", "episodes", "test_accuracy", "cpu_s_per_iteration"]
+    if args.csv and os.path.exists(args.csv):
+        with open(args.csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                if (int(row["iterations"]), int(row["episodes"])) == (args.iterations, args.episodes):
+                    found[row["mode"], int(row["seed"])] = (float(row["test_accuracy"]), float(row["cpu_s_per_iteration"]))
     for seed in args.seeds:
         for mode in args.modes:
+            if (mode, seed) in found:
+                continue
             cfg = dataclasses.replace(base, seed=seed, **MODES[mode])
-            found[mode, seed] = train_and_score(cfg, args.episodes)
-            acc, rate, _ = found[mode, seed]
+            acc, rate, _ = train_and_score(cfg, args.episodes)
+            found[mode, seed] = (acc, rate)
             print(f"seed {seed} {mode:16s} accuracy {100 * acc:6.2f}%  {rate:.3f} CPU-s/iteration", flush=True)
+            if args.csv:
+                new = not os.path.exists(args.csv)
+                with open(args.csv, "a", newline="") as handle:
+                    writer = csv.writer(handle)
+                    if new:
+                        writer.writerow(columns)
+                    writer.writerow([mode, seed, args.iterations, args.episodes, acc, rate])
     print(f"\n{args.iterations} iterations, {args.episodes} test episodes x {base.ways} queries, seeds {args.seeds}")
     print(f"{'mode':16s} {'mean acc':>9s} {'min':>7s} {'max':>7s} {'paired diff vs serial (per seed)':>34s} {'CPU-s/it':>9s}")
     for mode in args.modes:
@@ -78,13 +96,6 @@ def main() -> None:
         rate = statistics.mean(found[mode, s][1] for s in args.seeds)
         print(f"{mode:16s} {100 * statistics.mean(accs):8.2f}% {100 * min(accs):6.2f}% {100 * max(accs):6.2f}% "
               f"{text:>34s} {rate:9.3f}")
-    if args.csv:
-        with open(args.csv, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["mode", "seed", "iterations", "episodes", "test_accuracy", "cpu_s_per_iteration"])
-            for (mode, seed), (acc, rate, _) in found.items():
-                writer.writerow([mode, seed, args.iterations, args.episodes, acc, rate])
-
 
 if __name__ == "__main__":
     sys.exit(main())
