@@ -8,7 +8,8 @@ A block in a Markdown file is a marker naming its source, the rendered table, an
 
 so a number in the documentation is never typed by hand: ``--check`` (and ``tests/test_docs.py``, and
 the docs build) re-renders every block and reports each one whose text differs from its source file.
-Paths are relative to the repository root. Options after the path (``key=value``, shell quoting):
+Paths are relative to the repository root; a path with ``*`` (``results/sine/*/summary.json``) reads
+every matching run summary as one row, nested keys dotted. Options after the path (``key=value``, shell quoting):
 
 - ``view``: ``compare`` (the default for ``compare/algorithms.csv``: one row per algorithm, the score
   with its interval, floor, iterations, training time), ``pairwise`` (the default for
@@ -18,14 +19,16 @@ Paths are relative to the repository root. Options after the path (``key=value``
   ``~`` multiplies by 100 alone: percentage points);
 - ``spec`` (pairwise): the differences' format (default ``~.2f``: accuracy in points);
 - ``headers``: ``|``-separated column titles; ``where``: ``column:value,...`` keeps matching rows;
+  ``sort``: ``column,...`` orders them;
 - ``pivot``: ``row_column,column_column``: a grid of the one value column (``diverged`` cells say so);
-- ``answer=yes`` (compare): the report's answer paragraph first; ``figure=NAME`` (compare, csv): the
-  figure of that name in the source's folder after the table.
+- ``answer=yes`` (compare): the report's answer paragraph first; ``title=yes``: its heading before
+  that; ``figure=NAME`` (compare, csv): the figure of that name in the source's folder after the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -118,6 +121,8 @@ def fmt(value, spec: str = "") -> str:
         return f"{100 * number:{spec[1:] or '.2f'}}%"
     if spec.startswith("~"):  # percentage points
         return f"{100 * number:{spec[1:] or '.2f'}}"
+    if spec.endswith("f") and abs(number) >= 1e5:  # a blown-up score: fixed point would be unreadable
+        return f"{number:.2e}"
     if spec:
         return f"{number:{spec}}"
     if float(number).is_integer() and abs(number) < 1e15:
@@ -132,6 +137,13 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _read(root: Path, source: str) -> pd.DataFrame:
+    """A CSV file, or with a ``*`` in the path every matching JSON file (run summaries) as one row
+    each, nested keys dotted (``test_by_inner_steps.1.loss_mean``), in path order."""
+    if "*" in source:
+        paths = sorted(root.glob(source))
+        if not paths:
+            raise UserError(f"table marker names {source}, which matches no file under {root}; fix the path")
+        return pd.json_normalize([json.loads(p.read_text(encoding="utf-8")) for p in paths], sep=".")
     path = root / source
     if not path.is_file():
         raise UserError(f"table marker names {source}, which does not exist under {root}; fix the path")
@@ -195,6 +207,13 @@ def view_compare(root: Path, source: str, options: dict[str, str], page: Path) -
         if answer is None:
             raise UserError(f"{report.relative_to(root)} has no paragraph starting with **Answer")
         parts.append(answer.strip() + "\n")
+    if options.get("title") == "yes":  # the report's own heading, e.g. the dataset, task and budget
+        report = (root / source).parent / "report.md"
+        heading = report.read_text(encoding="utf-8").splitlines()[0] if report.is_file() else ""
+        if not heading.startswith("# "):
+            raise UserError(f"table marker {source}: title=yes needs {report.relative_to(root)} to open "
+                            f"with a heading")
+        parts.insert(0, f"**{heading[2:].strip()}**\n")
     parts.append(_markdown_table(header, rows))
     return "\n".join(parts)
 
@@ -228,6 +247,14 @@ def _label(column: str, value) -> str:
     return "unlimited" if column == "num_tasks" and _number(value) == -1 else fmt(value)
 
 
+def _order(column: str, value) -> tuple:
+    """Pivot columns in numeric order, ``num_tasks: -1`` (unlimited) last; text in its own order."""
+    number = _number(value)
+    if number is None:
+        return (1, 0.0)
+    return (0, math.inf if column == "num_tasks" and number == -1 else number)
+
+
 def _cell(row: dict, mean: str, ci: str | None, spec: str) -> str:
     value = row[mean]
     if mean == "num_tasks":
@@ -253,11 +280,13 @@ def view_csv(root: Path, source: str, options: dict[str, str], page: Path) -> st
     missing = sorted({c for m, ci, _ in columns for c in (m, ci) if c} - set(table.columns))
     if missing:
         raise UserError(f"table marker {source}: no column {', '.join(missing)} in the file")
+    if "sort" in options:
+        table = table.sort_values(options["sort"].split(","), kind="stable")
     records = table.to_dict("records")
     if "pivot" in options:
         row_key, col_key = options["pivot"].split(",")
         (mean, ci, spec), = columns
-        col_values = list(dict.fromkeys(table[col_key]))
+        col_values = sorted(dict.fromkeys(table[col_key]), key=lambda v: _order(col_key, v))
         grid: dict = {}
         for r in records:
             grid.setdefault(r[row_key], {})[r[col_key]] = _cell(r, mean, ci, spec)

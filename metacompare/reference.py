@@ -142,7 +142,8 @@ def config_reference() -> str:
         out.append(f"{title}\n\n{intro}| field | type | default | meaning |\n|---|---|---|---|")
         for row in members:
             name = f"[`{row.name}`](#{row.name.replace('.', '')})" if row.section else f"`{row.name}`"
-            out.append(f"| {name} | `{_cell(row.type)}` | `{_cell(row.default)}` | {_cell(row.doc)} |")
+            # a pipe cannot be escaped inside a code span of a table cell: types are plain text
+            out.append(f"| {name} | {_cell(row.type)} | `{row.default}` | {_cell(row.doc)} |")
         out.append("")
     return "\n".join(out) + "\n"
 
