@@ -142,8 +142,8 @@ def config_reference() -> str:
         out.append(f"{title}\n\n{intro}| field | type | default | meaning |\n|---|---|---|---|")
         for row in members:
             name = f"[`{row.name}`](#{row.name.replace('.', '')})" if row.section else f"`{row.name}`"
-            # a pipe cannot be escaped inside a code span of a table cell: types are plain text
-            out.append(f"| {name} | {_cell(row.type)} | `{row.default}` | {_cell(row.doc)} |")
+            # Python-Markdown's tables leave a pipe inside a code span alone (`float | None`)
+            out.append(f"| {name} | `{row.type}` | `{row.default}` | {_cell(row.doc)} |")
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -194,7 +194,8 @@ def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
     for name, sub in _subcommands(parser).items():
         positionals = " ".join((a.metavar or a.dest).upper() if a.metavar is None else a.metavar
                                for a in sub._actions if not a.option_strings and a.dest != "help")
-        out.append(f"## `{name}`\n\n{sub.description or ''}\n\n```\nmetacompare {name} {positionals} [options]\n```\n")
+        usage = " ".join(filter(None, ["metacompare", name, positionals, "[options]"]))
+        out.append(f"## `{name}`\n\n{sub.description or ''}\n\n```\n{usage}\n```\n")
         out.append("| argument | default | meaning |\n|---|---|---|")
         out += [r for r in map(_option_row, sub._actions) if r]
         out.append("")

@@ -141,9 +141,9 @@ def test_config_reference_lists_every_field_with_type_default_and_meaning():
              if line.startswith("| `") or line.startswith("| [`")}
     assert sorted(lines) == sorted(names)
     assert reference.undocumented() == []
-    assert "| `inner_lr` | float | `0.01` | Step size of the task adaptation" in text
-    assert "| `budget.cpu_seconds` | float \\| None | `null` |" in text
-    assert "| `omniglot.sources` | tuple[str, ...] | `[\"images_background\", \"images_evaluation\"]` |" in text
+    assert "| `inner_lr` | `float` | `0.01` | Step size of the task adaptation" in text
+    assert "| `budget.cpu_seconds` | `float | None` | `null` |" in text
+    assert "| `omniglot.sources` | `tuple[str, ...]` | `[\"images_background\", \"images_evaluation\"]` |" in text
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,8 @@ def test_cli_reference_lists_every_command_and_option():
             for option in action.option_strings:
                 if option not in ("-h", "--help"):
                     assert f"`{option}`" in section, (name, option)
-    assert "| `--budget` `SECONDS|cpu:SECONDS|work:N` | required |" in text.replace("\\|", "|")
+    assert "| `--budget` `SECONDS|cpu:SECONDS|work:N` | required |" in text
+    assert "```\nmetacompare list [options]\n```" in text and "```\nmetacompare compare CONFIG [options]\n```" in text
 
 
 def test_mkdocs_nav_names_existing_pages():
@@ -204,3 +205,25 @@ def test_mkdocs_nav_names_existing_pages():
     assert generated <= set(pages)
     assert [p for p in pages if p not in generated and not (ROOT / "docs" / p).is_file()] == []
     assert config["strict"] is True and "docs/hooks.py" in config["hooks"]
+
+
+def test_readme_links_point_at_files_of_the_repository():
+    """The strict docs build checks the pages' links; the README is outside docs/, so check it here."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)]+)\)", text) if "://" not in t]
+    assert len(targets) >= 15
+    assert [t for t in targets if not (ROOT / t).exists()] == []
+
+
+def test_check_and_write_from_the_command_line(answer_copy, capsys):
+    root, readme = answer_copy
+    assert doctables.main(["--check", "--root", str(root)]) == 0
+    csv = root / ANSWER / "algorithms.csv"
+    csv.write_text(csv.read_text().replace("0.9606000021696091", "0.9706000021696091"))
+    assert doctables.main(["--check", "--root", str(root)]) == 1
+    assert "97.06%" in capsys.readouterr().err
+    assert doctables.main(["--write", "--root", str(root)]) == 0
+    assert doctables.main(["--check", "--root", str(root)]) == 0
+    assert "**97.06% ± 0.63**" in readme.read_text()
