@@ -124,3 +124,38 @@ FIELD_DOCS: dict[str, str] = {
     "budget.evaluations": "Validate at this many equally spaced fractions of the budget instead of every "
                           "`eval_interval` iterations. 0: by `eval_interval`.",
 }
+
+# Fields that branches in flight add (issue 22's user_data section, issue 25's MAML++ options), written
+# from their docstrings so that the merged tree documents them; a key here may name a field this tree
+# does not have yet, unlike FIELD_DOCS (tests/test_docs.py). Move them into FIELD_DOCS once merged.
+PENDING_DOCS: dict[str, str] = {
+    "user_data": "Your own data for `dataset: folder`, `table` or `text` (fields below; "
+                 "[Your own data](../guide/own-data.md)).",
+    "user_data.root": "The image folder (one sub-folder per class, or group/class) or the CSV/Parquet file.",
+    "user_data.label_column": "A table's or text file's column holding the class.",
+    "user_data.text_column": "A text table's column holding the text.",
+    "user_data.validation_fraction": "Fraction of the classes (or whole groups) that validate; 0: validate on "
+                                     "fresh episodes of the training classes.",
+    "user_data.test_fraction": "Fraction of the classes (or whole groups) that test.",
+    "user_data.split_seed": "Seed of the shuffle that splits the classes.",
+    "user_data.image_size": "Images are resized to this many pixels square; 0: detected (28 grey, 84 colour).",
+    "user_data.channels": "Image channels; 0: detected (grey unless a sampled file is colour).",
+    "user_data.invert": "Take 1 - pixel (ink = 1, as the Omniglot loader does).",
+    "user_data.cache_mb": "Bound of the decoded-image cache, in MB.",
+    "user_data.standardize": "Standardise a table's feature columns.",
+    "user_data.vocab_buckets": "Text: tokens are hashed into this many ids.",
+    "user_data.max_tokens": "Text: tokens kept per text.",
+    "user_data.embedding_dim": "Text: width of the token embedding.",
+    "mamlpp": "MAML++'s training options (Antoniou et al. 2019, section 4; fields below); null: the "
+              "algorithm's own choice (all off for maml and fomaml, the paper's values for `maml++`).",
+    "mamlpp.multi_step_loss": "MSL: the meta-loss is the query loss after every inner step, with importance "
+                              "weights annealed towards the last step.",
+    "mamlpp.msl_fraction": "MSL anneals over this fraction of training, then the last step's loss alone "
+                           "(paper: 10 of 100 epochs).",
+    "mamlpp.per_step_bn_weights": "BNWB: every BatchNorm gets a weight and bias per inner step.",
+    "mamlpp.per_step_bn_statistics": "BNRS: every BatchNorm keeps running statistics per inner step.",
+    "mamlpp.learned_inner_lr": "LSLR: one SGD step size per parameter tensor and per inner step, learned by the "
+                               "outer optimiser.",
+    "mamlpp.first_order_fraction": "DA: first order for this fraction of training, then second order (paper: "
+                                   "50 of 100 epochs; 0: never first order).",
+}
