@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, as run on a lent GPU machine (see README, "GPU"): the CUDA tests,
+# The checks that need a CUDA GPU, as run on a lent GPU machine (see docs/performance.md, "On a GPU"): the CUDA tests,
 # then the one-process bench race on the GPU, strided conv4 first (the setting).
 #   bash experiments/gpu_check.sh OUT_DIR [PYTHON]
 # PYTHON must import torch (CUDA build), learn2learn, higher, pandas, matplotlib, scipy, pytest, tqdm, yaml.

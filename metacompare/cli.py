@@ -267,7 +267,7 @@ def _add_run_and_sweep(sub) -> None:
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
     run.add_argument("--procs", type=bounded(int, 1, 256), default=1,
                      help="split each meta-batch over this many local processes (torchrun on 127.0.0.1; "
-                          "same results as one process); see README, Distributed runs (default: 1)")
+                          "same results as one process); see docs/guide/distributed.md (default: 1)")
 
     sweep = _subcommand(sub, "sweep", "run a grid of configs in parallel (resumable); exit 1 if a run failed",
                         _cmd_sweep)

@@ -68,8 +68,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     if cfg.precision == "bfloat16" and cfg.algorithm == "maml" and cfg.inner_steps > 1:
         # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
         warnings.warn(f"precision: bfloat16 with maml and inner_steps={cfg.inner_steps}: at 5 steps its "
-                      f"meta-gradient differed from float32 by up to 84% of the largest entry (README, "
-                      f"Performance); use float32 for multi-step MAML", stacklevel=2)
+                      f"meta-gradient differed from float32 by up to 84% of the largest entry (docs/performance.md, "
+                      f"five inner steps); use float32 for multi-step MAML", stacklevel=2)
     return cfg
 
 
