@@ -113,7 +113,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from metacompare.lake import evaluate_checkpoint, format_result
+    from metacompare.data.lake import evaluate_checkpoint, format_result
 
     result = evaluate_checkpoint(args.checkpoint, args.lake_runs, steps=args.steps,
                                  overrides=[f"device={args.device}", *args.set])
@@ -281,7 +281,7 @@ def _add_run_and_sweep(sub) -> None:
 
 
 def _add_evaluate_and_report(sub) -> None:
-    """The ``evaluate`` (metacompare.lake) and ``report`` (metacompare.report) subcommands."""
+    """The ``evaluate`` (metacompare.data.lake) and ``report`` (metacompare.report) subcommands."""
     evaluate = _subcommand(sub, "evaluate", "score a trained Omniglot model on Lake's 20 one-shot runs", _cmd_evaluate)
     evaluate.add_argument("checkpoint", help="a run folder results/<experiment>/<run_id>, or its model.pt")
     evaluate.add_argument("--lake-runs", required=True, metavar="DIR",

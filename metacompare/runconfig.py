@@ -55,7 +55,7 @@ class MiniImagenetConfig:
 
 @dataclass(frozen=True)
 class DigitsConfig:
-    """Which digits meta-train, validate and meta-test on ``mnist`` and ``digits`` (metacompare.digits).
+    """Which digits meta-train, validate and meta-test on ``mnist`` and ``digits`` (metacompare.data.digits).
 
     ``validation_classes: []`` draws the validation episodes from the training digits (from
     ``eval_seed``, a stream apart from training's ``seed``): ten classes leave no room for a third

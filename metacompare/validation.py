@@ -14,7 +14,7 @@ import torch
 
 from metacompare import compiled
 from metacompare.algorithms import ALGORITHMS, BACKENDS
-from metacompare.digits import check_digit_split
+from metacompare.data.digits import check_digit_split
 from metacompare.errors import ConfigError
 from metacompare.runconfig import RunConfig
 from metacompare.tracking import TRACKERS

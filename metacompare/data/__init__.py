@@ -25,9 +25,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from metacompare._l2l import l2l
-from metacompare.digits import digit_splits
+from metacompare.data.digits import digit_splits
 from metacompare.errors import DataError, UserError
-from metacompare.miniimagenet import miniimagenet_splits
+from metacompare.data.miniimagenet import miniimagenet_splits
 from metacompare.runconfig import RunConfig
 
 OMNIGLOT_SOURCES = ("images_background", "images_evaluation",
