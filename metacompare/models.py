@@ -147,7 +147,7 @@ class BagOfEmbeddings(nn.Module):
         return (vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
-def bag_of_embeddings(ways: int, buckets: int = 16384, dim: int = 64) -> nn.Sequential:
+def bag_of_embeddings(ways: int, buckets: int = 8192, dim: int = 32) -> nn.Sequential:
     """Token ids -> mean embedding -> one hidden ReLU layer -> ``ways`` logits (``dataset: text``)."""
     return nn.Sequential(BagOfEmbeddings(buckets, dim), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, ways))
 

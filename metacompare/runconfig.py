@@ -92,9 +92,9 @@ class UserDataConfig:
     invert: bool = False
     cache_mb: float = 256.0
     standardize: bool = True
-    vocab_buckets: int = 16384
+    vocab_buckets: int = 8192
     max_tokens: int = 128
-    embedding_dim: int = 64
+    embedding_dim: int = 32
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 The split depends on the class names, the two fractions and ``split_seed`` alone: units (groups where
 the folder has two levels, else classes) are sorted, shuffled with ``random.Random(split_seed)`` and
-dealt to test, then validation, until each holds its fraction of the classes; the rest meta-train.
+dealt to test, then validation, each unit taken while it brings the split nearer its share of the
+classes; the rest meta-train.
 Every algorithm and every later run therefore sees the same classes in the same split. A run writes
 the split into its folder (``splits.json``) and the data's digest beside its experiment
 (``data_index.json``); a run whose data no longer has that digest is refused.
@@ -31,17 +32,21 @@ def split_classes(classes: list[str], groups: list[str], validation_fraction: fl
         units.setdefault(group or name, []).append(c)
     order = sorted(units)
     random.Random(seed).shuffle(order)
+    free = dict.fromkeys(order)  # insertion-ordered; O(1) removal
 
-    def deal(fraction: float, start: int) -> tuple[list[int], int]:
-        target, taken, i = max(1, round(fraction * len(classes))), [], start
-        while i < len(order) and len(taken) < target:
-            taken += units[order[i]]
-            i += 1
-        return taken, i
+    def deal(fraction: float) -> list[int]:
+        """Units in shuffled order, each taken while it brings the split closer to its share of classes."""
+        target, taken = max(1, round(fraction * len(classes))), []
+        for unit in list(free):
+            size = len(units[unit])
+            if not taken or abs(len(taken) + size - target) < abs(len(taken) - target):
+                taken += units[unit]
+                del free[unit]
+        return taken
 
-    test, i = deal(test_fraction, 0)
-    validation, i = deal(validation_fraction, i) if validation_fraction > 0 else ([], i)
-    train = [c for unit in order[i:] for c in units[unit]]
+    test = deal(test_fraction)
+    validation = deal(validation_fraction) if validation_fraction > 0 else []
+    train = [c for unit in free for c in units[unit]]
     return {"train": sorted(train), "validation": sorted(validation), "test": sorted(test)}
 
 
