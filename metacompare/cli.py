@@ -247,7 +247,7 @@ def _config_or_data(args: argparse.Namespace, folder_of) -> str:
     raw = data_config(args.data, args.form, args.ways or 5, args.shots or 1, args.label_column, args.text_column)
     folder = Path(args.results_dir or "results") / folder_of(raw["experiment"])
     path = write_config(raw, folder / "data_config.yaml")
-    print(f"data: {args.data} as dataset {raw['dataset']}; config: {path}", file=sys.stderr)
+    print(f"data: {args.data} as dataset {raw['dataset']}; config: {path}")
     return str(path)
 
 

@@ -26,12 +26,12 @@ def inspect(path: str | Path, form: str | None = None, label_column: str = "labe
 
     raw = base_config(path, form, label_column, text_column)
     raw["model"] = {"folder": "conv4_finn", "table": "metamodel", "text": "bag_of_embeddings"}[raw["dataset"]]
-    cfg = expand({**raw, "ways": ways, "shots": shots, "test_query": query}, overrides, source="inspect")[0]
+    cfg = expand({**raw, "ways": ways, "shots": shots, "query": query, "test_query": query}, overrides, source="inspect")[0]
     source = load_source(cfg)
     if not any(o.split("=")[0].strip() in ("user_data.validation_fraction", "user_data.test_fraction")
                for o in overrides):
         validation, test = _fractions(source, ways)
-        cfg = expand({**raw, "ways": ways, "shots": shots, "test_query": query,
+        cfg = expand({**raw, "ways": ways, "shots": shots, "query": query, "test_query": query,
                       "user_data": {**raw["user_data"], "validation_fraction": validation, "test_fraction": test}},
                      overrides, source="inspect")[0]
     counts = source.per_class

@@ -24,9 +24,16 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 UTF8_FIX = "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT)"
 
 
-def _line_of(path: Path, offset: int) -> int:
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its first undecodable line and byte (pandas reports the offset
+    in its own read buffer, not in the file)."""
     with open(path, "rb") as handle:
-        return handle.read(offset).count(b"\n") + 1
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"line {number}: not UTF-8 text (byte 0x{line[err.start]:02x})"
+    return "not UTF-8 text"
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
@@ -48,9 +55,8 @@ def read_frame(path: str | Path) -> pd.DataFrame:
             frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
         else:
             raise DataError(f"{path}: unknown table format '{suffix}'; give a .csv, .tsv or .parquet file")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}, line {_line_of(path, err.start)}: not UTF-8 text (byte "
-                        f"0x{err.object[err.start]:02x}); {UTF8_FIX}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}, {_not_utf8(path)}; {UTF8_FIX}") from None
     except PermissionError:
         raise DataError(f"{path}: cannot be read (permission denied); make it readable (chmod u+r)") from None
     except pd.errors.EmptyDataError:
