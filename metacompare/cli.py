@@ -302,9 +302,10 @@ def _add_tune_and_compare(sub) -> None:
             "report the answer with paired statistics")
     compare = sub.add_parser("compare", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
     compare.add_argument("config", nargs="?", default=None,
-                         help="config or tune file, e.g. experiments/compare_sine.yaml (or give --data)")
+                         help="config or tune file, e.g. experiments/compare_sine.yaml (default: none; then give --data)")
     compare.add_argument("--data", metavar="PATH", default=None,
-                         help="compare on your own image folder or CSV/Parquet table, with no config file")
+                         help="compare on your own image folder or CSV/Parquet table, with no config file "
+                              "(default: none; see docs/guide/own-data.md)")
     _data_options(compare)
     compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N",
                          help="per run: training seconds (validation excluded), e.g. 300; the same in this "
@@ -324,9 +325,11 @@ def _add_tune_and_compare(sub) -> None:
 def _add_run_and_sweep(sub) -> None:
     """The ``run`` and ``sweep`` subcommands (metacompare.runner, metacompare.sweep)."""
     run = _subcommand(sub, "run", "train and evaluate the run(s) of a config file, then write the report", _cmd_run)
-    run.add_argument("config", nargs="?", default=None, help="YAML config, e.g. configs/sine.yaml (or give --data)")
+    run.add_argument("config", nargs="?", default=None,
+                     help="YAML config, e.g. configs/sine.yaml (default: none; then give --data)")
     run.add_argument("--data", metavar="PATH", default=None,
-                     help="run on your own image folder or CSV/Parquet table, with no config file")
+                     help="run on your own image folder or CSV/Parquet table, with no config file "
+                          "(default: none; see docs/guide/own-data.md)")
     _data_options(run)
     _common_run_options(run, "")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
