@@ -142,7 +142,7 @@ def test_folder_images_equal_the_builtin_omniglot_loader(small1):
 def test_folder_cache_is_bounded(tmp_path):
     root = make_folder(tmp_path / "d", classes=3, per_class=5)
     index = index_folder(root)
-    images = FolderImages(root, index.files, index.labels, 1, 10, invert=False, cache_mb=4 * 100 / 2**20)
+    images = FolderImages(root, index.files, index.labels, 1, 10, invert=False, cache_mb=4 * 400 / 2**20)
     assert images.capacity == 4
     first = images[0][0]
     for i in range(len(images)):

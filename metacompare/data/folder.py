@@ -1,8 +1,8 @@
 """Images of a folder, decoded lazily with a bounded cache (``dataset: folder``).
 
 An item is decoded on first use (Pillow: convert to grey ``L`` or ``RGB``, resize to ``size`` x
-``size`` with Lanczos, as the Omniglot loader does) and kept as uint8 in a least-recently-used cache
-of at most ``cache_mb`` megabytes, so memory is bounded by the cache and the index, not the folder.
+``size`` with Lanczos, as the Omniglot loader does) and kept, as the float32 tensor it returns, in a
+least-recently-used cache of at most ``cache_mb`` megabytes, so memory is bounded by the cache and the index, not the folder.
 Pixels are scaled to [0, 1]; ``invert`` takes ``1 - pixel`` (ink = 1, the Omniglot convention), so the
 same characters give the very tensors of :func:`metacompare.data.load_omniglot`.
 A file whose bytes Pillow cannot decode stops the run with its name (progress is checkpointed);
@@ -66,7 +66,7 @@ class FolderImages(Dataset):
                  invert: bool, cache_mb: float):
         self.root, self.files, self.labels = Path(root), files, labels
         self.channels, self.size, self.invert = channels, size, invert
-        self.capacity = int(cache_mb * 2**20 // (channels * size * size))
+        self.capacity = int(cache_mb * 2**20 // (4 * channels * size * size))  # float32 tensors
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self.labels_to_indices: dict[int, list[int]] = {}
         for i, label in enumerate(labels):
@@ -76,18 +76,16 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def pixels(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         cached = self.cache.get(index)
         if cached is not None:
             self.cache.move_to_end(index)
-            return cached
+            return cached, self.labels[index]
         pixels = decode(self.root / self.files[index], self.channels, self.size, self.root)
+        x = torch.from_numpy(np.asarray(pixels, dtype=np.float32) / 255.0)
+        x = 1.0 - x if self.invert else x
         if self.capacity > 0:
-            self.cache[index] = pixels
+            self.cache[index] = x
             if len(self.cache) > self.capacity:
                 self.cache.popitem(last=False)
-        return pixels
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        x = torch.from_numpy(np.asarray(self.pixels(index), dtype=np.float32) / 255.0)
-        return (1.0 - x if self.invert else x), self.labels[index]
+        return x, self.labels[index]
