@@ -258,6 +258,18 @@ def test_digits_table_runs_from_the_command_line(tmp_path, capsys):
     assert "maml: test accuracy" in out and "pretrain: test accuracy" in out
 
 
+def test_parquet_table_reads_like_the_csv(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    path, _ = digits_csv(tmp_path / "digits.csv")
+    pd.read_csv(path).to_parquet(tmp_path / "digits.parquet")
+    outputs = []
+    for name in ("digits.csv", "digits.parquet"):
+        code, out, err = cli(capsys, "inspect", tmp_path / name)
+        assert code == 0, err
+        outputs.append(out.replace(name, "FILE"))
+    assert outputs[0] == outputs[1] and "64 features per row" in outputs[0]
+
+
 # ----------------------------------------------------------------------------------------- text
 def test_text_tokens_are_hashed_deterministically():
     from sklearn.utils import murmurhash3_32
