@@ -139,6 +139,29 @@ def test_folder_images_equal_the_builtin_omniglot_loader(small1):
         assert torch.equal(got, expected)
 
 
+def test_folder_tasks_equal_the_builtin_loaders_tasks(small1):
+    """The same characters in the same order through both loaders give the very same episodes from the
+    same seed, so any algorithm scores the same on either: the folder path's results are the
+    built-in path's."""
+    from tests.conftest import OMNIGLOT
+    from metacompare.data import OmniglotCharacters
+
+    builtin = load_omniglot(str(OMNIGLOT), ("images_background_small1",), 28)
+    keys = sorted(builtin)[40:52]
+    index = index_folder(small1)
+    number = {f"{alphabet}/{character}": i for i, (_, alphabet, character) in enumerate(keys)}
+    picked = [(f, number[index.classes[label]]) for f, label in zip(index.files, index.labels)
+              if index.classes[label] in number]
+    folder = FolderImages(small1, [f for f, _ in picked], [label for _, label in picked], 1, 28, True, 8)
+    reference = OmniglotCharacters([builtin[key] for key in keys], rotations=False)
+    cfg = expand({"dataset": "omniglot", "model": "conv4", "ways": 5, "shots": 1, "query": 3})[0]
+    samplers = [TaskSampler(d, cfg, -1, stream_seed(3, "test tasks"), "test", 1, 3) for d in (reference, folder)]
+    for _ in range(4):
+        a, b = (s.sample() for s in samplers)
+        assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+        assert torch.equal(a.support_y, b.support_y) and torch.equal(a.query_y, b.query_y)
+
+
 def test_folder_cache_is_bounded(tmp_path):
     root = make_folder(tmp_path / "d", classes=3, per_class=5)
     index = index_folder(root)
