@@ -218,9 +218,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from metacompare.compare import compare
-
     from metacompare import budget
+    from metacompare.compare import compare
 
     label = budget.label(budget.parse_budget(args.budget))
     path = _config_or_data(args, lambda experiment: f"{experiment}_compare_{label}")
