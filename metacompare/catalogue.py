@@ -23,6 +23,9 @@ DESCRIPTIONS = {
     "sine": "sinusoid regression (Finn et al. 2017): amplitude U[0.1, 5], phase U[0, pi], x U[-5, 5]",
     "omniglot": "Omniglot characters (Lake et al. 2015): alphabet-disjoint splits, rotations as classes",
     "miniimagenet": "mini-ImageNet (Vinyals et al. 2016, Ravi & Larochelle splits), learn2learn's pickles",
+    "folder": "your images: ROOT/<class>/ or ROOT/<group>/<class>/ (user_data.root; metacompare.data.user)",
+    "table": "your feature vectors: a CSV/Parquet table with a label column (user_data.root, label_column)",
+    "text": "your labelled texts: a CSV/Parquet table with text and label columns, hashed tokens",
     "conv4_strided": "conv4 with stride-2 convolutions and no pooling (the MAML and Reptile Omniglot code)",
 }
 LIST_WIDTH = 150  # characters of a docstring's first paragraph that `list` shows

@@ -23,7 +23,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.procs > 1:  # the same command as that many local processes under torchrun
         return distributed.launch(distributed.without_option(args.argv, "--procs"), args.procs)
-    configs = load_experiment(args.config, args.set)
+    configs = load_experiment(_config_or_data(args, lambda experiment: experiment), args.set)
     if args.results_dir:
         configs = [with_overrides(c, results_dir=args.results_dir) for c in configs]
     _guard_provenance(configs, args.allow_dirty)
@@ -113,7 +113,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from metacompare.lake import evaluate_checkpoint, format_result
+    from metacompare.data.lake import evaluate_checkpoint, format_result
 
     result = evaluate_checkpoint(args.checkpoint, args.lake_runs, steps=args.steps,
                                  overrides=[f"device={args.device}", *args.set])
@@ -218,14 +218,71 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from metacompare import budget
     from metacompare.compare import compare
 
-    report = compare(args.config, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
+    label = budget.label(budget.parse_budget(args.budget))
+    path = _config_or_data(args, lambda experiment: f"{experiment}_compare_{label}")
+    report = compare(path, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
                      results_dir=args.results_dir, progress=not args.no_progress, chosen_file=args.chosen,
                      procs=args.procs)
     print(report.read_text().split("\n\n")[1])  # the answer paragraph
     print(f"report: {report}")
     return 0
+
+
+def _config_or_data(args: argparse.Namespace, folder_of) -> str:
+    """The config file to run: the one given, or for ``--data PATH`` the default config for that data
+    (metacompare.data.defaults), written to ``<results>/<folder_of(experiment)>/data_config.yaml``."""
+    if (args.config is None) == (args.data is None):
+        raise UserError("give a config file or --data PATH (one of them); a config names its own data with "
+                        "dataset: folder|table|text and user_data.root")
+    if args.data is None:
+        if args.ways or args.shots:
+            args.set = [*(f"{k}={v}" for k, v in (("ways", args.ways), ("shots", args.shots)) if v), *args.set]
+        return args.config
+    from metacompare.data.defaults import data_config, write_config
+
+    raw = data_config(args.data, args.form, args.ways or 5, args.shots or 1, args.label_column, args.text_column)
+    folder = Path(args.results_dir or "results") / folder_of(raw["experiment"])
+    path = write_config(raw, folder / "data_config.yaml")
+    print(f"data: {args.data} as dataset {raw['dataset']}; config: {path}")
+    return str(path)
+
+
+def _data_options(parser: argparse.ArgumentParser, tasks: bool = True) -> None:
+    """``--data PATH`` and what describes the data (metacompare.data.user), for run, compare and inspect."""
+    parser.add_argument("--form", choices=["folder", "table", "text"], default=None,
+                        help="the data's form (default: detected: a folder is images, a table with a text column "
+                             "is texts, any other table is vectors)")
+    parser.add_argument("--label-column", default="label", help="the table's label column")
+    parser.add_argument("--text-column", default="text", help="the table's text column (dataset: text)")
+    if tasks:
+        parser.add_argument("--ways", type=bounded(int, 1, 1000), default=None, help="classes per task (default: 5 with --data)")
+        parser.add_argument("--shots", type=bounded(int, 1, 1000), default=None,
+                            help="support examples per class (default: 1 with --data)")
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from metacompare.data.inspect import inspect
+
+    print(inspect(args.path, args.form, args.label_column, args.text_column, args.ways, args.shots, args.query,
+                  verify=args.verify, overrides=args.set))
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    """The ``inspect`` subcommand (metacompare.data.inspect)."""
+    inspect = _subcommand(sub, "inspect", "what an image folder or a CSV/Parquet table holds, the split it would "
+                                          "get and the largest task it serves; exit 2 if it cannot be used", _cmd_inspect)
+    inspect.add_argument("path", help="a folder of class subfolders (or group/class), or a .csv/.parquet table")
+    _data_options(inspect, tasks=False)
+    inspect.add_argument("--ways", type=bounded(int, 1, 1000), default=5, help="classes per task to check")
+    inspect.add_argument("--shots", type=bounded(int, 1, 1000), default=1, help="support examples per class to check")
+    inspect.add_argument("--query", type=bounded(int, 1, 1000), default=1, help="query examples per class to check")
+    inspect.add_argument("--verify", action="store_true", help="decode every image to find corrupt files (slower)")
+    inspect.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a field, e.g. --set user_data.test_fraction=0.3 (default: none)")
 
 
 def _add_tune_and_compare(sub) -> None:
@@ -243,7 +300,12 @@ def _add_tune_and_compare(sub) -> None:
     text = ("which algorithm is best under one budget: tune, train each with several seeds, "
             "report the answer with paired statistics")
     compare = sub.add_parser("compare", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
-    compare.add_argument("config", help="config or tune file, e.g. experiments/compare_sine.yaml")
+    compare.add_argument("config", nargs="?", default=None,
+                         help="config or tune file, e.g. experiments/compare_sine.yaml (default: none; then give --data)")
+    compare.add_argument("--data", metavar="PATH", default=None,
+                         help="compare on your own image folder or CSV/Parquet table, with no config file "
+                              "(default: none; see docs/guide/own-data.md)")
+    _data_options(compare)
     compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N",
                          help="per run: training seconds (validation excluded), e.g. 300; the same in this "
                               "process's CPU time, e.g. cpu:300 (fair on a shared CPU machine); or work in "
@@ -262,7 +324,12 @@ def _add_tune_and_compare(sub) -> None:
 def _add_run_and_sweep(sub) -> None:
     """The ``run`` and ``sweep`` subcommands (metacompare.runner, metacompare.sweep)."""
     run = _subcommand(sub, "run", "train and evaluate the run(s) of a config file, then write the report", _cmd_run)
-    run.add_argument("config", help="YAML config, e.g. configs/sine.yaml")
+    run.add_argument("config", nargs="?", default=None,
+                     help="YAML config, e.g. configs/sine.yaml (default: none; then give --data)")
+    run.add_argument("--data", metavar="PATH", default=None,
+                     help="run on your own image folder or CSV/Parquet table, with no config file "
+                          "(default: none; see docs/guide/own-data.md)")
+    _data_options(run)
     _common_run_options(run, "")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
     run.add_argument("--procs", type=bounded(int, 1, 256), default=1,
@@ -281,7 +348,7 @@ def _add_run_and_sweep(sub) -> None:
 
 
 def _add_evaluate_and_report(sub) -> None:
-    """The ``evaluate`` (metacompare.lake) and ``report`` (metacompare.report) subcommands."""
+    """The ``evaluate`` (metacompare.data.lake) and ``report`` (metacompare.report) subcommands."""
     evaluate = _subcommand(sub, "evaluate", "score a trained Omniglot model on Lake's 20 one-shot runs", _cmd_evaluate)
     evaluate.add_argument("checkpoint", help="a run folder results/<experiment>/<run_id>, or its model.pt")
     evaluate.add_argument("--lake-runs", required=True, metavar="DIR",
@@ -361,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_download_and_list(sub)
     _add_tune_and_compare(sub)
+    _add_inspect(sub)
     return parser
 
 

@@ -24,13 +24,13 @@ from metacompare import files
 from metacompare.algorithms import ALGORITHMS
 from metacompare.errors import ConfigError
 from metacompare.runconfig import (NOT_IN_RUN_ID, BudgetConfig, DigitsConfig, EvalProcedure, MiniImagenetConfig,
-                                   OmniglotConfig, RunConfig, identity_of)
+                                   OmniglotConfig, RunConfig, UserDataConfig, identity_of)
 from metacompare.validation import (AT_MOST, CHOICES, EXAMPLES_PER_BATCH, NON_NEGATIVE, OPTIONAL_FIELDS, POSITIVE,
                                     POSITIVE_FLOAT, _suggest, validate)
 
 __all__ = ["AT_MOST", "CHOICES", "EXAMPLES_PER_BATCH", "EPISODE_FIELDS", "NON_NEGATIVE", "NOT_IN_RUN_ID",
            "OPTIONAL_FIELDS", "POSITIVE", "POSITIVE_FLOAT", "BudgetConfig", "ConfigError", "DigitsConfig",
-           "EvalProcedure", "MiniImagenetConfig", "OmniglotConfig", "RunConfig", "dump", "expand", "identity_of",
+           "EvalProcedure", "MiniImagenetConfig", "OmniglotConfig", "RunConfig", "UserDataConfig", "dump", "expand", "identity_of",
            "load_experiment", "parse_override", "reported_accuracy", "validate", "with_overrides"]
 
 
@@ -170,7 +170,7 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
 
 # What defines the validation and test episodes: one comparison scores every algorithm on the same ones.
 EPISODE_FIELDS = ("dataset", "data_root", "ways", "shots", "evaluation_query", "eval_seed", "eval_episodes",
-                  "test_episodes", "omniglot", "miniimagenet", "evaluation")
+                  "test_episodes", "omniglot", "miniimagenet", "evaluation", "user_data")
 
 
 def _check_same_episodes(configs: list[RunConfig], source: str) -> None:

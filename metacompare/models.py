@@ -133,9 +133,50 @@ def conv4_nichol(ways: int, channels: int = 1, filters: int = 64, image_size: in
     return model
 
 
+class BagOfEmbeddings(nn.Module):
+    """The mean of a text's token embeddings, padding (id 0) left out: fastText's sentence vector
+    (Joulin et al. 2017). Plain tensor operations, so the inner loops adapt the embeddings too."""
+
+    def __init__(self, buckets: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(buckets, dim) / dim ** 0.5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        vectors = F.embedding(tokens, self.weight)
+        mask = (tokens != 0).unsqueeze(-1).to(vectors.dtype)
+        return (vectors * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def bag_of_embeddings(ways: int, buckets: int = 8192, dim: int = 32) -> nn.Sequential:
+    """Token ids -> mean embedding -> one hidden ReLU layer -> ``ways`` logits (``dataset: text``)."""
+    return nn.Sequential(BagOfEmbeddings(buckets, dim), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, ways))
+
+
+def user_model(cfg: RunConfig) -> nn.Module:
+    """The network for a user's folder, table or texts, sized from the data (metacompare.data.user):
+    the conv nets take the detected channels and size (colour: mini-ImageNet's max-pooling variants),
+    a table the seed's MLP over its width, texts the bag of embeddings."""
+    from metacompare.data.user import input_shape
+
+    shape = input_shape(cfg)
+    if cfg.dataset == "text":
+        return bag_of_embeddings(cfg.ways, cfg.user_data.vocab_buckets, cfg.user_data.embedding_dim)
+    if cfg.dataset == "table" or cfg.model == "metamodel":
+        return metamodel(cfg.ways, int(torch.tensor(shape).prod()))
+    channels, size, _ = shape
+    colour = channels == 3
+    if cfg.model == "conv4_finn":
+        return conv4_finn(cfg.ways, channels, cfg.filters, size, max_pool=colour)
+    if cfg.model == "conv4_nichol":
+        return conv4_nichol(cfg.ways, channels, cfg.filters, size, max_pool=colour)
+    return conv4(cfg.ways, channels, cfg.filters, size, strided=cfg.model == "conv4_strided")
+
+
 def build_model(cfg: RunConfig) -> nn.Module:
     """The model named by ``cfg.model``, initialised from ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
+    if cfg.dataset in ("folder", "table", "text"):
+        return user_model(cfg)
     if cfg.model == "mlp":
         return mlp()
     if cfg.model == "metamodel":

@@ -55,7 +55,7 @@ class MiniImagenetConfig:
 
 @dataclass(frozen=True)
 class DigitsConfig:
-    """Which digits meta-train, validate and meta-test on ``mnist`` and ``digits`` (metacompare.digits).
+    """Which digits meta-train, validate and meta-test on ``mnist`` and ``digits`` (metacompare.data.digits).
 
     ``validation_classes: []`` draws the validation episodes from the training digits (from
     ``eval_seed``, a stream apart from training's ``seed``): ten classes leave no room for a third
@@ -66,6 +66,35 @@ class DigitsConfig:
     validation_classes: tuple[int, ...] = ()
     test_classes: tuple[int, ...] = (5, 6, 7, 8, 9)
     download: bool = True
+
+
+@dataclass(frozen=True)
+class UserDataConfig:
+    """A researcher's own data for ``dataset: folder``, ``table`` or ``text`` (:mod:`metacompare.data.user`).
+
+    ``root``: the image folder (one subfolder per class, or group/class) or the CSV/Parquet file.
+    Classes (or, where the folder has two levels, whole groups) are split into meta-training,
+    validation and test by the two fractions, shuffled with ``split_seed``; ``validation_fraction: 0``
+    validates on fresh episodes of the training classes. Images: ``image_size`` and ``channels`` 0
+    detect them (28 pixels grey, 84 colour; grey unless a sampled file is colour), ``invert`` takes
+    ``1 - pixel`` (ink = 1, as the Omniglot loader does), ``cache_mb`` bounds the decoded-image cache.
+    Text: hashed into ``vocab_buckets`` token ids, ``max_tokens`` per text, ``embedding_dim`` wide.
+    """
+
+    root: str = ""
+    label_column: str = "label"
+    text_column: str = "text"
+    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    image_size: int = 0
+    channels: int = 0
+    invert: bool = False
+    cache_mb: float = 256.0
+    standardize: bool = True
+    vocab_buckets: int = 8192
+    max_tokens: int = 128
+    embedding_dim: int = 32
 
 
 @dataclass(frozen=True)
@@ -158,6 +187,7 @@ class RunConfig:
     tracker: str = "tensorboard"
     tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    user_data: UserDataConfig = field(default_factory=UserDataConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -195,9 +225,11 @@ def identity_of(values: dict[str, Any]) -> dict[str, Any]:
     without one keep the identity (run id, resumable checkpoints) they had before those existed."""
     body = {k: v for k, v in values.items() if k not in NOT_IN_RUN_ID}
     # Sections added after results were recorded leave run ids alone while at their defaults.
-    for name, default in (("budget", BudgetConfig), ("digits", DigitsConfig)):
+    for name, default in (("budget", BudgetConfig), ("digits", DigitsConfig), ("user_data", UserDataConfig)):
         if body.get(name) == _plain(dataclasses.asdict(default())):
             body.pop(name)
+    if isinstance(body.get("user_data"), dict):  # where the data lies is not the run (like data_root);
+        body["user_data"] = {k: v for k, v in body["user_data"].items() if k != "root"}  # its digest guards it
     if body.get("compile") is False:  # added after results were recorded, likewise
         body.pop("compile")
     if body.get("inner_chains") == 1:  # likewise

@@ -31,6 +31,7 @@ from metacompare.build import build_run
 from metacompare.scoring import evaluate
 from metacompare.config import RunConfig, dump, identity_of
 from metacompare.data import Task
+from metacompare.data.splits import write_record
 from metacompare.errors import UserError
 
 
@@ -185,6 +186,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     device, dtype, tasks, model, algorithm = run.device, run.dtype, run.tasks, run.model, run.algorithm
     if writer:
         _start_clean(out, cfg, force)
+        if tasks.record is not None:  # a user dataset: its split into the run, its digest checked (data.splits)
+            write_record(tasks.record, out)
 
     start_iteration, rows, elapsed, train_time, peak_mb = 0, [], 0.0, 0.0, 0.0
     status, diverged_at = "running", None

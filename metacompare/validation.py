@@ -14,14 +14,14 @@ import torch
 
 from metacompare import compiled
 from metacompare.algorithms import ALGORITHMS, BACKENDS
-from metacompare.digits import check_digit_split
+from metacompare.data.digits import check_digit_split
 from metacompare.errors import ConfigError
 from metacompare.runconfig import RunConfig
 from metacompare.tracking import TRACKERS
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("sine", "omniglot", "miniimagenet", "mnist", "digits"),
-    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel"),
+    "dataset": ("sine", "omniglot", "miniimagenet", "mnist", "digits", "folder", "table", "text"),
+    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel", "bag_of_embeddings"),
     "inner_optimizer": ("sgd", "adam"),
     "outer_optimizer": ("adam", "sgd"),
     "precision": ("float32", "float64", "bfloat16"),
@@ -126,9 +126,14 @@ def _check_dataset(cfg: RunConfig) -> None:
             raise ConfigError(f"model: sine regression uses the 'mlp' model, got '{cfg.model}'")
         if cfg.ways != 1:
             raise ConfigError(f"ways: sine regression tasks have one function, set ways: 1 (got {cfg.ways})")
-    elif cfg.model == "mlp":
+    elif cfg.dataset in ("table", "text"):
+        wanted = "metamodel" if cfg.dataset == "table" else "bag_of_embeddings"
+        if cfg.model != wanted:
+            raise ConfigError(f"model: dataset {cfg.dataset} takes model: {wanted}, got '{cfg.model}'")
+    elif cfg.model in ("mlp", "bag_of_embeddings"):
         raise ConfigError(f"model: {cfg.dataset} needs a conv model; set model: conv4 or conv4_strided "
                           f"(or metamodel, the seed's MLP)")
+    _check_user_data(cfg)
     if cfg.dataset in ("mnist", "digits"):
         check_digit_split(cfg)
     if cfg.dataset == "omniglot" and cfg.model == "conv4" and cfg.omniglot.image_size < 16:
@@ -136,6 +141,31 @@ def _check_dataset(cfg: RunConfig) -> None:
                           f"pixels, got {cfg.omniglot.image_size}; raise it or set model: conv4_strided")
     if not cfg.omniglot.sources:
         raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")
+
+
+def _check_user_data(cfg: RunConfig) -> None:
+    """The ``user_data`` section (metacompare.data.user): a root for the user forms, sane fractions and sizes."""
+    ud = cfg.user_data
+    if cfg.dataset in ("folder", "table", "text") and not ud.root:
+        what = "image folder" if cfg.dataset == "folder" else "CSV or Parquet file"
+        raise ConfigError(f"user_data.root: empty; set it to the {what} of dataset: {cfg.dataset}")
+    if not (0 < ud.test_fraction < 1 and 0 <= ud.validation_fraction < 1 and ud.test_fraction + ud.validation_fraction < 1):
+        raise ConfigError(f"user_data.test_fraction, validation_fraction: need 0 < test < 1, 0 <= validation < 1 and "
+                          f"their sum below 1, got {ud.test_fraction} and {ud.validation_fraction}")
+    if ud.image_size != 0 and not 8 <= ud.image_size <= 512:
+        raise ConfigError(f"user_data.image_size: 0 (detect) or 8 to 512 pixels, got {ud.image_size}")
+    if ud.channels not in (0, 1, 3):
+        raise ConfigError(f"user_data.channels: 0 (detect), 1 (grey) or 3 (colour), got {ud.channels}")
+    if not 0 <= ud.cache_mb < float("inf"):
+        raise ConfigError(f"user_data.cache_mb: a size in megabytes >= 0, got {ud.cache_mb}")
+    for name, low, high in (("vocab_buckets", 2, 2**24), ("max_tokens", 1, 4096), ("embedding_dim", 1, 4096)):
+        if not low <= getattr(ud, name) <= high:
+            raise ConfigError(f"user_data.{name}: must be from {low} to {high}, got {getattr(ud, name)}")
+    if not 0 <= ud.split_seed < 2**32:
+        raise ConfigError(f"user_data.split_seed: a whole number from 0 to 2**32 - 1, got {ud.split_seed}")
+    if cfg.dataset == "folder" and cfg.model == "conv4" and 0 < ud.image_size < 16:
+        raise ConfigError(f"user_data.image_size: conv4 halves the image four times and needs at least 16 "
+                          f"pixels, got {ud.image_size}; raise it or set model: conv4_strided")
 
 
 def _check_place(cfg: RunConfig) -> None:

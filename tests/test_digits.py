@@ -11,7 +11,7 @@ import torch
 from metacompare.algorithms import ALGORITHMS, build_algorithm
 from metacompare.config import ConfigError, expand
 from metacompare.data import build_tasks
-from metacompare.digits import DigitImages, load_sklearn_digits
+from metacompare.data.digits import DigitImages, load_sklearn_digits
 from metacompare.models import build_model, metamodel
 from metacompare.results import SUMMARY_COLUMNS, read_csv
 from tests.faults import cli, one_torch_thread, write_config

@@ -8,7 +8,7 @@ import pytest
 
 from metacompare import download
 from metacompare.download import DownloadError, download_miniimagenet
-from metacompare.miniimagenet import cache_file, load_split
+from metacompare.data.miniimagenet import cache_file, load_split
 from tests.faults import cli, closed_port_url, file_server, leftovers
 from tests.test_miniimagenet import CLASSES, PER_CLASS, write_cache
 

@@ -14,7 +14,7 @@ import torch
 from metacompare import download
 from metacompare.config import expand
 from metacompare.data import DataError, build_tasks
-from metacompare.digits import load_mnist
+from metacompare.data.digits import load_mnist
 from metacompare.download import DownloadError, download_mnist
 from tests.faults import cli, closed_port_url, file_server, leftovers, one_torch_thread, silent_server, write_config
 

@@ -12,7 +12,7 @@ from metacompare.cli import main
 from metacompare.config import expand
 from metacompare.data import DataError, load_omniglot
 from metacompare.errors import UserError
-from metacompare.lake import evaluate_checkpoint, load_image, read_run, read_runs
+from metacompare.data.lake import evaluate_checkpoint, load_image, read_run, read_runs
 from metacompare.models import build_model
 
 

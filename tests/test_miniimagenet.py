@@ -10,7 +10,7 @@ import torch
 
 from metacompare.config import expand
 from metacompare.data import DataError, build_tasks
-from metacompare.miniimagenet import cache_file, load_split
+from metacompare.data.miniimagenet import cache_file, load_split
 from metacompare.models import build_model
 
 CLASSES = {"train": 4, "validation": 3, "test": 3}

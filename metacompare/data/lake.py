@@ -59,7 +59,7 @@ class LakeResult:
 
 
 def load_image(path: Path, image_size: int) -> torch.Tensor:
-    """``[1, S, S]`` with ink = 1: the same preprocessing as the Omniglot training data (data.py)."""
+    """``[1, S, S]`` with ink = 1: the same preprocessing as the Omniglot training data (metacompare.data)."""
     try:
         image = Image.open(path).convert("L").resize((image_size, image_size), Image.LANCZOS)
     except OSError as err:

@@ -1,4 +1,5 @@
-"""Task datasets on learn2learn: sine-wave regression and Omniglot.
+"""Task datasets on learn2learn: sine-wave regression and Omniglot here; mini-ImageNet, the digits and
+a user's own folder, table or texts (:mod:`metacompare.data.user`) in this package's other modules.
 
 Both are plain ``torch`` datasets wrapped in ``l2l.data.MetaDataset`` and sampled by an
 ``l2l.data.TaskDataset`` with ``NWays`` / ``KShots`` / ``LoadData``; labels are remapped to 0..ways-1 per task. learn2learn draws tasks with Python's ``random``; every
@@ -25,9 +26,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from metacompare._l2l import l2l
-from metacompare.digits import digit_splits
+from metacompare.data.digits import digit_splits
 from metacompare.errors import DataError, UserError
-from metacompare.miniimagenet import miniimagenet_splits
+from metacompare.data.miniimagenet import miniimagenet_splits
+from metacompare.data.user import USER_FORMS, user_splits
 from metacompare.runconfig import RunConfig
 
 OMNIGLOT_SOURCES = ("images_background", "images_evaluation",
@@ -356,6 +358,7 @@ class TaskSplits:
     validation: list[Task]
     test: list[Task]
     train_episodes: list[Task] = field(default_factory=list)  # fresh tasks of the training classes
+    record: dict | None = None  # a user dataset's split and digest, written into the run (data.splits)
 
 
 def build_tasks(cfg: RunConfig) -> TaskSplits:
@@ -366,6 +369,7 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
     ``train_episodes`` are ``test_episodes`` fresh tasks of the training classes (or sine functions),
     for the generalisation gap.
     """
+    record = None
     if cfg.dataset == "sine":
         points = max(50, cfg.training_shots + cfg.query, cfg.shots + cfg.evaluation_query)
         datasets = {"train": SineWaves(10_000, points, seed=stream_seed(cfg.seed, "train functions")),
@@ -375,6 +379,8 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
         datasets = miniimagenet_splits(cfg)
     elif cfg.dataset in ("mnist", "digits"):
         datasets = digit_splits(cfg)
+    elif cfg.dataset in USER_FORMS:
+        datasets, record = user_splits(cfg)
     else:
         datasets = omniglot_splits(cfg)
     def per_task(split: str) -> bool:
@@ -390,4 +396,4 @@ def build_tasks(cfg: RunConfig) -> TaskSplits:
     fresh = TaskSampler(datasets["train"], cfg, -1, train_class_episodes_seed(cfg.eval_seed), "train",
                         cfg.shots, cfg.evaluation_query, per_task("train"))
     return TaskSplits(train, evaluation["validation"].episodes(cfg.eval_episodes),
-                      evaluation["test"].episodes(cfg.test_episodes), fresh.episodes(cfg.test_episodes))
+                      evaluation["test"].episodes(cfg.test_episodes), fresh.episodes(cfg.test_episodes), record)

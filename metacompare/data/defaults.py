@@ -1,0 +1,125 @@
+"""The config ``run --data PATH`` and ``compare --data PATH`` use when no config file is given.
+
+The form is detected (a folder: images; a table with a ``text`` column: texts; else vectors). The
+algorithms run the protocols of the recorded Omniglot comparison (``configs/omniglot_minimal.yaml`` and
+``experiments/compare_omniglot_minimal_pretrain.yaml``): Reptile as openai/supervised-reptile runs it,
+FOMAML and MAML as cbfinn/maml does, and supervised pre-training (Chen et al. 2019's Baseline), with
+the networks sized to the data; for vectors and texts, where Finn's step of 0.4 on a summed loss is
+untested, MAML's inner loop takes SGD steps of 0.1 on the mean loss. The split fractions fall back to
+validating on the training classes when the data has too few classes for three disjoint splits.
+Every field can be overridden with ``--set``, or by writing the config out and editing it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from metacompare.data import splits
+from metacompare.data.table import CSV_SUFFIXES, PARQUET_SUFFIXES, read_frame
+from metacompare.errors import DataError
+
+ALGORITHMS = ["reptile", "fomaml", "maml", "pretrain"]
+FRACTIONS = ((0.2, 0.2), (0.0, 0.3), (0.0, 0.5))  # (validation, test): the first that serves the tasks
+REPTILE = {"train_shots": 10, "query": 0, "inner_optimizer": "adam", "inner_betas": [0.0, 0.999],
+           "inner_state": "carry", "inner_lr": 0.001, "inner_steps": 5, "inner_batch_size": 10, "inner_loss": "sum",
+           "meta_batch_size": 5, "outer_optimizer": "sgd", "outer_lr": 1.0, "outer_lr_final": 0.0,
+           "eval_inner_steps": 50, "eval_inner_batch_size": 5}
+MAML = {"query": 1, "inner_optimizer": "sgd", "inner_lr": 0.4, "inner_steps": 1, "inner_loss": "sum_over_shots",
+        "meta_batch_size": 32, "outer_optimizer": "adam", "outer_lr": 0.001, "eval_inner_steps": 3}
+PRETRAIN = {"query": 1, "meta_batch_size": 32, "outer_optimizer": "adam", "outer_lr": 0.001,
+            "inner_optimizer": "sgd", "inner_lr": 0.1, "eval_inner_steps": 50}
+
+
+def detect_form(path: str | Path, text_column: str = "text") -> str:
+    """``folder`` for a directory; for a table, ``text`` when it has ``text_column``, else ``table``."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder"
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; give an image folder or a CSV/Parquet table")
+    if path.suffix.lower() not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise DataError(f"{path}: neither a folder nor a .csv/.tsv/.parquet table; give one of those")
+    try:
+        columns = (pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns
+                   if path.suffix.lower() in CSV_SUFFIXES else read_frame(path).columns)
+    except (UnicodeDecodeError, ValueError, OSError, pd.errors.EmptyDataError):
+        columns = read_frame(path).columns  # raises the one-line reason
+    return "text" if text_column in columns else "table"
+
+
+def experiment_name(path: str | Path, form: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).resolve().stem).strip("_.") or "data"
+    return f"{form}_{stem}"
+
+
+def base_config(path: str | Path, form: str | None = None, label_column: str = "label",
+                text_column: str = "text") -> dict[str, Any]:
+    """The data's part of a config: form and ``user_data``, with no tasks sized yet."""
+    form = form or detect_form(path, text_column)
+    return {"dataset": form, "user_data": {"root": str(path), "label_column": label_column, "text_column": text_column}}
+
+
+def _model(form: str, algorithm: str, channels: int) -> dict[str, Any]:
+    if form == "table":
+        return {"model": "metamodel"}
+    if form == "text":
+        return {"model": "bag_of_embeddings"}
+    return {"model": "conv4_nichol" if algorithm == "reptile" else "conv4_finn", **({"filters": 32} if channels == 3 else {})}
+
+
+def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots: int = 1,
+                label_column: str = "label", text_column: str = "text") -> dict[str, Any]:
+    """A complete raw config (the mapping a YAML file would hold) for comparing on this data."""
+    from metacompare.config import expand
+    from metacompare.data.user import image_shape, load_source
+
+    raw = base_config(path, form, label_column, text_column)
+    form = raw["dataset"]
+    probe = expand({**raw, "model": _model(form, "maml", 1)["model"], "ways": ways, "shots": shots},
+                   source="--data")[0]
+    source = load_source(probe)
+    fractions = _fractions(source, ways)
+    raw["user_data"].update({"validation_fraction": fractions[0], "test_fraction": fractions[1]})
+    probe = expand({**raw, "model": probe.model, "ways": ways, "shots": shots}, source="--data")[0]
+    split = splits.split_classes(source.classes, source.groups, *fractions, probe.user_data.split_seed)
+    smallest_train = min(source.per_class[c] for c in split["train"])
+    channels = image_shape(probe, source.payload)[0] if form == "folder" else 1
+    colour = channels == 3
+    per_algorithm = {"reptile": {**_model(form, "reptile", channels), **REPTILE,
+                                 "train_shots": max(shots, min(10, smallest_train))},
+                     "fomaml": {**_model(form, "fomaml", channels), **MAML},
+                     "maml": {**_model(form, "maml", channels), **MAML},
+                     "pretrain": {**_model(form, "pretrain", channels), **PRETRAIN}}
+    if form != "folder":
+        for name in ("fomaml", "maml"):
+            per_algorithm[name].update(inner_lr=0.1, inner_loss="mean")
+    return {"experiment": experiment_name(path, form), "algorithm": list(ALGORITHMS), **raw,
+            "ways": ways, "shots": shots, "test_query": 1, "iterations": 500, "eval_interval": 100,
+            "eval_episodes": 100, "test_episodes": 300 if colour else 600, "test_checkpoint": "best",
+            "checkpoint_interval": 500, "seed": 0, "per_algorithm": per_algorithm}
+
+
+def _fractions(source, ways: int) -> tuple[float, float]:
+    """The first (validation, test) fractions whose splits each hold at least ``ways`` classes."""
+    for validation, test in FRACTIONS:
+        split = splits.split_classes(source.classes, source.groups, validation, test, 0)
+        sizes = [len(split[name] or split["train"]) for name in splits.SPLITS]
+        if min(sizes) >= ways:
+            return validation, test
+    unit = "groups" if source.grouped else "classes"
+    raise DataError(f"{source.path}: {len(source.classes)} classes are too few for {ways}-way tasks on disjoint "
+                    f"meta-training and test {unit}; lower --ways (at most {len(source.classes) // 2}) or add classes")
+
+
+def write_config(raw: dict[str, Any], path: Path) -> Path:
+    """The generated config as a YAML file to read, edit and rerun with ``metacompare run|compare FILE``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# Generated by `metacompare --data {raw['user_data']['root']}` (metacompare.data.defaults);\n"
+              f"# edit it and rerun with `metacompare compare {path} --budget ...` or `metacompare run {path}`.\n")
+    path.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    return path

@@ -1,0 +1,161 @@
+"""Feature vectors from a CSV or Parquet table with a label column (``dataset: table``).
+
+Every column but the label column is a feature and must be numeric and finite: a NaN or infinity is
+refused with its row and column rather than imputed, because a silently filled value changes what
+is being compared. Labels may be numbers or text; each distinct value is a class. With
+``standardize`` the features are shifted and scaled by the meta-training classes' mean and standard
+deviation (only those, so nothing of the test classes leaks into training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from metacompare.errors import DataError
+
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+UTF8_FIX = "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT)"
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its first undecodable line and byte (pandas reports the offset
+    in its own read buffer, not in the file)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"line {number}: not UTF-8 text (byte 0x{line[err.start]:02x})"
+    return "not UTF-8 text"
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """The whole table; every way it can fail is a DataError naming the file (and line) and the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file; give a CSV or Parquet table (or a folder of images)")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; for images use dataset: folder")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            try:
+                frame = pd.read_parquet(path)
+            except ImportError:
+                raise DataError(f"{path}: reading Parquet needs pyarrow; pip install 'metacompare[parquet]' "
+                                f"or save the table as CSV") from None
+        elif suffix in CSV_SUFFIXES:
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
+        else:
+            raise DataError(f"{path}: unknown table format '{suffix}'; give a .csv, .tsv or .parquet file")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}, {_not_utf8(path)}; {UTF8_FIX}") from None
+    except PermissionError:
+        raise DataError(f"{path}: cannot be read (permission denied); make it readable (chmod u+r)") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: is empty; give a table with a header row and one row per example") from None
+    except (pd.errors.ParserError, ValueError, OSError) as err:
+        raise DataError(f"{path}: not a readable table ({type(err).__name__}: {str(err).strip()[:120]}); "
+                        f"fix the file") from None
+    if frame.empty:
+        raise DataError(f"{path}: has a header but no rows; add one row per example")
+    return frame
+
+
+def labels_of(frame: pd.DataFrame, column: str, path: Path, option: str = "label_column") -> tuple[list[str], list[int]]:
+    """(class names sorted, each row's class) from ``column``; a missing column or an empty label is refused."""
+    if column not in frame.columns:
+        raise DataError(f"{path}: no column '{column}' (columns: {', '.join(map(str, frame.columns[:12]))}); "
+                        f"set user_data.{option} (--{option.replace('_', '-')}) to the column that holds "
+                        f"{'the labels' if option == 'label_column' else 'the texts'}")
+    values = frame[column]
+    missing = values.isna().to_numpy().nonzero()[0]
+    if len(missing):
+        raise DataError(f"{path}: row {missing[0] + 1} (line {missing[0] + 2}) has no {column}; fill it or drop the row")
+    names = values.astype(str)
+    classes = sorted(set(names))
+    number = {name: i for i, name in enumerate(classes)}
+    return classes, [number[n] for n in names]
+
+
+def features_of(frame: pd.DataFrame, label_column: str, path: Path) -> np.ndarray:
+    """The feature columns as float32 ``[rows, width]``, each checked numeric and finite."""
+    columns = [c for c in frame.columns if c != label_column]
+    if not columns:
+        raise DataError(f"{path}: has only the label column '{label_column}'; add feature columns")
+    for column in columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]) or pd.api.types.is_bool_dtype(frame[column]):
+            bad = pd.to_numeric(frame[column], errors="coerce").isna() & frame[column].notna()
+            row = int(bad.to_numpy().nonzero()[0][0]) if bad.any() else 0
+            raise DataError(f"{path}: feature column '{column}' is not numeric (row {row + 1}: "
+                            f"{frame[column].iloc[row]!r}); drop or encode it, or use dataset: text for a text column")
+    values = frame[columns].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{path}: row {row + 1} (line {row + 2}), column '{columns[col]}' is {values[row, col]}; "
+                        f"NaN and infinity are refused: fill or drop that row")
+    if np.abs(values).max() > np.finfo(np.float32).max:
+        raise DataError(f"{path}: values beyond float32's range; rescale the features")
+    return values.astype(np.float32)
+
+
+@dataclass
+class TableSource:
+    path: Path
+    features: np.ndarray
+    classes: list[str]
+    labels: list[int]
+
+
+def read_table(path: str | Path, label_column: str) -> TableSource:
+    path = Path(path)
+    frame = read_frame(path)
+    classes, labels = labels_of(frame, label_column, path)
+    return TableSource(path, features_of(frame, label_column, path), classes, labels)
+
+
+def standardizer(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation per column (a constant column keeps scale 1)."""
+    mean = features.mean(axis=0, dtype=np.float64)
+    std = features.std(axis=0, dtype=np.float64)
+    std[~(std > 0) | ~np.isfinite(std)] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+class Vectors(Dataset):
+    """Rows of a feature matrix (or token-id matrix) with labels 0..n-1 of one split."""
+
+    def __init__(self, values: torch.Tensor, labels: list[int]):
+        self.values, self.labels = values, labels
+        self.labels_to_indices: dict[int, list[int]] = {}
+        for i, label in enumerate(labels):
+            self.labels_to_indices.setdefault(label, []).append(i)
+        self.indices_to_labels = dict(enumerate(labels))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.values[index], self.labels[index]
+
+
+def width_of(path: str | Path, label_column: str) -> int:
+    """The feature width from the header alone (CSV: the first line; Parquet: the schema)."""
+    path = Path(path)
+    if path.suffix.lower() in CSV_SUFFIXES and path.is_file():
+        try:
+            columns = pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns
+            return len([c for c in columns if c != label_column])
+        except (UnicodeDecodeError, ValueError, OSError, pd.errors.EmptyDataError):
+            pass
+    frame = read_frame(path)
+    return len([c for c in frame.columns if c != label_column])
+
