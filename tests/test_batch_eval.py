@@ -47,14 +47,15 @@ def config(**fields) -> RunConfig:
     return RunConfig(**{**base, **fields})
 
 
-def trained(cfg: RunConfig, dtype: torch.dtype):
-    """The algorithm after 3 outer steps, so θ and (Reptile) the carried Adam state are not initial."""
+def trained(cfg: RunConfig, dtype: torch.dtype, engine=None):
+    """The algorithm after 3 outer steps, so θ and (Reptile) the carried Adam state are not initial
+    (``engine``: the meta-batch engine, e.g. the looped one in each process of a distributed test)."""
     torch.manual_seed(0)
     build = conv4_nichol if cfg.model == "conv4_nichol" else conv4_finn
     algorithm = build_algorithm(build(WAYS, filters=4, image_size=SIZE).to(dtype), cfg)
     for i in range(3):
         algorithm.meta_train_step([make_task(WAYS, SHOTS, QUERY, SIZE, seed=10 + 2 * i + j, dtype=dtype)
-                                   for j in range(2)])
+                                   for j in range(2)], engine)
     return algorithm
 
 
@@ -63,6 +64,8 @@ def episodes(dtype: torch.dtype) -> list:
 
 
 def scores(algorithm, dtype, eval_batch: int, steps: int = 10, procedure=None) -> list:
+    """Per-episode (loss, accuracy) of :func:`episodes` through :func:`scoring.evaluate` (split over the
+    ranks of a distributed run)."""
     algorithm.cfg = dataclasses.replace(algorithm.cfg, eval_batch=eval_batch)
     rows: list = []
     scoring.evaluate(algorithm, episodes(dtype), steps, CPU, dtype, procedure, rows)
