@@ -146,3 +146,27 @@ def test_eval_batch_is_not_part_of_the_run_id_and_is_validated():
     assert "eval_batch" not in cfg.identity()
     with pytest.raises(ConfigError, match="eval_batch: must be 0 or a positive whole number"):
         with_overrides(cfg, eval_batch=-1)
+
+
+def test_a_run_with_eval_batch_scores_what_the_looped_run_scores(tmp_path):
+    """End to end (runner): Reptile with carried Adam and mini-batches at test time, float64; validation
+    and test, trained and floor, per episode."""
+    import pandas
+
+    from metacompare import runner
+    from tests.faults import sine_config
+
+    fields = sine_config(algorithm="reptile", inner_optimizer="adam", inner_betas=(0.0, 0.999), inner_state="carry",
+                         inner_batch_size=3, inner_steps=3, eval_inner_batch_size=3, eval_inner_steps=4,
+                         test_episodes=5, precision="float64")
+    runs = {}
+    for chunk in (0, 2):
+        cfg = RunConfig(**{**fields, "results_dir": str(tmp_path / str(chunk)), "eval_batch": chunk})
+        runner.train_and_evaluate(cfg, progress=False)
+        runs[chunk] = runner.run_dir(cfg)
+    assert runs[0].name == runs[2].name  # one run id
+    for name in ("episodes.csv", "metrics.csv"):
+        looped, batched = pandas.read_csv(runs[0] / name), pandas.read_csv(runs[2] / name)
+        losses = [c for c in looped.columns if "loss" in c and "ci95" not in c]
+        assert losses and len(looped) > 1
+        assert (looped[losses] - batched[losses]).abs().max().max() <= 1e-10
