@@ -208,8 +208,9 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
     ``stacked``: ``x``/``y`` carry a leading task axis (``[T, N, ...]``); the loss is then the sum of
     the tasks' losses, whose gradient with respect to task ``t``'s parameters is task ``t``'s own
     gradient, and the elementwise optimisers act as ``T`` independent ones. ``state`` None starts the
-    optimiser afresh; a list of generators (``stacked``) gives each task its own mini-batch order. First order: the adapted parameters are returned as fresh leaves (FOMAML and
-    Reptile take no gradient through the steps); second order keeps the whole graph back to θ.
+    optimiser afresh; a list of generators (``stacked``) gives each task its own mini-batch order.
+    First order: the adapted parameters are returned as fresh leaves (FOMAML and Reptile take no
+    gradient through the steps); second order keeps the whole graph back to θ.
 
     ``pure``: the step gradients come from ``torch.func.grad`` instead of ``torch.autograd.grad``, so
     the loop is a pure function that ``torch.compile`` traces whole (:mod:`metacompare.compiled`);
