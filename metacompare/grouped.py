@@ -23,28 +23,29 @@ from metacompare.models import offset_batch_norm
 Params = dict[str, torch.Tensor]
 
 
-def _layers(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+def _layers(module: nn.Module, prefix: str = "", off: str = "batch_tasks: false") -> Iterator[tuple[str, nn.Module]]:
     """Leaf modules in call order with their parameter-name prefixes (nested Sequentials only)."""
     children = list(module.named_children())
     if not children:
         yield prefix, module
         return
     if not isinstance(module, nn.Sequential):
-        raise UserError(f"batch_tasks: cannot batch tasks through {type(module).__name__}; "
-                        f"set batch_tasks: false")
+        raise UserError(f"{off.split(':')[0]}: cannot batch tasks through {type(module).__name__}; set {off}")
     for name, child in children:
-        yield from _layers(child, f"{prefix}{name}.")
+        yield from _layers(child, f"{prefix}{name}.", off)
 
 
-def grouped_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.Tensor:
+def grouped_forward(model: nn.Module, params: Params, x: torch.Tensor, off: str = "batch_tasks: false") -> torch.Tensor:
     """``model`` applied to every task at once: ``x`` is ``[T, N, ...]``, each param ``[T, ...]``.
 
-    Returns ``[T, N, outputs]``; task ``t`` sees only its own inputs and its own parameters.
+    Returns ``[T, N, outputs]``; task ``t`` sees only its own inputs and its own parameters. ``off``: the
+    setting that turns the grouped network off, named in the error for a model it cannot group.
     """
+    field = off.split(":")[0]
     tasks, n = x.shape[:2]
     grouped = x.dim() == 5
     h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]) if grouped else x
-    for prefix, layer in _layers(model):
+    for prefix, layer in _layers(model, off=off):
         def p(name):
             return params[prefix + name]
         if isinstance(layer, nn.Conv2d):
@@ -54,8 +55,8 @@ def grouped_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.
                          layer.dilation, tasks * layer.groups)
         elif isinstance(layer, nn.BatchNorm2d):
             if layer.track_running_stats:
-                raise UserError("batch_tasks: BatchNorm with running statistics cannot be batched over tasks; "
-                                "set batch_tasks: false")
+                raise UserError(f"{field}: BatchNorm with running statistics cannot be batched over tasks; "
+                                f"set {off}")
             weight = p("weight").reshape(-1) if layer.affine else None
             bias = p("bias").reshape(-1) if layer.affine else None
             h = F.batch_norm(h, None, None, weight, bias, True, 0.0, layer.eps)
@@ -76,9 +77,9 @@ def grouped_forward(model: nn.Module, params: Params, x: torch.Tensor) -> torch.
             h = torch.baddbmm(p("bias").unsqueeze(1), h, w.transpose(1, 2)) if layer.bias is not None \
                 else torch.bmm(h, w.transpose(1, 2))
         else:
-            raise UserError(f"batch_tasks: no grouped version of {type(layer).__name__}; set batch_tasks: false")
+            raise UserError(f"{field}: no grouped version of {type(layer).__name__}; set {off}")
     if grouped:
-        raise UserError("batch_tasks: the model must end in a Linear layer to be batched over tasks")
+        raise UserError(f"{field}: the model must end in a Linear layer to be batched over tasks; set {off}")
     return h
 
 

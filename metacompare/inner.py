@@ -201,15 +201,16 @@ class InnerLoop:
 
 
 def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, loop: InnerLoop,
-          state: Any = None, generator: torch.Generator | None = None, stacked: bool = False,
+          state: Any = None, generator: torch.Generator | list[torch.Generator] | None = None, stacked: bool = False,
           pure: bool = False) -> tuple[Params, Any]:
     """Take ``loop.steps`` optimiser steps on (x, y) from ``params``; return adapted params and state.
 
     ``stacked``: ``x``/``y`` carry a leading task axis (``[T, N, ...]``); the loss is then the sum of
     the tasks' losses, whose gradient with respect to task ``t``'s parameters is task ``t``'s own
     gradient, and the elementwise optimisers act as ``T`` independent ones. ``state`` None starts the
-    optimiser afresh. First order: the adapted parameters are returned as fresh leaves (FOMAML and
-    Reptile take no gradient through the steps); second order keeps the whole graph back to θ.
+    optimiser afresh; a list of generators (``stacked``) gives each task its own mini-batch order.
+    First order: the adapted parameters are returned as fresh leaves (FOMAML and Reptile take no
+    gradient through the steps); second order keeps the whole graph back to θ.
 
     ``pure``: the step gradients come from ``torch.func.grad`` instead of ``torch.autograd.grad``, so
     the loop is a pure function that ``torch.compile`` traces whole (:mod:`metacompare.compiled`);
@@ -221,9 +222,13 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
         state = loop.optimizer.init({k: params[k] for k in names})
     axis = 1 if stacked else 0
     examples = y.shape[axis]
-    for index in mini_batches(examples, loop.batch_size, loop.steps, generator):
-        if len(index) == examples:
+    for index in _orders(examples, loop, generator):
+        if index.shape[-1] == examples:
             bx, by = x, y
+        elif index.dim() == 2:  # one order per stacked task: task t takes its own rows index[t]
+            index = index.to(x.device)
+            rows = torch.arange(len(index), device=x.device)[:, None]
+            bx, by = x[rows, index], y[rows, index]
         else:  # drawn on the CPU generator (the same order on every device), taken on the data's device
             index = index.to(x.device)
             bx, by = x.index_select(axis, index), y.index_select(axis, index)
@@ -232,6 +237,16 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
         if not loop.second_order:
             params = {k: (_cut(p, pure) if k in names else p) for k, p in params.items()}
     return params, state
+
+
+def _orders(examples: int, loop: InnerLoop, generator) -> Iterator[torch.Tensor]:
+    """The loop's mini-batch indices: :func:`mini_batches` from one generator, or, given a list of
+    generators (stacked tasks, one each), each task's own batches stacked ``[T, batch]``, as each task
+    adapted alone from its own generator would draw them (batched evaluation, :mod:`metacompare.batch_eval`)."""
+    if not isinstance(generator, (list, tuple)):
+        return mini_batches(examples, loop.batch_size, loop.steps, generator)
+    return (torch.stack(rows) for rows in zip(*(mini_batches(examples, loop.batch_size, loop.steps, g)
+                                                for g in generator)))
 
 
 def _step_gradient(forward: Forward, params: Params, names: list[str], x: torch.Tensor, y: torch.Tensor,

@@ -180,6 +180,9 @@ class RunConfig:
     # precision: bfloat16 meta-trains under autocast with float32 weights; evaluation stays float32.
     batch_tasks: bool = False
     task_chunk: int = 0
+    # Validation/test episodes adapted this many at a time in one grouped network (metacompare.batch_eval;
+    # 0: one at a time). The scores are the looped ones up to float rounding, so not part of the run id.
+    eval_batch: int = 0
     memory_format: str = "contiguous"
     # torch.compile the per-task step / the batched engine (metacompare.compiled; README, Performance).
     compile: bool = False
@@ -217,7 +220,8 @@ class RunConfig:
 
 # Where files and logs go and which device computes: a moved folder, another GPU or another tracker is
 # the same run (the numbers are pinned by one torch thread per run, see runner.pin_threads).
-NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri")
+# ``eval_batch`` likewise: how many episodes are evaluated at once, not what they score.
+NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri", "eval_batch")
 
 
 def identity_of(values: dict[str, Any]) -> dict[str, Any]:

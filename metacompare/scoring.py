@@ -35,12 +35,19 @@ def evaluate(algorithm, episodes: list[Task], steps: int, device: torch.device, 
              procedure=None, per_episode: list | None = None) -> dict[str, float]:
     """Mean and 95% CI of query loss/accuracy over fixed episodes; per-episode values are appended
     to ``per_episode`` as ``(loss, accuracy)`` when a list is given."""
+    mine = range(*distributed.bounds(len(episodes)))  # a distributed run's ranks share the episodes
+    chunk = algorithm.cfg.eval_batch
     scores = []
-    for index in range(*distributed.bounds(len(episodes))):  # a distributed run's ranks share the episodes
+    for start in range(mine.start, mine.stop, chunk or 1):
+        indices = range(start, min(start + (chunk or 1), mine.stop))
+        tasks = [episodes[index].to(device, dtype) for index in indices]
         # Mini-batch order at test time is seeded per episode: every algorithm, checkpoint and floor
-        # sees the same shuffles.
-        generator = torch.Generator().manual_seed(index)
-        scores.append(algorithm.evaluate(episodes[index].to(device, dtype), steps, procedure, generator))
+        # sees the same shuffles, looped or batched (eval_batch: that many episodes at once).
+        generators = [torch.Generator().manual_seed(index) for index in indices]
+        stacked = algorithm.evaluate_stack(tasks, steps, procedure, generators) if chunk else None
+        if stacked is None:
+            stacked = [algorithm.evaluate(t, steps, procedure, g) for t, g in zip(tasks, generators)]
+        scores.extend(stacked)
     scores = distributed.gather(scores)  # back in episode order on every rank
     losses, accuracies = [loss for loss, _ in scores], [acc for _, acc in scores if acc is not None]
     if per_episode is not None:

@@ -2,7 +2,8 @@
 
 The two-process checks share one spawn of two CPU processes (module fixture ``two_ranks``): each rank
 computes the meta-gradient of a tiny float64 sine meta-batch of 5 tasks (split 3 + 2) for maml,
-fomaml and reptile, scores 7 evaluation episodes (4 + 3) and trains a whole 6-iteration run; Reptile
+fomaml and reptile, scores 7 evaluation episodes (4 + 3; also Reptile's carried-Adam procedure batched in
+chunks of 3, ``eval_batch``) and trains a whole 6-iteration run; Reptile
 with carried Adam chains (``inner_chains``) takes 3 outer steps and trains a run stopped at its first
 validation and resumed; the parent computes the same in one process. float64 tolerance 1e-10: only the
 summation order changes.
@@ -24,11 +25,12 @@ import torch
 
 from metacompare import distributed, runner, scoring
 from metacompare.algorithms import ALGORITHMS, build_algorithm
+from metacompare.algorithms.base import looped_gradient
 from metacompare.config import ConfigError, RunConfig
 from metacompare.models import build_model
 from tests.conftest import make_sine_task
 from tests.faults import final_metrics, kill_group, sine_config, start_run, wait_for, write_config
-from tests import test_reptile_chains
+from tests import test_batch_eval, test_reptile_chains
 
 TOLERANCE = 1e-10
 TASKS, EPISODES = 5, 7
@@ -68,6 +70,13 @@ def scores() -> list:
     episodes, rows = [make_sine_task(seed=100 + i) for i in range(EPISODES)], []
     scoring.evaluate(algorithm, episodes, 2, torch.device("cpu"), torch.float64, per_episode=rows)
     return rows
+
+
+def batched_eval() -> list:
+    """Reptile's carried-Adam evaluation of 7 episodes (4 + 3 over two ranks) in chunks of 3 (eval_batch)."""
+    algorithm = test_batch_eval.trained(test_batch_eval.config(**test_batch_eval.REPTILE), torch.float64,
+                                        engine=looped_gradient)  # the same θ and state on every rank
+    return test_batch_eval.scores(algorithm, torch.float64, eval_batch=3)
 
 
 def run_config(results: Path) -> RunConfig:
@@ -113,7 +122,7 @@ def _rank_main(rank: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     distributed.start("cpu")
-    found = {"steps": {case: meta_step(case) for case in CASES}, "scores": scores()}
+    found = {"steps": {case: meta_step(case) for case in CASES}, "scores": scores(), "batched_eval": batched_eval()}
     found["summary"] = runner.train_and_evaluate(run_config(Path(out) / "results"), progress=False)
     found["chains"] = {case: chain_steps(case) for case in CHAIN_CASES}
     found["chain_run"] = chain_run(Path(out) / "chains", stop=True, signal_here=rank == 1)
@@ -165,6 +174,13 @@ def test_evaluation_episodes_are_split_and_gathered_in_order(two_ranks):
     alone = scores()
     for found in two_ranks[:2]:
         assert [loss for loss, _ in found["scores"]] == pytest.approx([loss for loss, _ in alone], abs=0)
+
+
+def test_batched_evaluation_on_two_processes_is_the_looped_one_process_evaluation(two_ranks):
+    algorithm = test_batch_eval.trained(test_batch_eval.config(**test_batch_eval.REPTILE), torch.float64)
+    alone = test_batch_eval.scores(algorithm, torch.float64, eval_batch=0)
+    for found in two_ranks[:2]:
+        test_batch_eval.assert_same(alone, found["batched_eval"], TOLERANCE)
 
 
 def test_a_two_process_run_writes_the_one_process_results_once(two_ranks, tmp_path):

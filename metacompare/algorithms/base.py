@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metacompare import compiled, distributed, inner, precision
+from metacompare import batch_eval, compiled, distributed, inner, precision
 from metacompare.backends import BACKENDS, get_adapt
 from metacompare.runconfig import EvalProcedure, RunConfig
 from metacompare.data import Task
@@ -264,6 +264,16 @@ class MetaAlgorithm(ABC):
         with torch.no_grad():
             outputs = predict_query(predict, task.support_x, task.query_x, self.cfg.evaluation)
             return self.loss_fn(outputs, task.query_y).item(), accuracy(outputs, task.query_y)
+
+    def evaluate_stack(self, tasks: list[Task], steps: int, procedure: EvalProcedure | None = None,
+                       generators: list[torch.Generator] | None = None) -> list[tuple[float, float | None]] | None:
+        """:meth:`evaluate` of every task at once in one grouped network (``eval_batch``,
+        :mod:`metacompare.batch_eval`), task ``t`` with mini-batch order ``generators[t]``; None where the
+        plug-in has no such form (it adapts its own way: ANIL, Meta-SGD, pretrain) or the tasks cannot
+        be stacked, so that they are evaluated one at a time."""
+        if type(self).adapt is not MetaAlgorithm.adapt or type(self).evaluate is not MetaAlgorithm.evaluate:
+            return None
+        return batch_eval.evaluate_stack(self, tasks, steps, procedure, generators)
 
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
