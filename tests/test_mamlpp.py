@@ -304,3 +304,23 @@ def test_each_option_refuses_a_bad_value_in_one_line(changes, field):
 def test_derivative_order_annealing_runs_on_the_other_backends():
     cfg = expand({"algorithm": "maml", "backend": "learn2learn", "mamlpp": {"first_order_fraction": 0.5}})[0]
     assert cfg.mamlpp.first_order_fraction == 0.5
+
+
+# ---------------------------------------------------------------------------- the paper config
+def test_the_paper_config_has_mamlpps_protocol_and_published_number():
+    from pathlib import Path
+
+    from metacompare.config import load_experiment, reported_accuracy
+    from metacompare.report.published import PUBLISHED_ACCURACY
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "papers" / "mamlpp_omniglot_5way_1shot.yaml"
+    maml, plus = load_experiment(path)
+    assert (maml.algorithm, plus.algorithm) == ("maml", "maml++")
+    assert (plus.model, plus.filters, plus.inner_steps, plus.eval_inner_steps, plus.inner_lr) == ("conv4", 64, 5, 5, 0.1)
+    assert (plus.meta_batch_size, plus.iterations, plus.query, plus.test_episodes) == (8, 50000, 1, 600)
+    assert (plus.outer_optimizer, plus.outer_lr, plus.outer_lr_schedule, plus.outer_lr_final) == ("adam", 0.001, "cosine", 1e-5)
+    assert plus.mamlpp == ALGORITHMS["maml++"].mamlpp_preset
+    assert (maml.model, maml.inner_lr, maml.inner_steps, maml.meta_batch_size) == ("conv4_finn", 0.4, 1, 32)
+    assert reported_accuracy(path) == {"maml": 98.7, "maml++": 99.47}
+    assert "99.47" in path.read_text().split("# reported_accuracy:")[0]  # cited in the prose too
+    assert PUBLISHED_ACCURACY[("omniglot", 5, 1)]["maml++"] == (99.47, "Antoniou et al. 2019, Table 1")
