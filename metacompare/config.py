@@ -23,14 +23,15 @@ import yaml
 from metacompare import files
 from metacompare.algorithms import ALGORITHMS
 from metacompare.errors import ConfigError
-from metacompare.runconfig import (NOT_IN_RUN_ID, BudgetConfig, DigitsConfig, EvalProcedure, MiniImagenetConfig,
-                                   OmniglotConfig, RunConfig, UserDataConfig, identity_of)
+from metacompare.runconfig import (NOT_IN_RUN_ID, BudgetConfig, DigitsConfig, EvalProcedure, MamlPlusPlusConfig,
+                                   MiniImagenetConfig, OmniglotConfig, RunConfig, UserDataConfig, identity_of)
 from metacompare.validation import (AT_MOST, CHOICES, EXAMPLES_PER_BATCH, NON_NEGATIVE, OPTIONAL_FIELDS, POSITIVE,
                                     POSITIVE_FLOAT, _suggest, validate)
 
 __all__ = ["AT_MOST", "CHOICES", "EXAMPLES_PER_BATCH", "EPISODE_FIELDS", "NON_NEGATIVE", "NOT_IN_RUN_ID",
            "OPTIONAL_FIELDS", "POSITIVE", "POSITIVE_FLOAT", "BudgetConfig", "ConfigError", "DigitsConfig",
-           "EvalProcedure", "MiniImagenetConfig", "OmniglotConfig", "RunConfig", "UserDataConfig", "dump", "expand", "identity_of",
+           "EvalProcedure", "MamlPlusPlusConfig", "MiniImagenetConfig", "OmniglotConfig", "RunConfig", "UserDataConfig",
+           "dump", "expand", "identity_of",
            "load_experiment", "parse_override", "reported_accuracy", "validate", "with_overrides"]
 
 
@@ -153,7 +154,8 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
     _check_per_algorithm(per_algorithm, source)
     configs = []
     for name in algorithms:
-        values = {k: v for k, v in raw.items()}
+        # an algorithm's own defaults (maml++: its cosine outer schedule), under what the file sets
+        values = {**getattr(ALGORITHMS.get(name), "config_defaults", {}), **raw}
         values["algorithm"] = name
         for key, value in (per_algorithm.get(name) or {}).items():
             values[key] = value

@@ -76,6 +76,24 @@ class SGD:
         return {k: p - rate * grads[k] if k in grads else p for k, p in params.items()}, None
 
 
+@dataclass(frozen=True)
+class PerStepSGD:
+    """θ ← θ − α_{k,i}·g at inner step k for parameter tensor i: MAML++'s learned per-layer per-step
+    step sizes (LSLR, Antoniou et al. 2019, section 4). ``rates`` maps each name to a vector of one rate
+    per training step; a test-time loop longer than that keeps the last rate. The state is the step."""
+
+    rates: Mapping[str, torch.Tensor]
+
+    def init(self, params: Params) -> int:
+        return 0
+
+    def update(self, params: Params, grads: Params, state: int) -> tuple[Params, int]:
+        def rate(k: str) -> torch.Tensor:
+            vector = self.rates[k]
+            return vector[min(state, len(vector) - 1)]
+        return {k: p - rate(k) * grads[k] if k in grads else p for k, p in params.items()}, state + 1
+
+
 @dataclass
 class AdamState:
     """Adam's step count and moment estimates, per parameter name."""
@@ -198,11 +216,16 @@ class InnerLoop:
     reduction: str = "mean"
     shots: int = 1
     adapted: tuple[str, ...] | None = None
+    # MAML++ (Antoniou et al. 2019): ``at_step(k)`` gives tensors that replace parameters or buffers in
+    # step k's forward pass (per-step BatchNorm weights and statistics); ``cut=False`` keeps a first-order
+    # loop's update graph (θ̃ = θ − α·g with g a constant), so learned step sizes get their gradient.
+    at_step: Callable[[int], Params] | None = None
+    cut: bool = True
 
 
 def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, loop: InnerLoop,
           state: Any = None, generator: torch.Generator | list[torch.Generator] | None = None, stacked: bool = False,
-          pure: bool = False) -> tuple[Params, Any]:
+          pure: bool = False, trace: list[Params] | None = None) -> tuple[Params, Any]:
     """Take ``loop.steps`` optimiser steps on (x, y) from ``params``; return adapted params and state.
 
     ``stacked``: ``x``/``y`` carry a leading task axis (``[T, N, ...]``); the loss is then the sum of
@@ -216,13 +239,15 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
     the loop is a pure function that ``torch.compile`` traces whole (:mod:`metacompare.compiled`);
     second order is then whatever ``torch.func`` transform the caller wraps around it, and first order
     cuts the steps with ``detach``.
+
+    ``trace``: a list that receives the parameters after every step (MAML++'s multi-step loss).
     """
     names = [k for k in params if loop.adapted is None or k in loop.adapted]
     if state is None:
         state = loop.optimizer.init({k: params[k] for k in names})
     axis = 1 if stacked else 0
     examples = y.shape[axis]
-    for index in _orders(examples, loop, generator):
+    for step, index in enumerate(_orders(examples, loop, generator)):
         if index.shape[-1] == examples:
             bx, by = x, y
         elif index.dim() == 2:  # one order per stacked task: task t takes its own rows index[t]
@@ -232,10 +257,13 @@ def adapt(forward: Forward, params: Params, x: torch.Tensor, y: torch.Tensor, lo
         else:  # drawn on the CPU generator (the same order on every device), taken on the data's device
             index = index.to(x.device)
             bx, by = x.index_select(axis, index), y.index_select(axis, index)
-        grads = _step_gradient(forward, params, names, bx, by, loop, pure)
+        fixed = loop.at_step(step) if loop.at_step is not None else {}
+        grads = _step_gradient(forward, params, names, bx, by, loop, pure, fixed)
         params, state = loop.optimizer.update(params, grads, state)
-        if not loop.second_order:
+        if not loop.second_order and loop.cut:
             params = {k: (_cut(p, pure) if k in names else p) for k, p in params.items()}
+        if trace is not None:
+            trace.append(params)
     return params, state
 
 
@@ -250,10 +278,11 @@ def _orders(examples: int, loop: InnerLoop, generator) -> Iterator[torch.Tensor]
 
 
 def _step_gradient(forward: Forward, params: Params, names: list[str], x: torch.Tensor, y: torch.Tensor,
-                   loop: InnerLoop, pure: bool) -> Params:
-    """The gradient of one step's loss with respect to the adapted parameters ``names``."""
+                   loop: InnerLoop, pure: bool, fixed: Params | None = None) -> Params:
+    """The gradient of one step's loss with respect to the adapted parameters ``names``; ``fixed``
+    replaces other tensors of the forward pass for this step (:attr:`InnerLoop.at_step`)."""
     def loss_of(adapted: Params) -> torch.Tensor:
-        return task_loss(forward({**params, **adapted}, x), y, loop.reduction, loop.shots).sum()
+        return task_loss(forward({**params, **(fixed or {}), **adapted}, x), y, loop.reduction, loop.shots).sum()
 
     if pure:
         return torch.func.grad(loss_of)({k: params[k] for k in names})

@@ -122,6 +122,31 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class MamlPlusPlusConfig:
+    """MAML++'s training options (Antoniou, Edwards & Storkey 2019, "How to train your MAML", ICLR,
+    section 4), for maml and fomaml; ``mamlpp: null`` (the default) means the algorithm's own choice:
+    all off for maml and fomaml, all on with the paper's values for ``maml++``. Writing the section
+    (``mamlpp: {}``) starts from everything off. Schedules are fractions of training (iterations or
+    budget, as ``outer_lr_final``'s anneal), so they scale with ``iterations`` and with time budgets.
+
+    multi_step_loss (MSL): the meta-loss is the query loss after every inner step, weighted by importance
+    weights that anneal towards the last step over the first ``msl_fraction`` of training (paper: 10 of
+    100 epochs), then the last step's loss alone. per_step_bn_weights (BNWB) / per_step_bn_statistics
+    (BNRS): every BatchNorm2d gets a weight, bias and running statistics per inner step. learned_inner_lr
+    (LSLR): one SGD step size per parameter tensor and per inner step, learned by the outer optimiser.
+    first_order_fraction (DA): first order for this fraction of training, then second order (paper: 50
+    of 100 epochs; 0: never first order).
+    """
+
+    multi_step_loss: bool = False
+    msl_fraction: float = 0.1
+    per_step_bn_weights: bool = False
+    per_step_bn_statistics: bool = False
+    learned_inner_lr: bool = False
+    first_order_fraction: float = 0.0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs; every field can be set with ``--set name=value``."""
 
@@ -152,6 +177,9 @@ class RunConfig:
     outer_lr: float = 0.001
     outer_optimizer: str = "adam"
     outer_lr_final: float | None = None  # anneal the outer step linearly to this (Reptile: 0)
+    # outer_lr_schedule: linear (to outer_lr_final, if set) or cosine (to outer_lr_final, 0 if unset;
+    # MAML++'s CA, Antoniou et al. 2019: Adam 0.001 to 1e-5)
+    outer_lr_schedule: str = "linear"
     meta_batch_size: int = 25
     iterations: int = 1000
     eval_interval: int = 100
@@ -191,6 +219,7 @@ class RunConfig:
     tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     user_data: UserDataConfig = field(default_factory=UserDataConfig)
+    mamlpp: MamlPlusPlusConfig | None = None  # MAML++'s options; null: the algorithm's own (see the class)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -238,6 +267,10 @@ def identity_of(values: dict[str, Any]) -> dict[str, Any]:
         body.pop("compile")
     if body.get("inner_chains") == 1:  # likewise
         body.pop("inner_chains")
+    if body.get("outer_lr_schedule") == "linear":  # likewise (issue 25)
+        body.pop("outer_lr_schedule")
+    if "mamlpp" in body and body["mamlpp"] is None:  # likewise: null is the algorithm's own choice
+        body.pop("mamlpp")
     return body
 
 

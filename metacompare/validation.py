@@ -30,6 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "inner_state": ("reset", "carry"),
     "inner_loss": ("mean", "sum", "sum_over_shots"),
     "test_checkpoint": ("last", "best"),
+    "outer_lr_schedule": ("linear", "cosine"),
     "tracker": tuple(TRACKERS),
 }
 NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size", "eval_batch")
@@ -46,7 +47,8 @@ AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000
 EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the examples one meta-batch holds
 # Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
 # non-default value for an algorithm that would ignore it is refused rather than recorded as used.
-OPTIONAL_FIELDS = ("inner_state", "inner_chains")
+OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp")
+NO_BATCHNORM2D = ("mlp", "metamodel", "conv4_finn")  # conv4_finn normalises with offset-only layers
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -65,7 +67,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_dataset(cfg)
     _check_place(cfg)
     compiled.check(cfg, ALGORITHMS[cfg.algorithm].compilable)
-    if cfg.precision == "bfloat16" and cfg.algorithm == "maml" and cfg.inner_steps > 1:
+    if cfg.precision == "bfloat16" and cfg.algorithm in ("maml", "maml++") and cfg.inner_steps > 1:
         # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
         warnings.warn(f"precision: bfloat16 with maml and inner_steps={cfg.inner_steps}: at 5 steps its "
                       f"meta-gradient differed from float32 by up to 84% of the largest entry (docs/performance.md, "
@@ -203,6 +205,7 @@ def _validate_protocol(cfg: RunConfig) -> None:
     _check_common_evaluation(cfg)
     _check_budget(cfg)
     _check_omniglot(cfg)
+    _check_mamlpp(cfg)
 
 
 def _check_chains(cfg: RunConfig) -> None:
@@ -228,6 +231,43 @@ def _check_common_evaluation(cfg: RunConfig) -> None:
         if not 0 < procedure.lr < float("inf") or procedure.steps <= 0 or procedure.batch_size < 0:
             raise ConfigError("common_evaluation: lr must be a positive number, steps a positive whole "
                               "number and batch_size >= 0")
+
+
+def _check_mamlpp(cfg: RunConfig) -> None:
+    """MAML++'s options (runconfig.MamlPlusPlusConfig): ranges, and what each engine and backend can run."""
+    if cfg.mamlpp is not None and "mamlpp" not in ALGORITHMS[cfg.algorithm].uses:
+        why = (" (Reptile takes no gradient through its inner loop, so learned rates and per-step BatchNorm weights "
+               "would get none)" if cfg.algorithm == "reptile" else "")
+        users = sorted(n for n, c in ALGORITHMS.items() if "mamlpp" in c.uses)
+        raise ConfigError(f"mamlpp: {cfg.algorithm} does not read MAML++'s options{why}; only {', '.join(users)} "
+                          f"do; remove the section or set it for those algorithms under per_algorithm:")
+    options = cfg.mamlpp if cfg.mamlpp is not None else getattr(ALGORITHMS[cfg.algorithm], "mamlpp_preset", None)
+    if options is None:
+        return
+    if not 0 < options.msl_fraction <= 1:
+        raise ConfigError(f"mamlpp.msl_fraction: must be in (0, 1], the fraction of training over which the "
+                          f"multi-step loss weights anneal (paper: 0.1), got {options.msl_fraction}")
+    if not 0 <= options.first_order_fraction <= 1:
+        raise ConfigError(f"mamlpp.first_order_fraction: must be in [0, 1], the fraction of training run first "
+                          f"order (paper: 0.5; 0: never), got {options.first_order_fraction}")
+    if options.first_order_fraction > 0 and getattr(ALGORITHMS.get(cfg.algorithm), "first_order", False):
+        raise ConfigError(f"mamlpp.first_order_fraction: {cfg.algorithm} is first order throughout; set it to 0, "
+                          f"or use algorithm maml for derivative-order annealing")
+    graph = [name for name in ("multi_step_loss", "per_step_bn_weights", "per_step_bn_statistics", "learned_inner_lr")
+             if getattr(options, name)]
+    if graph and cfg.backend != "metacompare":
+        raise ConfigError(f"mamlpp.{graph[0]}: runs in metacompare's own inner loop only; set backend: metacompare "
+                          f"(learn2learn and higher take plain SGD steps; only first_order_fraction works there)")
+    if (graph or options.first_order_fraction > 0) and cfg.compile:
+        raise ConfigError(f"mamlpp.{(graph or ['first_order_fraction'])[0]}: compile: true has no MAML++ form; "
+                          f"set compile: false")
+    norms = [name for name in ("per_step_bn_weights", "per_step_bn_statistics") if getattr(options, name)]
+    if norms and cfg.mamlpp is not None and cfg.model in NO_BATCHNORM2D:
+        raise ConfigError(f"mamlpp.{norms[0]}: model {cfg.model} has no BatchNorm2d layer to give per-step tensors; "
+                          f"set it to false or use model conv4, conv4_strided or conv4_nichol")
+    if options.learned_inner_lr and cfg.inner_optimizer != "sgd":
+        raise ConfigError(f"mamlpp.learned_inner_lr: learns SGD step sizes; set inner_optimizer: sgd (got "
+                          f"'{cfg.inner_optimizer}')")
 
 
 def _check_budget(cfg: RunConfig) -> None:

@@ -10,9 +10,10 @@ import pytest
 from metacompare.config import load_experiment, reported_accuracy
 
 PAPERS = Path(__file__).resolve().parents[1] / "configs" / "papers"
-FILES = sorted(PAPERS.glob("*.yaml"))
 SETTINGS = {"omniglot_5way_1shot", "omniglot_5way_5shot", "omniglot_20way_1shot", "omniglot_20way_5shot",
             "miniimagenet_5way_1shot", "miniimagenet_5way_5shot"}
+# The three-algorithm (Reptile, FOMAML, MAML) files; others (mamlpp_*) have tests of their own.
+FILES = sorted(p for p in PAPERS.glob("*.yaml") if p.stem in SETTINGS)
 
 
 def test_every_setting_has_a_file():

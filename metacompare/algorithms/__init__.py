@@ -7,7 +7,7 @@ test, ``tests/test_contract.py``, runs over every registered name by itself).
 
 from __future__ import annotations
 
-from metacompare.algorithms import maml, reptile  # noqa: F401  (registration: maml and fomaml; the order is the registry's)
+from metacompare.algorithms import maml, reptile  # noqa: F401  (registration: maml, fomaml, maml++; the order is the registry's)
 from metacompare.algorithms import anil, metasgd  # noqa: F401  (registration)
 from metacompare.algorithms import pretrain, scratch  # noqa: F401  (baselines)
 from metacompare.algorithms import seed_reptile  # noqa: F401  (the seed document's loop)

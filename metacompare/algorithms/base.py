@@ -10,6 +10,7 @@ Adaptation, in training and at test time, goes through the one inner loop of :mo
 from __future__ import annotations
 
 import functools
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -71,6 +72,12 @@ def predict_query(predict: Callable[[torch.Tensor], torch.Tensor], support_x: to
     return torch.cat([predict(torch.cat([support_x, q[None]]))[-1:] for q in query_x])
 
 
+def cosine_rate(initial: float, final: float, fraction_done: float) -> float:
+    """final + (initial − final)·(1 + cos πf)/2: torch's ``CosineAnnealingLR`` at epoch f·T_max, which
+    MAML++ steps once per epoch (T_max the number of epochs, η_min 1e-5); here f moves every iteration."""
+    return final + (initial - final) * (1 + math.cos(math.pi * fraction_done)) / 2
+
+
 def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     """The outer optimiser (torch's own: it steps θ in place)."""
     if name == "sgd":
@@ -110,6 +117,7 @@ class MetaAlgorithm(ABC):
         self.inner_state: Any = None  # the inner optimiser's state when it is carried across tasks
         self._compiled: dict[bool, compiled.Pure] = {}  # pure_gradient compiled, per stacked (compile: true)
         self._logging = [0.0, 0.0]  # wall and CPU seconds spent on the logged training fit (logging_fit)
+        self.progress = 0.0  # fraction of training done, set each iteration by set_outer_lr
 
     # ------------------------------------------------------------------------------ the network
     def forward(self, params: inner.Params, x: torch.Tensor) -> torch.Tensor:
@@ -200,13 +208,20 @@ class MetaAlgorithm(ABC):
         return task_work(self.work_rule, self.cfg, second_order=not getattr(self, "first_order", False))
 
     def set_outer_lr(self, fraction_done: float) -> None:
-        """Anneal the outer step linearly from ``outer_lr`` to ``outer_lr_final`` (Reptile's
-        ``meta_step_final``: lr = f·final + (1 − f)·initial with f the fraction of iterations done)."""
+        """Anneal the outer step from ``outer_lr`` to ``outer_lr_final`` with ``f`` the fraction of training
+        done: linearly (Reptile's ``meta_step_final``: lr = f·final + (1 − f)·initial), or along a cosine
+        (``outer_lr_schedule: cosine``, MAML++'s CA, Antoniou et al. 2019; see :func:`cosine_rate`).
+        Also records ``f`` as :attr:`progress`, which MAML++'s schedules read."""
+        self.progress = fraction_done
         final = self.cfg.outer_lr_final
-        if final is None:
+        if self.cfg.outer_lr_schedule == "cosine":
+            rate = cosine_rate(self.cfg.outer_lr, final or 0.0, fraction_done)
+        elif final is None:
             return
+        else:
+            rate = fraction_done * final + (1 - fraction_done) * self.cfg.outer_lr
         for group in self.outer_optimizer.param_groups:
-            group["lr"] = fraction_done * final + (1 - fraction_done) * self.cfg.outer_lr
+            group["lr"] = rate
 
     def fit_summary(self, params: inner.Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
         """The logged training loss, one definition for every algorithm: the adapted weights' loss

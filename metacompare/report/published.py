@@ -18,6 +18,7 @@ from metacompare.report.metric import num
 FINN = "Finn et al. 2017, Table 1"
 NICHOL_OMNIGLOT = "Nichol et al. 2018, Table 2"
 NICHOL_MINI = "Nichol et al. 2018, Table 1"
+ANTONIOU = "Antoniou et al. 2019, Table 1"  # "How to train your MAML" (MAML++), ICLR; its ± is not copied here
 T, N = "transductive", "non_transductive"
 
 # dataset, ways, shots, algorithm, evaluation, accuracy %, ± (95% CI as published), source
@@ -36,6 +37,7 @@ _ROWS = [
     ("omniglot", 5, 5, "reptile", N, 98.90, 0.10, NICHOL_OMNIGLOT),
     ("omniglot", 20, 1, "reptile", N, 88.14, 0.15, NICHOL_OMNIGLOT),
     ("omniglot", 20, 5, "reptile", N, 96.65, 0.33, NICHOL_OMNIGLOT),
+    ("omniglot", 5, 1, "maml++", T, 99.47, math.nan, ANTONIOU),
     ("miniimagenet", 5, 1, "maml", T, 48.70, 1.84, FINN), ("miniimagenet", 5, 5, "maml", T, 63.11, 0.92, FINN),
     ("miniimagenet", 5, 1, "fomaml", T, 48.07, 1.75, FINN), ("miniimagenet", 5, 5, "fomaml", T, 63.15, 0.91, FINN),
     ("miniimagenet", 5, 1, "reptile", T, 49.97, 0.32, NICHOL_MINI),
