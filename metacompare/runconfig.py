@@ -69,6 +69,16 @@ class DigitsConfig:
 
 
 @dataclass(frozen=True)
+class ResNet12Config:
+    """``model: resnet12`` (:mod:`metacompare.resnet12`): the four blocks' widths (MetaOptNet's 64-160-320-640,
+    or 64-128-256-512) and DropBlock after the last two blocks (MetaOptNet: rate 0.1, size 5; 0: off)."""
+
+    widths: tuple[int, ...] = (64, 160, 320, 640)
+    dropblock_rate: float = 0.0
+    dropblock_size: int = 5
+
+
+@dataclass(frozen=True)
 class EvalProcedure:
     """A test-time adaptation procedure shared by every algorithm of a comparison (``common_evaluation``)."""
 
@@ -155,6 +165,7 @@ class RunConfig:
     tracker: str = "tensorboard"
     tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    resnet12: ResNet12Config = field(default_factory=ResNet12Config)  # model: resnet12's widths, DropBlock
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -197,6 +208,8 @@ def identity_of(values: dict[str, Any]) -> dict[str, Any]:
             body.pop(name)
     if body.get("compile") is False:  # added after results were recorded, likewise
         body.pop("compile")
+    if body.get("resnet12") == _plain(dataclasses.asdict(ResNet12Config())):  # likewise
+        body.pop("resnet12")
     return body
 
 
