@@ -41,7 +41,7 @@ def drop_block(x: torch.Tensor, rate: float, size: int, groups: int = 1) -> torc
     keep = 1.0 - blocked
     per_group = keep.reshape(n, groups, c // groups, h, w)
     kept = per_group.sum(dim=(0, 2, 3, 4), keepdim=True).clamp(min=1.0)
-    scale = (per_group[0].numel() * n / kept).expand_as(per_group).reshape(n, c, h, w)
+    scale = (n * (c // groups) * h * w / kept).expand_as(per_group).reshape(n, c, h, w)
     return x * (keep * scale)
 
 
