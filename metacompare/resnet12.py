@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WIDTHS = (64, 160, 320, 640)  # MetaOptNet (Lee et al. 2019, section 4.2)
+WIDTHS = (64, 160, 320, 640)  # MetaOptNet (Lee et al. 2019)
 SLOPE = 0.1  # LeakyReLU's negative slope
 
 
