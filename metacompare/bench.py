@@ -209,12 +209,13 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
           meta_batch: int = 32, repeats: int = 5, implementations: list[str] | None = None,
           out_dir: str = "results/bench", threads: int = 1, quick: bool = False,
           sampling_config: str = "configs/omniglot_minimal.yaml", data_root: str | None = None,
-          progress: bool = True, machine: bool = False, device: str = "cpu") -> list[dict]:
+          progress: bool = True, machine: bool = False, device: str = "cpu", filters: int | None = None) -> list[dict]:
     """Run the race over every (model, steps) pair and write ``bench.csv``, ``bench.png``, ``sampling.csv``;
     with ``machine``, the whole-machine race too (``bench_machine.csv``, ``bench_machine.png``).
 
     ``progress`` shows a bar (stderr) over every measured step of every race. ``device="cuda"`` races
-    on the GPU (one process; the whole-machine race, a CPU question, is skipped)."""
+    on the GPU (one process; the whole-machine race, a CPU question, is skipped). ``filters``: the conv4
+    width and ResNet-12's first block's (default 8 with ``quick``, else 64, MetaOptNet's ResNet-12)."""
     from metacompare import results
 
     unknown = [n for n in implementations or () if n not in IMPLEMENTATIONS]
@@ -239,7 +240,8 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
     where = torch.cuda.get_device_name(device) if device != "cpu" else f"{torch.get_num_threads()} threads"
     print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s ({where})")
     settings = [Setting(model=model, inner_steps=k, ways=ways, shots=shots, query=query, meta_batch=meta_batch,
-                        filters=8 if quick else 64, image_size=14 if quick else 28, device=device)
+                        filters=filters or (8 if quick else 64), device=device,
+                        image_size=(16 if model == "resnet12" else 14) if quick else 28)
                 for model in models for k in steps]
     rows, machine_rows = [], []
     total = len(settings) * (race_steps(names, repeats) + race_steps(whole, repeats))

@@ -90,7 +90,7 @@ TICK = "TICK"  # a worker's line after each measured step: the parent advances i
 class Setting:
     """The shapes of one race: every contender gets the same model, parameters and tasks."""
 
-    model: str = "conv4"
+    model: str = "conv4"  # conv4, conv4_strided or resnet12 (widths from filters: resnet12_widths)
     inner_steps: int = 1
     ways: int = 5
     shots: int = 1
@@ -104,10 +104,18 @@ class Setting:
 
 
 # ------------------------------------------------------------------------------------ the worker
+def resnet12_widths(filters: int) -> tuple[int, ...]:
+    """ResNet-12's widths in MetaOptNet's proportions, 1 : 2.5 : 5 : 10, from the first block's
+    (``filters``): 64 gives 64-160-320-640, the quick race's 8 gives 8-20-40-80."""
+    return tuple(round(filters * r) for r in (1, 2.5, 5, 10))
+
+
 def make_model(s: Setting) -> torch.nn.Module:
-    from metacompare.models import conv4
+    from metacompare.models import conv4, resnet12
 
     torch.manual_seed(s.seed)
+    if s.model == "resnet12":
+        return resnet12(s.ways, 1, resnet12_widths(s.filters)).to(s.device)
     return conv4(s.ways, filters=s.filters, image_size=s.image_size,
                  strided=s.model == "conv4_strided").to(s.device)
 
@@ -172,10 +180,13 @@ def step_function(impl: Impl, s: Setting, model: torch.nn.Module, tasks: list) -
         return higher_step
     from metacompare.build import build_for
     from metacompare.config import RunConfig
+    from metacompare.runconfig import ResNet12Config
 
+    widths = ResNet12Config(widths=resnet12_widths(s.filters)) if s.model == "resnet12" else ResNet12Config()
     cfg = RunConfig(algorithm=impl.algorithm, dataset="omniglot", model=s.model, ways=s.ways, shots=s.shots,
                     query=s.query, inner_lr=lr, inner_steps=steps, inner_optimizer="sgd", outer_optimizer="sgd",
-                    outer_lr=1e-4, meta_batch_size=n, filters=s.filters, device=s.device, **dict(impl.fast))
+                    outer_lr=1e-4, meta_batch_size=n, filters=s.filters, device=s.device, resnet12=widths,
+                    **dict(impl.fast))
     algorithm = build_for(model, cfg)  # the run's memory layout, as `metacompare run` builds it
     prepared = [precision.prepare_task(t, cfg) for t in tasks]
     return lambda: algorithm.meta_train_step(prepared)

@@ -128,7 +128,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     state = provenance.guard([Path(args.out)], allow_dirty=args.allow_dirty)  # results/bench is committed too
     bench(args.models, args.steps, ways=args.ways, shots=args.shots, query=args.query, meta_batch=args.meta_batch,
           repeats=args.repeats, implementations=args.implementations, out_dir=args.out, threads=args.threads,
-          machine=not args.no_machine, device=args.device,
+          machine=not args.no_machine, device=args.device, filters=args.filters,
           quick=args.quick, data_root=args.data_root, progress=not args.no_progress)
     results.save_json(Path(args.out) / "provenance.json", provenance.record(Path(args.out), state))
     return 0
@@ -372,8 +372,12 @@ def _add_bench(sub) -> None:
     """The ``bench`` subcommand (metacompare.bench)."""
     bench = _subcommand(sub, "bench", "time one meta-iteration of every implementation on the same tasks "
                                       "(writes bench.csv, bench.png)", _cmd_bench)
-    bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"], choices=["conv4", "conv4_strided"],
+    bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"],
+                       choices=["conv4", "conv4_strided", "resnet12"],
                        help="networks to race on (one race per model and inner-step count)")
+    bench.add_argument("--filters", type=bounded(int, 1, 4096), default=None,
+                       help="conv4's width; resnet12's first block's, the others in MetaOptNet's 1:2.5:5:10 "
+                            "(default: 64, 64-160-320-640; --quick: 8)")
     bench.add_argument("--steps", nargs="+", type=bounded(int, 1, 1000), default=[1, 5], help="inner steps (one race each)")
     bench.add_argument("--ways", type=bounded(int, 1, 100), default=5, help="classes per task (N-way)")
     bench.add_argument("--shots", type=bounded(int, 1, 100), default=1, help="support examples per class (K-shot)")

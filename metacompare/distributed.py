@@ -158,6 +158,9 @@ def refusal(cfg, procs: int) -> str | None:
     if cfg.meta_batch_size < procs:
         return (f"meta_batch_size: {cfg.meta_batch_size} tasks cannot be shared by {procs} processes; "
                 f"use at most {cfg.meta_batch_size} processes")
+    if cfg.model == "resnet12" and cfg.resnet12.dropblock_rate > 0:
+        return ("resnet12.dropblock_rate: DropBlock draws its masks from each process's own random stream, so "
+                f"{procs} processes would not compute the one-process run; set it to 0 or run one process")
     if cfg.batch_tasks and cfg.task_chunk and cfg.inner_batch_size:
         return ("task_chunk with inner mini-batches draws one shuffle per chunk, which depends on how the "
                 f"meta-batch is split; set task_chunk: 0 or inner_batch_size: 0 to run on {procs} processes")

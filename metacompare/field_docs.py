@@ -125,10 +125,8 @@ FIELD_DOCS: dict[str, str] = {
                           "`eval_interval` iterations. 0: by `eval_interval`.",
 }
 
-# Fields that branches in flight add (issue 22's user_data section, issue 25's MAML++ options), written
-# from their docstrings so that the merged tree documents them; a key here may name a field this tree
-# does not have yet, unlike FIELD_DOCS (tests/test_docs.py). Move them into FIELD_DOCS once merged.
-PENDING_DOCS: dict[str, str] = {
+# The sections added by issues 22 (user_data), 25 (mamlpp, resnet12).
+FIELD_DOCS.update({
     "user_data": "Your own data for `dataset: folder`, `table` or `text` (fields below; "
                  "[Your own data](../guide/own-data.md)).",
     "user_data.root": "The image folder (one sub-folder per class, or group/class) or the CSV/Parquet file.",
@@ -158,4 +156,8 @@ PENDING_DOCS: dict[str, str] = {
                                "outer optimiser.",
     "mamlpp.first_order_fraction": "DA: first order for this fraction of training, then second order (paper: "
                                    "50 of 100 epochs; 0: never first order).",
-}
+    "resnet12": "`model: resnet12`'s shape (Lee et al. 2019's MetaOptNet ResNet-12; fields below).",
+    "resnet12.widths": "The four residual blocks' widths: MetaOptNet's 64-160-320-640 or 64-128-256-512.",
+    "resnet12.dropblock_rate": "DropBlock's drop rate after the last two blocks, in [0, 1) (MetaOptNet: 0.1; 0: off).",
+    "resnet12.dropblock_size": "DropBlock's square block size (MetaOptNet: 5).",
+})

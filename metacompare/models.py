@@ -1,4 +1,4 @@
-"""The networks of the papers: an MLP for sine regression and the 4-block conv nets for images.
+"""The networks of the papers: an MLP for sine regression, the 4-block conv nets and ResNet-12 for images.
 
 ``conv4`` / ``conv4_strided`` use torch's default initialisation; ``conv4_finn`` and ``conv4_nichol``
 reproduce the Omniglot networks of the authors' code exactly as they are built there (see each).
@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metacompare.resnet12 import resnet12
 from metacompare.runconfig import RunConfig
+
+__all__ = ["BatchNormOffset", "SpatialMean", "build_model", "conv4", "conv4_finn", "conv4_nichol", "metamodel",
+           "mlp", "offset_batch_norm", "resnet12"]
 
 
 def mlp(hidden: tuple[int, ...] = (40, 40), inputs: int = 1, outputs: int = 1) -> nn.Sequential:
@@ -184,6 +188,9 @@ def build_model(cfg: RunConfig) -> nn.Module:
         return metamodel(cfg.ways, pixels.get(cfg.dataset, 28 * 28))  # digits: 28 x 28
     images = cfg.dataset == "miniimagenet"
     channels, size = (3, 84) if images else (1, cfg.omniglot.image_size)
+    if cfg.model == "resnet12":
+        r = cfg.resnet12
+        return resnet12(cfg.ways, channels, r.widths, r.dropblock_rate, r.dropblock_size)
     if cfg.model == "conv4_finn":
         return conv4_finn(cfg.ways, channels, cfg.filters, size, max_pool=images)
     if cfg.model == "conv4_nichol":

@@ -19,7 +19,7 @@ from dataclasses import MISSING, dataclass
 from types import UnionType
 from typing import Any
 
-from metacompare.field_docs import FIELD_DOCS, PENDING_DOCS
+from metacompare.field_docs import FIELD_DOCS
 from metacompare.runconfig import RunConfig
 
 
@@ -75,9 +75,9 @@ def source_comments(cls: type) -> dict[str, str]:
 
 
 def field_doc(cls: type, f: dataclasses.Field, dotted: str) -> str:
-    """A field's meaning: its ``metadata["doc"]``, else :data:`FIELD_DOCS` (or ``PENDING_DOCS``), else its
+    """A field's meaning: its ``metadata["doc"]``, else :data:`FIELD_DOCS`, else its
     source comment."""
-    return (f.metadata.get("doc") or FIELD_DOCS.get(dotted) or PENDING_DOCS.get(dotted)
+    return (f.metadata.get("doc") or FIELD_DOCS.get(dotted)
             or source_comments(cls).get(f.name, "")).strip()
 
 

@@ -98,6 +98,16 @@ class UserDataConfig:
 
 
 @dataclass(frozen=True)
+class ResNet12Config:
+    """``model: resnet12`` (:mod:`metacompare.resnet12`): the four blocks' widths (MetaOptNet's 64-160-320-640,
+    or 64-128-256-512) and DropBlock after the last two blocks (MetaOptNet: rate 0.1, size 5; 0: off)."""
+
+    widths: tuple[int, ...] = (64, 160, 320, 640)
+    dropblock_rate: float = 0.0
+    dropblock_size: int = 5
+
+
+@dataclass(frozen=True)
 class EvalProcedure:
     """A test-time adaptation procedure shared by every algorithm of a comparison (``common_evaluation``)."""
 
@@ -220,6 +230,7 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     user_data: UserDataConfig = field(default_factory=UserDataConfig)
     mamlpp: MamlPlusPlusConfig | None = None  # MAML++'s options; null: the algorithm's own (see the class)
+    resnet12: ResNet12Config = field(default_factory=ResNet12Config)  # model: resnet12's widths, DropBlock
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -271,6 +282,8 @@ def identity_of(values: dict[str, Any]) -> dict[str, Any]:
         body.pop("outer_lr_schedule")
     if "mamlpp" in body and body["mamlpp"] is None:  # likewise: null is the algorithm's own choice
         body.pop("mamlpp")
+    if body.get("resnet12") == _plain(dataclasses.asdict(ResNet12Config())):  # likewise
+        body.pop("resnet12")
     return body
 
 

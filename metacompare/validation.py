@@ -21,7 +21,7 @@ from metacompare.tracking import TRACKERS
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("sine", "omniglot", "miniimagenet", "mnist", "digits", "folder", "table", "text"),
-    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel", "bag_of_embeddings"),
+    "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel", "bag_of_embeddings", "resnet12"),
     "inner_optimizer": ("sgd", "adam"),
     "outer_optimizer": ("adam", "sgd"),
     "precision": ("float32", "float64", "bfloat16"),
@@ -143,6 +143,25 @@ def _check_dataset(cfg: RunConfig) -> None:
                           f"pixels, got {cfg.omniglot.image_size}; raise it or set model: conv4_strided")
     if not cfg.omniglot.sources:
         raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")
+    _check_resnet12(cfg)
+
+
+def _check_resnet12(cfg: RunConfig) -> None:
+    """The ``resnet12`` section: four positive widths, a DropBlock rate in [0, 1), read only by that model."""
+    r = cfg.resnet12
+    if r != type(r)() and cfg.model != "resnet12":
+        raise ConfigError(f"resnet12: only model: resnet12 reads this section, and model is '{cfg.model}'; "
+                          f"remove it or set model: resnet12")
+    if len(r.widths) != 4 or not all(0 < w <= AT_MOST["filters"] for w in r.widths):
+        raise ConfigError(f"resnet12.widths: expected the 4 blocks' channels, each 1 to {AT_MOST['filters']}, got "
+                          f"{list(r.widths)}; e.g. [64, 160, 320, 640] or [64, 128, 256, 512]")
+    if not 0 <= r.dropblock_rate < 1:
+        raise ConfigError(f"resnet12.dropblock_rate: must be in [0, 1) (0: no DropBlock), got {r.dropblock_rate}")
+    if not 1 <= r.dropblock_size <= 512:
+        raise ConfigError(f"resnet12.dropblock_size: must be 1 to 512 pixels, got {r.dropblock_size}")
+    if cfg.model == "resnet12" and cfg.dataset == "omniglot" and cfg.omniglot.image_size < 16:
+        raise ConfigError(f"omniglot.image_size: resnet12 halves the image four times and needs at least 16 "
+                          f"pixels, got {cfg.omniglot.image_size}")
 
 
 def _check_user_data(cfg: RunConfig) -> None:

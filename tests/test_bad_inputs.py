@@ -122,6 +122,15 @@ FIELDS = {
     "conv4_too_small_image": ({"dataset": "omniglot", "model": "conv4", "ways": 2, "omniglot": {"image_size": 12}},
                               ("omniglot.image_size: conv4", "needs at least 16", "conv4_strided")),
     "no_sources": ({"omniglot": {"sources": []}}, ("omniglot.sources: the list is empty",)),
+    # model: resnet12's section (metacompare.resnet12)
+    "resnet12_three_widths": ({"dataset": "omniglot", "model": "resnet12", "ways": 2, "resnet12": {"widths": [8, 16, 32]}},
+                              ("resnet12.widths: expected the 4 blocks' channels", "[64, 160, 320, 640]")),
+    "resnet12_dropblock_rate_one": ({"dataset": "omniglot", "model": "resnet12", "ways": 2,
+                                     "resnet12": {"dropblock_rate": 1.0}}, ("resnet12.dropblock_rate: must be in [0, 1)",)),
+    "resnet12_unknown_field": ({"dataset": "omniglot", "model": "resnet12", "ways": 2, "resnet12": {"width": [8]}},
+                               ("unknown field 'resnet12.width'", "did you mean 'widths'")),
+    "resnet12_section_for_conv4": ({"dataset": "omniglot", "model": "conv4", "ways": 2, "resnet12": {"widths": [8] * 4}},
+                                   ("resnet12: only model: resnet12 reads this section",)),
     # unknown choices
     "unknown_algorithm": ({"algorithm": "mamll"},
                           ("algorithm: unknown 'mamll'", "did you mean 'maml'", "choose one of")),

@@ -58,3 +58,18 @@ def test_task_sampling_rate_on_the_omniglot_config(omniglot_root):
 
     rate = sampling_rate("configs/omniglot_minimal.yaml", str(omniglot_root), ways=5, shots=1, query=15, count=3)
     assert rate["tasks"] == 3 and 0 < rate["tasks_per_s"] < math.inf
+
+
+@pytest.mark.slow  # about 15 CPU-seconds (worker start-up and FLOP counting); test_resnet12 checks the gradients
+def test_quick_bench_races_resnet12(tmp_path, capsys):
+    """`bench --models resnet12`: the same rows for ResNet-12 (quick: widths 8-20-40-80, 16x16 images), whose
+    metacompare meta-gradients, looped and task-batched, are learn2learn's up to float32 rounding."""
+    names = ["learn2learn fomaml", "metacompare fomaml [batched]", "learn2learn maml", "metacompare maml"]
+    assert main(["bench", "--quick", "--models", "resnet12", "--steps", "1", "--ways", "3", "--query", "2",
+                 "--meta-batch", "2", "--repeats", "1", "--no-machine", "--out", str(tmp_path),
+                 "--implementations", *names]) == 0
+    rows = {r["implementation"]: r for r in results.read_csv(tmp_path / "bench.csv")}
+    assert list(rows) == names and {r["model"] for r in rows.values()} == {"resnet12"}
+    for name, row in rows.items():
+        assert float(row["seconds_median"]) > 0 and float(row["peak_memory_mb"]) == float(row["peak_memory_mb"])
+        assert float(row["grad_max_rel_diff"]) < 1e-4, name

@@ -1,7 +1,8 @@
 """One contract, run over every registered algorithm (optax's test over its registry, in spirit).
 
 For each name in ``ALGORITHMS`` (read from the registry, so a new plug-in is tested by being
-registered) and each kind of task, sine regression and digit classification, in float64:
+registered) and each kind of task, sine regression, digit classification and digit classification
+through a toy-width ResNet-12 (residual blocks, in the grouped engine too), in float64:
 
 - an outer step changes exactly ``meta_parameters()``, by the outer SGD step of the engine's gradient,
   which is parallel to them (same shapes) and finite; every other tensor stays bitwise the same;
@@ -39,6 +40,9 @@ one_thread = pytest.fixture(autouse=True)(one_torch_thread)  # as a run computes
 KINDS = {
     "sine": dict(dataset="sine", model="mlp", ways=1, shots=5, query=5, inner_lr=0.02),
     "digits": dict(dataset="digits", model="metamodel", ways=3, shots=2, query=3, inner_lr=0.1),
+    # ResNet-12 at toy widths on the same digits (28x28 grey): residual blocks, grouped branches
+    "resnet12": dict(dataset="digits", model="resnet12", resnet12={"widths": [2, 3, 2, 3]}, ways=3, shots=2,
+                     query=3, inner_lr=0.1),
 }
 COMMON = dict(inner_steps=2, meta_batch_size=2, eval_episodes=2, test_episodes=2, eval_inner_steps=2,
               precision="float64", outer_optimizer="adam", outer_lr=0.01, tracker="none")
@@ -76,7 +80,7 @@ def fresh(cfg: RunConfig) -> MetaAlgorithm:
 
 
 def _kind(cfg: RunConfig) -> str:
-    return "sine" if cfg.dataset == "sine" else "digits"
+    return "sine" if cfg.dataset == "sine" else "resnet12" if cfg.model == "resnet12" else "digits"
 
 
 def tensors(algorithm: MetaAlgorithm) -> dict[int, torch.Tensor]:
@@ -129,7 +133,7 @@ def test_an_outer_step_moves_exactly_the_meta_parameters(name, kind):
         return recorded[-1]
 
     metrics = algorithm.meta_train_step(batches(kind)[0], engine=recording)
-    assert math.isfinite(metrics["loss"]) and ("accuracy" in metrics) == (kind == "digits")
+    assert math.isfinite(metrics["loss"]) and ("accuracy" in metrics) == (kind != "sine")
     if not recorded:  # the plug-in takes no outer step (the scratch baseline): nothing may move
         grads = [torch.zeros_like(p) for p in meta]
     else:

@@ -5,7 +5,8 @@ computes the meta-gradient of a tiny float64 sine meta-batch of 5 tasks (split 3
 fomaml and reptile, scores 7 evaluation episodes (4 + 3; also Reptile's carried-Adam procedure batched in
 chunks of 3, ``eval_batch``) and trains a whole 6-iteration run; Reptile
 with carried Adam chains (``inner_chains``) takes 3 outer steps and trains a run stopped at its first
-validation and resumed; the parent computes the same in one process. float64 tolerance 1e-10: only the
+validation and resumed; the parent computes the same in one process (and a ResNet-12 MAML step,
+tests/test_resnet12.py). float64 tolerance 1e-10: only the
 summation order changes.
 """
 
@@ -29,6 +30,7 @@ from metacompare.algorithms.base import looped_gradient
 from metacompare.config import ConfigError, RunConfig
 from metacompare.models import build_model
 from tests.conftest import make_sine_task
+from tests.test_resnet12 import parallel_step
 from tests.faults import final_metrics, kill_group, sine_config, start_run, wait_for, write_config
 from tests import test_batch_eval, test_reptile_chains
 
@@ -122,7 +124,8 @@ def _rank_main(rank: int, port: int, out: str) -> None:
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     distributed.start("cpu")
-    found = {"steps": {case: meta_step(case) for case in CASES}, "scores": scores(), "batched_eval": batched_eval()}
+    found = {"steps": {case: meta_step(case) for case in CASES}, "scores": scores(), "batched_eval": batched_eval(),
+             "resnet12": parallel_step()}
     found["summary"] = runner.train_and_evaluate(run_config(Path(out) / "results"), progress=False)
     found["chains"] = {case: chain_steps(case) for case in CHAIN_CASES}
     found["chain_run"] = chain_run(Path(out) / "chains", stop=True, signal_here=rank == 1)
@@ -156,6 +159,16 @@ def two_ranks(tmp_path_factory) -> tuple[dict, dict, Path]:
 
 def max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+def test_two_processes_give_the_one_process_resnet12_meta_gradient(two_ranks):
+    """ResNet-12 (tests/test_resnet12.py's MAML step on 5 image tasks), looped and task-batched."""
+    alone = parallel_step()
+    for found in two_ranks[:2]:
+        for batch_tasks, (grads, loss) in alone.items():
+            assert max(g.abs().max().item() for g in grads) > 1e-3, "degenerate test: the gradient is ~0"
+            assert max_diff(found["resnet12"][batch_tasks][0], grads) <= TOLERANCE
+            assert found["resnet12"][batch_tasks][1] == pytest.approx(loss, abs=TOLERANCE)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -147,7 +147,7 @@ def test_config_reference_lists_every_field_with_type_default_and_meaning():
 
 
 def test_field_docs_name_only_fields_that_exist():
-    """A renamed or removed field must not leave its meaning behind (PENDING_DOCS may run ahead)."""
+    """A renamed or removed field must not leave its meaning behind."""
     from metacompare.field_docs import FIELD_DOCS
 
     assert sorted(set(FIELD_DOCS) - set(_dotted_fields(RunConfig))) == []

@@ -10,6 +10,7 @@ import pytest
 from metacompare.config import load_experiment, reported_accuracy
 
 PAPERS = Path(__file__).resolve().parents[1] / "configs" / "papers"
+RESNET12 = sorted(PAPERS.glob("*_resnet12.yaml"))  # the same settings on ResNet-12 (issue 25), tested below
 SETTINGS = {"omniglot_5way_1shot", "omniglot_5way_5shot", "omniglot_20way_1shot", "omniglot_20way_5shot",
             "miniimagenet_5way_1shot", "miniimagenet_5way_5shot"}
 # The three-algorithm (Reptile, FOMAML, MAML) files; others (mamlpp_*) have tests of their own.
@@ -18,6 +19,31 @@ FILES = sorted(p for p in PAPERS.glob("*.yaml") if p.stem in SETTINGS)
 
 def test_every_setting_has_a_file():
     assert {p.stem for p in FILES} == SETTINGS
+    assert {p.stem for p in RESNET12} == {"miniimagenet_5way_1shot_resnet12", "miniimagenet_5way_5shot_resnet12"}
+
+
+@pytest.mark.parametrize("path", RESNET12, ids=lambda p: p.stem)
+def test_resnet12_configs_are_the_conv_protocols_on_metaoptnets_network(path):
+    """MetaOptNet's ResNet-12 (widths, DropBlock 0.1 / 5); each algorithm keeps its conv4 config's protocol
+    except the network and, at 1 shot, MAML's inner loss (the mean, as the file says); MetaOptNet-SVM's
+    Table 1 number as the reference mark, quoted in the prose."""
+    configs = {c.algorithm: c for c in load_experiment(path)}
+    assert list(configs) == ["reptile", "fomaml", "maml", "pretrain"]
+    conv = {c.algorithm: c for c in load_experiment(PAPERS / path.name.replace("_resnet12", ""))}
+    for name, cfg in configs.items():
+        assert cfg.model == "resnet12" and cfg.experiment == f"paper_{path.stem}"
+        assert (cfg.resnet12.widths, cfg.resnet12.dropblock_rate, cfg.resnet12.dropblock_size) == ((64, 160, 320, 640), 0.1, 5)
+        if name == "pretrain":
+            continue
+        changed = {k for k, v in cfg.to_dict().items() if conv[name].to_dict()[k] != v}
+        allowed = {"model", "resnet12", "experiment", "filters"} | ({"inner_loss"} if cfg.shots == 1 and name != "reptile" else set())
+        assert changed <= allowed, (name, changed - allowed)
+    assert configs["fomaml"].to_dict() | {"algorithm": "maml"} == configs["maml"].to_dict()
+    text = path.read_text()
+    assert "Lee, Maji, Ravichandran & Soatto 2019" in text and "Table 1" in text
+    numbers = reported_accuracy(path)
+    assert numbers == {"metaoptnet_svm": {1: 62.64, 5: 78.63}[configs["maml"].shots]}
+    assert f"{numbers['metaoptnet_svm']:.2f}" in text.split("# reported_accuracy:")[0]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)

@@ -95,6 +95,19 @@ def adapted_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(name for name, _ in model.named_parameters() if name not in frozen)
 
 
+@contextmanager
+def training_mode(model: nn.Module) -> Iterator[None]:
+    """The model in training mode for one meta-training step, its own mode restored after: ResNet-12's
+    DropBlock acts in meta-training only (test-time adaptation and prediction run without it). BatchNorm
+    without running statistics, the only kind here, computes the same in either mode."""
+    was = model.training
+    model.train()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
 class MetaAlgorithm(ABC):
     """A meta-learner: meta-train on batches of tasks; adapt to a new task and predict."""
 
@@ -178,7 +191,7 @@ class MetaAlgorithm(ABC):
     def meta_train_step(self, tasks: list[Task], engine: Callable | None = None) -> dict[str, float]:
         """One outer update from a meta-batch: θ ← outer_optimizer(θ, mean of task gradients)."""
         engine = engine or engine_for(self.cfg)
-        with precision.autocast(self.cfg):  # a no-op unless precision: bfloat16
+        with precision.autocast(self.cfg), training_mode(self.model):  # autocast: a no-op unless bfloat16
             batch = engine(self, tasks)
         self.outer_optimizer.zero_grad(set_to_none=True)
         for p, g in zip(self.meta_parameters(), batch.grads):

@@ -6,6 +6,9 @@ Table 2 (with MAML from Finn et al. and their own first-order MAML runs) and min
 Finn, Abbeel & Levine 2017 (ICML) give MAML on Omniglot (Table 1, top) and MAML and first-order MAML on
 mini-ImageNet (Table 1, bottom). ``evaluation`` says how the query set was scored: ``transductive``
 (as one batch, BatchNorm on its statistics, as both papers' code) or ``non_transductive``.
+``backbone`` says which network: those papers' 4-block conv nets (``conv4``), or ResNet-12, for which
+the marks are MetaOptNet's (Lee et al. 2019, CVPR, Table 1), a method metacompare does not implement:
+a run on ``model: resnet12`` is never marked with a conv net's number.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ FINN = "Finn et al. 2017, Table 1"
 NICHOL_OMNIGLOT = "Nichol et al. 2018, Table 2"
 NICHOL_MINI = "Nichol et al. 2018, Table 1"
 ANTONIOU = "Antoniou et al. 2019, Table 1"  # "How to train your MAML" (MAML++), ICLR; its ± is not copied here
+LEE = "Lee et al. 2019, Table 1"
 T, N = "transductive", "non_transductive"
 
 # dataset, ways, shots, algorithm, evaluation, accuracy %, ± (95% CI as published), source
@@ -45,25 +49,34 @@ _ROWS = [
     ("miniimagenet", 5, 1, "reptile", N, 47.07, 0.26, NICHOL_MINI),
     ("miniimagenet", 5, 5, "reptile", N, 62.74, 0.37, NICHOL_MINI),
 ]
-PUBLISHED = pd.DataFrame(_ROWS, columns=["dataset", "ways", "shots", "algorithm", "evaluation", "accuracy", "ci95",
-                                         "source"])
+# The same fields for ResNet-12 (trained on the training split only; BatchNorm on running statistics).
+_RESNET12_ROWS = [
+    ("miniimagenet", 5, 1, "metaoptnet_svm", N, 62.64, 0.61, LEE),
+    ("miniimagenet", 5, 5, "metaoptnet_svm", N, 78.63, 0.46, LEE),
+]
+PUBLISHED = pd.DataFrame([(*r, "conv4") for r in _ROWS] + [(*r, "resnet12") for r in _RESNET12_ROWS],
+                         columns=["dataset", "ways", "shots", "algorithm", "evaluation", "accuracy", "ci95", "source",
+                                  "backbone"])
 
 # The transductive numbers as (dataset, ways, shots) -> algorithm -> (accuracy, source), for callers
 # that look one up by key.
 PUBLISHED_ACCURACY: dict[tuple[str, int, int], dict[str, tuple[float, str]]] = {}
-for _r in PUBLISHED[PUBLISHED["evaluation"] == T].itertuples():
+for _r in PUBLISHED[(PUBLISHED["evaluation"] == T) & (PUBLISHED["backbone"] == "conv4")].itertuples():
     PUBLISHED_ACCURACY.setdefault((_r.dataset, _r.ways, _r.shots), {})[_r.algorithm] = (_r.accuracy, _r.source)
 
 
 def published(row: pd.Series | dict) -> tuple[float, str] | None:
-    """The paper's accuracy and source for this algorithm, dataset, ways, shots and evaluation mode."""
+    """The paper's accuracy and source for this algorithm, dataset, ways, shots, evaluation mode and
+    backbone (``model: resnet12`` or a conv net)."""
     evaluation = str(row.get("evaluation", T))
+    backbone = "resnet12" if str(row.get("model")) == "resnet12" else "conv4"
     ways, shots = num(row.get("ways")), num(row.get("shots"))
     if not (math.isfinite(ways) and math.isfinite(shots)):
         return None
     match = PUBLISHED[(PUBLISHED["dataset"] == str(row.get("dataset"))) & (PUBLISHED["ways"] == int(ways))
                       & (PUBLISHED["shots"] == int(shots)) & (PUBLISHED["algorithm"] == str(row.get("algorithm")))
-                      & (PUBLISHED["evaluation"] == (T if evaluation == "nan" else evaluation))]
+                      & (PUBLISHED["evaluation"] == (T if evaluation == "nan" else evaluation))
+                      & (PUBLISHED["backbone"] == backbone)]
     return None if match.empty else (float(match["accuracy"].iloc[0]), str(match["source"].iloc[0]))
 
 
