@@ -63,6 +63,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_bounds(cfg)
     _validate_protocol(cfg)
     _check_used(cfg, ALGORITHMS)
+    _check_mamlpp(cfg)
     _check_numbers(cfg)
     _check_dataset(cfg)
     _check_place(cfg)
@@ -224,7 +225,6 @@ def _validate_protocol(cfg: RunConfig) -> None:
     _check_common_evaluation(cfg)
     _check_budget(cfg)
     _check_omniglot(cfg)
-    _check_mamlpp(cfg)
 
 
 def _check_chains(cfg: RunConfig) -> None:
