@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from metacompare.errors import DataError
+from metacompare.data.labelled import Labelled
 
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -59,19 +59,16 @@ def verify(path: Path, root: Path) -> None:
         raise unreadable(path, err, root) from None
 
 
-class FolderImages(Dataset):
+class FolderImages(Labelled):
     """Some classes of a folder index; ``labels`` are 0..n-1 within this split."""
 
     def __init__(self, root: Path, files: list[str], labels: list[int], channels: int, size: int,
                  invert: bool, cache_mb: float):
-        self.root, self.files, self.labels = Path(root), files, labels
+        super().__init__(labels)
+        self.root, self.files = Path(root), files
         self.channels, self.size, self.invert = channels, size, invert
         self.capacity = int(cache_mb * 2**20 // (4 * channels * size * size))  # float32 tensors
         self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.labels_to_indices: dict[int, list[int]] = {}
-        for i, label in enumerate(labels):
-            self.labels_to_indices.setdefault(label, []).append(i)
-        self.indices_to_labels = dict(enumerate(labels))
 
     def __len__(self) -> int:
         return len(self.files)

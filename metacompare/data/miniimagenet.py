@@ -15,9 +15,9 @@ import pickle
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from metacompare._l2l import l2l
+from metacompare.data.labelled import Labelled
 from metacompare.errors import DataError
 from metacompare.runconfig import RunConfig
 
@@ -35,18 +35,12 @@ def miniimagenet_help(root: Path) -> str:
             f"or put those files there and set data_root to that folder")
 
 
-class MiniImagenetImages(Dataset):
+class MiniImagenetImages(Labelled):
     """One split's images as uint8 ``[N, 3, 84, 84]``; items are float in [0, 1] with their class."""
 
     def __init__(self, images: torch.Tensor, labels: list[int]):
-        self.images, self.labels = images, labels
-        self.labels_to_indices: dict[int, list[int]] = {}
-        for i, label in enumerate(labels):
-            self.labels_to_indices.setdefault(label, []).append(i)
-        self.indices_to_labels = dict(enumerate(labels))
-
-    def __len__(self) -> int:
-        return len(self.labels)
+        super().__init__(labels)
+        self.images = images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index].float() / 255.0, self.labels[index]

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 
 from metacompare.errors import DataError
+from metacompare.data.labelled import Labelled
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -130,18 +130,12 @@ def standardizer(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-class Vectors(Dataset):
+class Vectors(Labelled):
     """Rows of a feature matrix (or token-id matrix) with labels 0..n-1 of one split."""
 
     def __init__(self, values: torch.Tensor, labels: list[int]):
-        self.values, self.labels = values, labels
-        self.labels_to_indices: dict[int, list[int]] = {}
-        for i, label in enumerate(labels):
-            self.labels_to_indices.setdefault(label, []).append(i)
-        self.indices_to_labels = dict(enumerate(labels))
-
-    def __len__(self) -> int:
-        return len(self.labels)
+        super().__init__(labels)
+        self.values = values
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.values[index], self.labels[index]
