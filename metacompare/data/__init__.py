@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from metacompare._l2l import l2l
 from metacompare.data.digits import digit_splits
+from metacompare.data.labelled import Labelled
 from metacompare.errors import DataError, UserError
 from metacompare.data.miniimagenet import miniimagenet_splits
 from metacompare.data.user import USER_FORMS, user_splits
@@ -173,7 +174,7 @@ def select_alphabets(selectors: tuple[str, ...], available: set[tuple[str, str]]
     return chosen
 
 
-class OmniglotCharacters(Dataset):
+class OmniglotCharacters(Labelled):
     """Images of chosen characters; with ``rotations`` each 90/180/270-degree turn is a new class."""
 
     def __init__(self, characters: list[torch.Tensor], rotations: bool):
@@ -183,15 +184,8 @@ class OmniglotCharacters(Dataset):
             for k in turns:
                 images.append(torch.rot90(drawings, k, dims=(2, 3)))
                 labels.extend([index * len(turns) + k] * len(drawings))
+        super().__init__(labels)
         self.images = torch.cat(images)
-        self.labels = labels
-        self.labels_to_indices: dict[int, list[int]] = {}
-        for i, label in enumerate(labels):
-            self.labels_to_indices.setdefault(label, []).append(i)
-        self.indices_to_labels = dict(enumerate(labels))
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], self.labels[index]
