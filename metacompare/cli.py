@@ -250,6 +250,15 @@ def _config_or_data(args: argparse.Namespace, folder_of) -> str:
     return str(path)
 
 
+def _config_or_data(parser: argparse.ArgumentParser, verb: str, config_help: str) -> None:
+    """``run`` and ``compare`` take a config file or, instead, ``--data PATH`` and its options."""
+    parser.add_argument("config", nargs="?", default=None, help=f"{config_help} (default: none; then give --data)")
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help=f"{verb} on your own image folder, CSV/Parquet table or text table, with no config "
+                             "file (default: none; see docs/guide/own-data.md)")
+    _data_options(parser)
+
+
 def _data_options(parser: argparse.ArgumentParser, tasks: bool = True) -> None:
     """``--data PATH`` and what describes the data (metacompare.data.user), for run, compare and inspect."""
     parser.add_argument("--form", choices=["folder", "table", "text"], default=None,
@@ -300,12 +309,7 @@ def _add_tune_and_compare(sub) -> None:
     text = ("which algorithm is best under one budget: tune, train each with several seeds, "
             "report the answer with paired statistics")
     compare = sub.add_parser("compare", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
-    compare.add_argument("config", nargs="?", default=None,
-                         help="config or tune file, e.g. experiments/compare_sine.yaml (default: none; then give --data)")
-    compare.add_argument("--data", metavar="PATH", default=None,
-                         help="compare on your own image folder or CSV/Parquet table, with no config file "
-                              "(default: none; see docs/guide/own-data.md)")
-    _data_options(compare)
+    _config_or_data(compare, "compare", "config or tune file, e.g. experiments/compare_sine.yaml")
     compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N",
                          help="per run: training seconds (validation excluded), e.g. 300; the same in this "
                               "process's CPU time, e.g. cpu:300 (fair on a shared CPU machine); or work in "
@@ -324,12 +328,7 @@ def _add_tune_and_compare(sub) -> None:
 def _add_run_and_sweep(sub) -> None:
     """The ``run`` and ``sweep`` subcommands (metacompare.runner, metacompare.sweep)."""
     run = _subcommand(sub, "run", "train and evaluate the run(s) of a config file, then write the report", _cmd_run)
-    run.add_argument("config", nargs="?", default=None,
-                     help="YAML config, e.g. configs/sine.yaml (default: none; then give --data)")
-    run.add_argument("--data", metavar="PATH", default=None,
-                     help="run on your own image folder or CSV/Parquet table, with no config file "
-                          "(default: none; see docs/guide/own-data.md)")
-    _data_options(run)
+    _config_or_data(run, "run", "YAML config, e.g. configs/sine.yaml")
     _common_run_options(run, "")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
     run.add_argument("--procs", type=bounded(int, 1, 256), default=1,
