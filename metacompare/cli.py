@@ -250,7 +250,7 @@ def _config_or_data(args: argparse.Namespace, folder_of) -> str:
     return str(path)
 
 
-def _config_or_data(parser: argparse.ArgumentParser, verb: str, config_help: str) -> None:
+def _add_config_or_data(parser: argparse.ArgumentParser, verb: str, config_help: str) -> None:
     """``run`` and ``compare`` take a config file or, instead, ``--data PATH`` and its options."""
     parser.add_argument("config", nargs="?", default=None, help=f"{config_help} (default: none; then give --data)")
     parser.add_argument("--data", metavar="PATH", default=None,
@@ -309,7 +309,7 @@ def _add_tune_and_compare(sub) -> None:
     text = ("which algorithm is best under one budget: tune, train each with several seeds, "
             "report the answer with paired statistics")
     compare = sub.add_parser("compare", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
-    _config_or_data(compare, "compare", "config or tune file, e.g. experiments/compare_sine.yaml")
+    _add_config_or_data(compare, "compare", "config or tune file, e.g. experiments/compare_sine.yaml")
     compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N",
                          help="per run: training seconds (validation excluded), e.g. 300; the same in this "
                               "process's CPU time, e.g. cpu:300 (fair on a shared CPU machine); or work in "
@@ -328,7 +328,7 @@ def _add_tune_and_compare(sub) -> None:
 def _add_run_and_sweep(sub) -> None:
     """The ``run`` and ``sweep`` subcommands (metacompare.runner, metacompare.sweep)."""
     run = _subcommand(sub, "run", "train and evaluate the run(s) of a config file, then write the report", _cmd_run)
-    _config_or_data(run, "run", "YAML config, e.g. configs/sine.yaml")
+    _add_config_or_data(run, "run", "YAML config, e.g. configs/sine.yaml")
     _common_run_options(run, "")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
     run.add_argument("--procs", type=bounded(int, 1, 256), default=1,
