@@ -20,7 +20,10 @@ writes, which are timed separately (``validation_seconds``), and without the for
 the logged training fit (``logging_seconds``, :meth:`MetaAlgorithm.logging_fit`; not separable inside a
 ``compile: true`` step, which is charged for it). ``cpu_seconds`` counts them in this
 process's CPU time (all its threads) rather than on the wall clock: on a shared CPU machine, runs that
-happen to overlap other work are then not charged for the time they waited for a core.
+happen to overlap other work are then not charged for the time they waited for a core. They are still
+slowed while they run (shared caches and memory bandwidth): on this project's 2-core machine a
+Reptile run did 2,739-3,203 iterations per 600 CPU-s beside other work and 3,642-4,078 alone
+(docs/recorded-results.md), so equal CPU seconds are equal work only on an otherwise idle machine.
 """
 
 from __future__ import annotations

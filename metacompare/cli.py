@@ -312,7 +312,7 @@ def _add_tune_and_compare(sub) -> None:
     _add_config_or_data(compare, "compare", "config or tune file, e.g. experiments/compare_sine.yaml")
     compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N",
                          help="per run: training seconds (validation excluded), e.g. 300; the same in this "
-                              "process's CPU time, e.g. cpu:300 (fair on a shared CPU machine); or work in "
+                              "process's CPU time, e.g. cpu:300 (not charged for waiting for a core; equal work only on an idle machine); or work in "
                               "example-passes, e.g. work:2e6")
     settings = compare.add_mutually_exclusive_group()
     settings.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")

@@ -118,7 +118,8 @@ FIELD_DOCS: dict[str, str] = {
     "budget.seconds": "Stop at this many training seconds on the wall clock (validation excluded and timed "
                       "apart); null: no bound.",
     "budget.cpu_seconds": "Stop at this many training seconds of CPU time (all processes of a data-parallel "
-                          "run); fair on a shared machine. null: no bound.",
+                          "run): not charged for waiting for a core, but a busy neighbour still slows each CPU-second, "
+                          "so equal work only on an otherwise idle machine. null: no bound.",
     "budget.work": "Stop at this much work in example-passes (forward 1, backward 2, second order counted); "
                    "null: no bound.",
     "budget.evaluations": "Validate at this many equally spaced fractions of the budget instead of every "
