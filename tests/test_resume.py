@@ -195,6 +195,7 @@ def kill_sweep_and_resume(tmp_path: Path, reference: dict, rng: random.Random, k
     return killed
 
 
+@pytest.mark.slow  # 85 s with its reference sweep: the default run's kill/resume cases are single runs
 def test_sigkill_a_sweep_then_rerun_it(tmp_path, sweep_reference):
     assert kill_sweep_and_resume(tmp_path, sweep_reference, random.Random(3000), kills=1) == 1
 
