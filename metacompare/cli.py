@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from metacompare import paths
 from metacompare.errors import UserError
 
 
@@ -445,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"metacompare: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a path beyond the system's limits, a dangling link, a special file
+        line = paths.explain(err)
+        if line is None or args.debug:
+            raise
+        print(f"metacompare: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if args.debug:

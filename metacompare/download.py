@@ -23,6 +23,7 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5, check_integrity, extract_archive
 from tqdm import tqdm
 
+from metacompare import paths
 from metacompare.errors import UserError
 
 OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -61,7 +62,8 @@ def fetch(url: str, target: Path, expected_md5: str | None, timeout: float = 60.
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DownloadError(f"--root: cannot create the folder {target.parent} ({err.strerror}); "
+        reason = paths.folder_problem(target.parent) or err.strerror
+        raise DownloadError(f"--root: cannot create the folder {target.parent} ({reason}); "
                             f"choose another with --root") from None
     partial = target.with_name(target.name + ".part")
     try:

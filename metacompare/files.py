@@ -21,6 +21,7 @@ from typing import Any, Iterable, NoReturn
 
 import yaml
 
+from metacompare import paths
 from metacompare.errors import UserError
 
 
@@ -38,9 +39,9 @@ def read_text(path: Path | str, fix: str) -> str:
     if path.is_dir():
         fail(path, "is a folder, not a file", fix)
     try:
-        data = path.read_bytes()
+        data = paths.read_bytes(path)  # a FIFO or device is refused, never waited on
     except FileNotFoundError:
-        fail(path, "does not exist", fix)
+        fail(path, paths.dangling(path) or "does not exist", fix)
     except OSError as err:
         fail(path, f"cannot be read ({err.strerror or err})", fix)
     try:
@@ -215,9 +216,12 @@ def load_torch(path: Path | str, fix: str, required: Iterable[str] = ()) -> dict
     try:
         with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before refusing it
             warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with paths.open_regular(path) as handle:  # a FIFO or device is refused, never waited on
+                state = torch.load(handle, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        fail(path, "does not exist", fix)
+        fail(path, paths.dangling(path) or "does not exist", fix)
+    except paths.SpecialFile as err:
+        fail(path, err.strerror, fix)
     except pickle.UnpicklingError as err:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if found:

@@ -6,15 +6,28 @@ reproduce the Omniglot networks of the authors' code exactly as they are built t
 
 from __future__ import annotations
 
+import functools
+import math
+import warnings
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metacompare.data.digits import DIGIT_DATASETS, IMAGE_SIZE as DIGIT_SIZE
+from metacompare.data.miniimagenet import IMAGE_SHAPE as MINIIMAGENET_SHAPE
+from metacompare.errors import ConfigError
 from metacompare.resnet12 import resnet12
 from metacompare.runconfig import RunConfig
 
-__all__ = ["BatchNormOffset", "SpatialMean", "build_model", "conv4", "conv4_finn", "conv4_nichol", "metamodel",
-           "mlp", "offset_batch_norm", "resnet12"]
+__all__ = ["BatchNormOffset", "SpatialMean", "build_model", "check_input", "conv4", "conv4_finn", "conv4_nichol",
+           "input_shape", "metamodel", "mlp", "offset_batch_norm", "refusal", "resnet12"]
+
+
+IMAGE_MODELS = ("conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "resnet12", "metamodel")
+SIZE_FIELDS = {"omniglot": "omniglot.image_size", "folder": "user_data.image_size"}  # elsewhere the size is fixed
+MAX_SIZE = 512  # the largest image_size a config may set
 
 
 def mlp(hidden: tuple[int, ...] = (40, 40), inputs: int = 1, outputs: int = 1) -> nn.Sequential:
@@ -156,19 +169,40 @@ def bag_of_embeddings(ways: int, buckets: int = 8192, dim: int = 32) -> nn.Seque
     return nn.Sequential(BagOfEmbeddings(buckets, dim), nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, ways))
 
 
-def user_model(cfg: RunConfig) -> nn.Module:
-    """The network for a user's folder, table or texts, sized from the data (metacompare.data.user):
-    the conv nets take the detected channels and size (colour: mini-ImageNet's max-pooling variants),
-    a table the seed's MLP over its width, texts the bag of embeddings."""
-    from metacompare.data.user import input_shape
+def input_shape(cfg: RunConfig, channels: int | None = None) -> tuple[int, ...]:
+    """What one example of ``cfg``'s data is: ``(channels, size, size)`` for images, ``(width,)`` or
+    ``(max_tokens,)`` otherwise. A user's folder with ``user_data.channels: 0`` has its channels
+    detected from a few images' headers, unless ``channels`` says which to assume."""
+    if cfg.dataset == "sine":
+        return (1,)
+    if cfg.dataset == "omniglot":
+        return 1, cfg.omniglot.image_size, cfg.omniglot.image_size
+    if cfg.dataset == "miniimagenet":
+        return MINIIMAGENET_SHAPE
+    if cfg.dataset in DIGIT_DATASETS:
+        return 1, DIGIT_SIZE, DIGIT_SIZE
+    from metacompare.data.user import image_size, input_shape as user_shape
 
-    shape = input_shape(cfg)
-    if cfg.dataset == "text":
+    if cfg.dataset == "folder" and channels:
+        size = image_size(cfg, channels)
+        return channels, size, size
+    return user_shape(cfg)
+
+
+def _network(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
+    """The network ``cfg.model`` names, sized for examples of ``shape``. Colour images take the
+    max-pooling variants of Finn's and Nichol's networks (their mini-ImageNet networks)."""
+    if cfg.model == "mlp":
+        return mlp()
+    if cfg.model == "bag_of_embeddings":
         return bag_of_embeddings(cfg.ways, cfg.user_data.vocab_buckets, cfg.user_data.embedding_dim)
-    if cfg.dataset == "table" or cfg.model == "metamodel":
-        return metamodel(cfg.ways, int(torch.tensor(shape).prod()))
-    channels, size, _ = shape
+    if cfg.model == "metamodel":
+        return metamodel(cfg.ways, math.prod(shape))
+    channels, size = shape[0], shape[-1]
     colour = channels == 3
+    if cfg.model == "resnet12":
+        r = cfg.resnet12
+        return resnet12(cfg.ways, channels, r.widths, r.dropblock_rate, r.dropblock_size)
     if cfg.model == "conv4_finn":
         return conv4_finn(cfg.ways, channels, cfg.filters, size, max_pool=colour)
     if cfg.model == "conv4_nichol":
@@ -176,26 +210,48 @@ def user_model(cfg: RunConfig) -> nn.Module:
     return conv4(cfg.ways, channels, cfg.filters, size, strided=cfg.model == "conv4_strided")
 
 
+@functools.lru_cache(maxsize=1024)
+def _takes(model: str, shape: tuple[int, ...]) -> bool:
+    """Whether ``model`` runs on a batch of ``shape`` examples: built one filter wide (the width does
+    not change what the pooling leaves) and run on the meta device, where only shapes are computed."""
+    base = RunConfig()
+    probe = replace(base, model=model, ways=2, filters=1, resnet12=replace(base.resnet12, widths=(1, 1, 1, 1)))
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Initializing zero-element tensors is a no-op"
+            _network(probe, shape)(torch.zeros(2, *shape))
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def refusal(cfg: RunConfig, shape: tuple[int, ...]) -> str | None:
+    """Why ``cfg``'s network cannot take images of ``shape`` (which field, the smallest size it takes,
+    the networks that take this one), or None when it can: the one rule every dataset is checked by,
+    computed from the network itself rather than a size written down per model."""
+    if len(shape) != 3 or _takes(cfg.model, shape):
+        return None
+    channels, size = shape[0], shape[-1]
+    smallest = next((s for s in range(size + 1, MAX_SIZE + 1) if _takes(cfg.model, (channels, s, s))), None)
+    others = [m for m in IMAGE_MODELS if m != cfg.model and _takes(m, shape)]
+    field = SIZE_FIELDS.get(cfg.dataset, "model")
+    need = f"at least {smallest} pixels per side" if smallest else "larger images"
+    fix = (f"raise {field} to {smallest} or more, or " if smallest and field != "model" else "") + \
+        (f"set model: {' or '.join(others)}" if others else "choose another model")
+    return (f"{field}: {cfg.model} needs {need} (its pooling shrinks a {size}-pixel image to nothing), "
+            f"got {size}x{size} {cfg.dataset} images; {fix}")
+
+
+def check_input(cfg: RunConfig, shape: tuple[int, ...]) -> None:
+    reason = refusal(cfg, shape)
+    if reason:
+        raise ConfigError(reason)
+
+
 def build_model(cfg: RunConfig) -> nn.Module:
-    """The model named by ``cfg.model``, initialised from ``cfg.seed``."""
+    """The model named by ``cfg.model`` for ``cfg``'s data (:func:`input_shape`), initialised from
+    ``cfg.seed``; a network that cannot take the data's images is a ConfigError, not a crash later."""
+    shape = input_shape(cfg)
+    check_input(cfg, shape)
     torch.manual_seed(cfg.seed)
-    if cfg.dataset in ("folder", "table", "text"):
-        return user_model(cfg)
-    if cfg.model == "mlp":
-        return mlp()
-    if cfg.model == "metamodel":
-        pixels = {"miniimagenet": 3 * 84 * 84, "omniglot": cfg.omniglot.image_size ** 2}
-        return metamodel(cfg.ways, pixels.get(cfg.dataset, 28 * 28))  # digits: 28 x 28
-    images = cfg.dataset == "miniimagenet"
-    channels, size = (3, 84) if images else (1, cfg.omniglot.image_size)
-    if cfg.model == "resnet12":
-        r = cfg.resnet12
-        return resnet12(cfg.ways, channels, r.widths, r.dropblock_rate, r.dropblock_size)
-    if cfg.model == "conv4_finn":
-        return conv4_finn(cfg.ways, channels, cfg.filters, size, max_pool=images)
-    if cfg.model == "conv4_nichol":
-        return conv4_nichol(cfg.ways, channels, cfg.filters, size, max_pool=images)
-    if cfg.dataset == "miniimagenet":  # 84x84 colour images (Vinyals et al. 2016)
-        return conv4(cfg.ways, channels=3, filters=cfg.filters, image_size=84, strided=cfg.model == "conv4_strided")
-    return conv4(cfg.ways, filters=cfg.filters, image_size=cfg.omniglot.image_size,
-                 strided=cfg.model == "conv4_strided")
+    return _network(cfg, shape)

@@ -7,12 +7,14 @@ Every check raises :class:`~metacompare.errors.ConfigError` naming the field and
 from __future__ import annotations
 
 import difflib
+import os
 import typing
 import warnings
+from pathlib import Path
 
 import torch
 
-from metacompare import compiled
+from metacompare import compiled, models, paths
 from metacompare.algorithms import ALGORITHMS, BACKENDS
 from metacompare.data.digits import check_digit_split
 from metacompare.errors import ConfigError
@@ -67,6 +69,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_numbers(cfg)
     _check_dataset(cfg)
     _check_place(cfg)
+    _check_paths(cfg)
     compiled.check(cfg, ALGORITHMS[cfg.algorithm].compilable)
     if cfg.precision == "bfloat16" and cfg.algorithm in ("maml", "maml++") and cfg.inner_steps > 1:
         # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
@@ -139,12 +142,25 @@ def _check_dataset(cfg: RunConfig) -> None:
     _check_user_data(cfg)
     if cfg.dataset in ("mnist", "digits"):
         check_digit_split(cfg)
-    if cfg.dataset == "omniglot" and cfg.model == "conv4" and cfg.omniglot.image_size < 16:
-        raise ConfigError(f"omniglot.image_size: conv4 halves the image four times and needs at least 16 "
-                          f"pixels, got {cfg.omniglot.image_size}; raise it or set model: conv4_strided")
     if not cfg.omniglot.sources:
         raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")
     _check_resnet12(cfg)
+    _check_input(cfg)
+
+
+def _check_input(cfg: RunConfig) -> None:
+    """The network takes the data's images, by the one rule of :func:`metacompare.models.refusal`. A
+    folder whose channels are detected is refused here only if neither grey nor colour images would
+    fit; otherwise its images decide when the network is built (:func:`metacompare.models.build_model`)."""
+    if cfg.dataset in ("sine", "table", "text"):
+        return  # these networks are sized to the data's width
+    if cfg.dataset == "folder" and not cfg.user_data.channels:
+        reasons = [models.refusal(cfg, models.input_shape(cfg, channels)) for channels in (1, 3)]
+        reason = reasons[0] if all(reasons) else None
+    else:
+        reason = models.refusal(cfg, models.input_shape(cfg))
+    if reason:
+        raise ConfigError(reason)
 
 
 def _check_resnet12(cfg: RunConfig) -> None:
@@ -160,9 +176,6 @@ def _check_resnet12(cfg: RunConfig) -> None:
         raise ConfigError(f"resnet12.dropblock_rate: must be in [0, 1) (0: no DropBlock), got {r.dropblock_rate}")
     if not 1 <= r.dropblock_size <= 512:
         raise ConfigError(f"resnet12.dropblock_size: must be 1 to 512 pixels, got {r.dropblock_size}")
-    if cfg.model == "resnet12" and cfg.dataset == "omniglot" and cfg.omniglot.image_size < 16:
-        raise ConfigError(f"omniglot.image_size: resnet12 halves the image four times and needs at least 16 "
-                          f"pixels, got {cfg.omniglot.image_size}")
 
 
 def _check_user_data(cfg: RunConfig) -> None:
@@ -185,9 +198,6 @@ def _check_user_data(cfg: RunConfig) -> None:
             raise ConfigError(f"user_data.{name}: must be from {low} to {high}, got {getattr(ud, name)}")
     if not 0 <= ud.split_seed < 2**32:
         raise ConfigError(f"user_data.split_seed: a whole number from 0 to 2**32 - 1, got {ud.split_seed}")
-    if cfg.dataset == "folder" and cfg.model == "conv4" and 0 < ud.image_size < 16:
-        raise ConfigError(f"user_data.image_size: conv4 halves the image four times and needs at least 16 "
-                          f"pixels, got {ud.image_size}; raise it or set model: conv4_strided")
 
 
 def _check_place(cfg: RunConfig) -> None:
@@ -201,6 +211,23 @@ def _check_place(cfg: RunConfig) -> None:
         raise ConfigError(f"device: '{cfg.device}' asked for but no CUDA GPU is visible; set device: cpu")
     if not cfg.experiment or "/" in cfg.experiment or cfg.experiment in (".", ".."):
         raise ConfigError(f"experiment: must be a non-empty name without '/', got '{cfg.experiment}'")
+
+
+def _check_paths(cfg: RunConfig) -> None:
+    """The folders a run writes and the data it reads, against the system's limits on names and paths
+    and for dangling symbolic links (:mod:`metacompare.paths`): one line now, not a traceback later."""
+    if len(os.fsencode(cfg.experiment)) > paths.NAME_MAX:
+        raise ConfigError(f"experiment: '{cfg.experiment[:40]}...' is {len(os.fsencode(cfg.experiment)):,} bytes "
+                          f"long, over the {paths.NAME_MAX} a folder name may have; choose a shorter name")
+    run_folder = Path(cfg.results_dir) / cfg.experiment / cfg.run_id() / "checkpoint.pt.tmp"
+    reason = paths.folder_problem(cfg.results_dir) or paths.too_long(run_folder)
+    if reason:
+        raise ConfigError(f"results_dir: {paths.shown(cfg.results_dir)}: {reason}; choose another folder with "
+                          f"--results-dir (or a shorter experiment name)")
+    for name, value in (("data_root", cfg.data_root), ("user_data.root", cfg.user_data.root)):
+        reason = paths.too_long(value) if value else None
+        if reason:
+            raise ConfigError(f"{name}: {reason}; give a shorter path (e.g. through a symbolic link)")
 
 
 def _validate_protocol(cfg: RunConfig) -> None:

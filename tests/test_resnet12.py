@@ -267,7 +267,7 @@ def test_bad_values_are_one_line_errors(section, message):
 def test_the_section_is_refused_for_another_model_and_small_images():
     with pytest.raises(ConfigError, match="only model: resnet12 reads this section"):
         with_overrides(RunConfig(), dataset="omniglot", model="conv4", data_root="x", resnet12={"widths": [8] * 4})
-    with pytest.raises(ConfigError, match="resnet12 halves the image four times"):
+    with pytest.raises(ConfigError, match="omniglot.image_size: resnet12 needs at least 16 pixels"):
         with_overrides(RunConfig(), dataset="omniglot", model="resnet12", data_root="x", omniglot={"image_size": 12})
 
 

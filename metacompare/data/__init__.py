@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import math
+import os
 import random
 import zipfile
 import zlib
@@ -25,6 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from metacompare import paths
 from metacompare._l2l import l2l
 from metacompare.data.digits import digit_splits
 from metacompare.data.labelled import Labelled
@@ -113,10 +115,12 @@ def _source_entries(root: Path, source: str) -> list[tuple[str, str, bytes]]:
     entries = []
     if folder.is_dir():
         for png in sorted(folder.glob("*/*/*.png")):
-            entries.append((png.parent.parent.name, png.parent.name, png.read_bytes()))
-    elif archive.is_file():
+            with paths.open_data(png, f"replace it with the image; {omniglot_help(root)}") as handle:
+                entries.append((png.parent.parent.name, png.parent.name, handle.read()))
+    elif os.path.lexists(archive):
+        handle = paths.open_data(archive, f"delete it and {omniglot_help(root)}")
         try:
-            with zipfile.ZipFile(archive) as zf:
+            with handle, zipfile.ZipFile(handle) as zf:
                 for name in sorted(zf.namelist()):
                     parts = name.split("/")
                     if len(parts) == 4 and parts[3].endswith(".png"):
@@ -128,7 +132,7 @@ def _source_entries(root: Path, source: str) -> list[tuple[str, str, bytes]]:
         raise DataError(f"omniglot source '{source}' not found: looked for {archive} and {folder}/; "
                         f"{omniglot_help(root)}")
     if not entries:
-        raise DataError(f"{archive if archive.is_file() else folder}: holds no images laid out as "
+        raise DataError(f"{folder if folder.is_dir() else archive}: holds no images laid out as "
                         f"<source>/<Alphabet>/<character>/<drawer>.png; {omniglot_help(root)}")
     return entries
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from metacompare import paths
 from metacompare.errors import ConfigError, DataError
 from metacompare.runconfig import RunConfig
 
@@ -73,10 +74,14 @@ def load_mnist(root: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     raw = Path(root) / "MNIST" / "raw"
     if download:
         download_mnist(Path(root))
-    missing = [name.removesuffix(".gz") for name, _ in MNIST_FILES if not (raw / name.removesuffix(".gz")).is_file()]
-    if missing:
-        raise DataError(f"mnist: {missing[0]} is not in {raw}; set digits.download: true, or unpack "
-                        f"MNIST's four IDX files there")
+    for name in (name.removesuffix(".gz") for name, _ in MNIST_FILES):
+        reason = paths.problem(raw / name)  # a FIFO named like one would block the reader forever
+        if reason == paths.NOTHING:
+            raise DataError(f"mnist: {name} is not in {raw}; set digits.download: true, or unpack "
+                            f"MNIST's four IDX files there")
+        if reason:
+            raise DataError(f"{raw / name}: {reason}; delete it, then set digits.download: true or unpack "
+                            f"MNIST's IDX file there")
     try:
         parts = [MNIST(root, train=train, download=False) for train in (True, False)]
     except (RuntimeError, ValueError, TypeError, AssertionError, KeyError, OSError) as err:

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
+from metacompare import paths
 from metacompare.errors import DataError
 from metacompare.data.labelled import Labelled
 
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+T = TypeVar("T")
 
 
 def unreadable(path: Path, err: Exception, root: Path) -> DataError:
@@ -30,33 +33,33 @@ def unreadable(path: Path, err: Exception, root: Path) -> DataError:
                      f"it (`metacompare inspect {root} --verify` lists every such file)")
 
 
-def decode(path: Path, channels: int, size: int, root: Path) -> np.ndarray:
-    """One image as uint8 ``[C, size, size]``."""
+def _with_image(path: Path, root: Path, action: Callable[[Image.Image], T]) -> T:
+    """``action`` on the Pillow image of ``path``, opened through :func:`metacompare.paths.open_regular`
+    (a FIFO or device named like an image is refused, never waited on); every failure is a DataError."""
+    handle = paths.open_data(path, f"replace it with an image file or move it out of {root}")
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.LANCZOS)
+        with handle, Image.open(handle) as image:
+            return action(image)
     except DECODE_ERRORS as err:
         raise unreadable(path, err, root) from None
+
+
+def decode(path: Path, channels: int, size: int, root: Path) -> np.ndarray:
+    """One image as uint8 ``[C, size, size]``."""
+    image = _with_image(path, root, lambda im: im.convert("L" if channels == 1 else "RGB")
+                        .resize((size, size), Image.LANCZOS))
     pixels = np.asarray(image)
     return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def header(path: Path, root: Path) -> tuple[str, tuple[int, int]]:
     """(mode, (width, height)) from the file's header only: Pillow does not decode the pixels here."""
-    try:
-        with Image.open(path) as image:
-            return image.mode, image.size
-    except DECODE_ERRORS as err:
-        raise unreadable(path, err, root) from None
+    return _with_image(path, root, lambda im: (im.mode, im.size))
 
 
 def verify(path: Path, root: Path) -> None:
     """Decode the whole file (``inspect --verify``): truncated or corrupt data raises."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except DECODE_ERRORS as err:
-        raise unreadable(path, err, root) from None
+    _with_image(path, root, lambda im: im.load())
 
 
 class FolderImages(Labelled):

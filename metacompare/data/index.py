@@ -7,8 +7,10 @@ so a folder of 100,000 images is indexed in about a second (``experiments/bench_
 
 What counts: files whose suffix Pillow opens (``.png``, ``.jpg``, ...). Hidden files (``.DS_Store``)
 and ``Thumbs.db`` / ``desktop.ini`` are left out silently; any other file is refused with its name, so
-a stray ``notes.txt`` is not taken for an image. A file that cannot be read (permissions) is refused
-here; one whose bytes are not an image is found when it is loaded (or by ``inspect --verify``).
+a stray ``notes.txt`` is not taken for an image. A file named like an image that is no regular file
+(a FIFO, whose opening would wait forever, a socket, a device, a dangling symbolic link) or cannot
+be read (permissions) is refused here, with what it is (:func:`metacompare.paths.problem`); one
+whose bytes are not an image is found when it is loaded (or by ``inspect --verify``).
 The digest hashes every file's path, size and modification time: a run records it, and a later run
 on a changed folder is refused instead of mixing two datasets in one comparison.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from metacompare import paths
 from metacompare.errors import DataError
 
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
@@ -72,27 +75,27 @@ def _listing(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry], int]:
 
 def _images(folder: Path, files: list[os.DirEntry], root: Path, digest) -> list[str]:
     """The relative paths of a class folder's images, each checked readable and hashed into ``digest``."""
-    paths = []
+    found = []
     for entry in files:
         path = Path(entry.path)
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError(f"{path}: not an image file (suffix '{path.suffix}'; Pillow opens "
                             f".png, .jpg, .bmp, .gif, .tif, .webp, ...); move it out of {root}")
-        if not os.access(path, os.R_OK):
-            raise DataError(f"{path}: cannot be read (permission denied); make it readable (chmod u+r) "
-                            f"or move it out of {root}")
-        stat = entry.stat()
+        try:
+            stat = entry.stat()  # follows symbolic links, as opening does
+        except OSError:
+            stat = None  # a dangling link or a loop: paths.problem says which
+        paths.require_file(path, f"make it a readable image file or move it out of {root}", stat)
         relative = os.path.relpath(path, root)
         digest.update(os.fsencode(relative) + b"\0" + f"{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        paths.append(relative)
-    return paths
+        found.append(relative)
+    return found
 
 
 def index_folder(root: str | Path) -> FolderIndex:
     """List ``root`` into a :class:`FolderIndex`; a DataError names the file or folder that does not fit."""
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"{root}: no such folder; give the folder that holds one subfolder per class")
+    paths.require_present(root, "no such folder", "give the folder that holds one subfolder per class")
     if not root.is_dir():
         raise DataError(f"{root}: is a file, not a folder; for a CSV or Parquet table use dataset: table "
                         f"or text (`metacompare inspect` detects the form)")
@@ -124,13 +127,13 @@ def index_folder(root: str | Path) -> FolderIndex:
                 ignored += hidden
                 if nested:
                     raise DataError(f"{nested[0].path}: a third folder level; {LAYOUT_HELP}")
-            paths = _images(folder, images, root, digest)
-            if not paths:
+            names = _images(folder, images, root, digest)
+            if not names:
                 raise DataError(f"{folder}: holds no images; add some or remove the folder")
             label = len(classes)
             classes.append(f"{group}/{folder.name}" if group else folder.name)
             groups.append(group)
-            per_class.append(len(paths))
-            files += paths
-            labels += [label] * len(paths)
+            per_class.append(len(names))
+            files += names
+            labels += [label] * len(names)
     return FolderIndex(root, files, labels, classes, groups, digest.hexdigest(), ignored, per_class)

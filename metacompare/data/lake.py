@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metacompare import files
+from metacompare import files, paths
 from metacompare.algorithms.base import predict_query
 from metacompare.build import build_for, build_network, placement
 from metacompare.config import RunConfig, expand
@@ -60,9 +60,11 @@ class LakeResult:
 
 def load_image(path: Path, image_size: int) -> torch.Tensor:
     """``[1, S, S]`` with ink = 1: the same preprocessing as the Omniglot training data (metacompare.data)."""
+    handle = paths.open_data(path, RUNS_HELP)  # a FIFO named like an image is refused, never waited on
     try:
-        image = Image.open(path).convert("L").resize((image_size, image_size), Image.LANCZOS)
-    except OSError as err:
+        with handle, Image.open(handle) as opened:
+            image = opened.convert("L").resize((image_size, image_size), Image.LANCZOS)
+    except (OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable image ({err}); {RUNS_HELP}") from None
     return 1.0 - torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)[None]
 
@@ -85,8 +87,9 @@ def read_run(folder: Path, image_size: int) -> Task:
             raise DataError(f"{labels_file}, line {number}: expected 'runNN/test/itemNN.png "
                             f"runNN/training/classNN.png', got {line.strip()!r}")
         item = folder / "test" / Path(parts[0]).name
-        if not item.is_file():
-            raise DataError(f"{labels_file}, line {number}: {item} does not exist; {RUNS_HELP}")
+        reason = paths.problem(item)
+        if reason:
+            raise DataError(f"{labels_file}, line {number}: {item} {reason}; {RUNS_HELP}")
         items.append(load_image(item, image_size))
         labels.append(label_of[Path(parts[1]).name])
     if not items:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from metacompare import paths
 from metacompare._l2l import l2l
 from metacompare.data.labelled import Labelled
 from metacompare.errors import DataError
@@ -50,7 +51,10 @@ def load_split(root: Path, split: str, download: bool = False) -> MiniImagenetIm
     """One split through ``l2l.vision.datasets.MiniImagenet``; a missing or bad file is a DataError."""
     root = Path(root)
     path = cache_file(root, split)
-    if not path.is_file():
+    reason = paths.problem(path)  # learn2learn opens it: a FIFO would block it forever
+    if reason and reason != paths.NOTHING:
+        raise DataError(f"{path}: {reason}; delete it and {miniimagenet_help(root)}")
+    if reason:
         if not download:
             raise DataError(f"mini-ImageNet {split} split not found: {path} does not exist; {miniimagenet_help(root)}")
         from metacompare.download import download_miniimagenet

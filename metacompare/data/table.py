@@ -2,32 +2,36 @@
 
 Every column but the label column is a feature and must be numeric and finite: a NaN or infinity is
 refused with its row and column rather than imputed, because a silently filled value changes what
-is being compared. Labels may be numbers or text; each distinct value is a class. With
-``standardize`` the features are shifted and scaled by the meta-training classes' mean and standard
-deviation (only those, so nothing of the test classes leaks into training).
+is being compared. A header that names a column twice is refused (pandas would rename the second
+``label`` to ``label.1`` and train on it as a feature). Labels may be numbers or text; each distinct
+value is a class. With ``standardize`` the features are shifted and scaled by the meta-training
+classes' mean and standard deviation (only those, so nothing of the test classes leaks into training).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
 import torch
 
+from metacompare import paths
 from metacompare.errors import DataError
 from metacompare.data.labelled import Labelled
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 UTF8_FIX = "re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8 IN > OUT)"
+PYARROW_FIX = "reading Parquet needs pyarrow; pip install 'metacompare[parquet]' or save the table as CSV"
 
 
 def _not_utf8(path: Path) -> str:
     """Where a file stops being UTF-8: its first undecodable line and byte (pandas reports the offset
     in its own read buffer, not in the file)."""
-    with open(path, "rb") as handle:
+    with paths.open_regular(path) as handle:
         for number, line in enumerate(handle, 1):
             try:
                 line.decode("utf-8")
@@ -36,34 +40,73 @@ def _not_utf8(path: Path) -> str:
     return "not UTF-8 text"
 
 
-def read_frame(path: str | Path) -> pd.DataFrame:
-    """The whole table; every way it can fail is a DataError naming the file (and line) and the fix."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file; give a CSV or Parquet table (or a folder of images)")
+def _opened(path: Path) -> BinaryIO:
+    """The table's file, opened through :func:`metacompare.paths.open_regular` (a FIFO named like a
+    table is refused, never waited on); a missing, special or unknown file is a DataError."""
+    paths.require_present(path, "no such file", "give a CSV or Parquet table (or a folder of images)")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; for images use dataset: folder")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in PARQUET_SUFFIXES:
-            try:
-                frame = pd.read_parquet(path)
-            except ImportError:
-                raise DataError(f"{path}: reading Parquet needs pyarrow; pip install 'metacompare[parquet]' "
-                                f"or save the table as CSV") from None
-        elif suffix in CSV_SUFFIXES:
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
-        else:
-            raise DataError(f"{path}: unknown table format '{suffix}'; give a .csv, .tsv or .parquet file")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}, {_not_utf8(path)}; {UTF8_FIX}") from None
-    except PermissionError:
-        raise DataError(f"{path}: cannot be read (permission denied); make it readable (chmod u+r)") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: is empty; give a table with a header row and one row per example") from None
-    except (pd.errors.ParserError, ValueError, OSError) as err:
-        raise DataError(f"{path}: not a readable table ({type(err).__name__}: {str(err).strip()[:120]}); "
-                        f"fix the file") from None
+    if path.suffix.lower() not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise DataError(f"{path}: unknown table format '{path.suffix.lower()}'; give a .csv, .tsv or .parquet file")
+    return paths.open_data(path, "give a regular, readable CSV or Parquet file")
+
+
+def _names(handle: BinaryIO, path: Path) -> list[str]:
+    """The header's names as the file writes them: pandas renames a repeated ``label`` to ``label.1``
+    (which would then be read as a feature), so the header is read as a row of text, or for Parquet
+    from the schema."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(handle).names)
+    row = pd.read_csv(handle, sep=_separator(path), header=None, nrows=1, dtype=str, keep_default_na=False,
+                      encoding="utf-8")
+    return [str(name) for name in row.iloc[0]]
+
+
+def check_names(path: Path, names: list[str]) -> None:
+    """Refuse a header that names a column twice, or two that differ only by surrounding spaces: a
+    repeated label column would become a feature holding the answer."""
+    first: dict[str, str] = {}
+    for name in names:
+        key = name.strip()
+        if key in first:
+            which = (f"repeats the column name '{key}'" if first[key] == name else
+                     f"has the columns '{first[key]}' and '{name}', one name but for the spaces around it")
+            raise DataError(f"{path}: the header {which} (columns: {', '.join(repr(n) for n in names[:12])}"
+                            f"{', ...' if len(names) > 12 else ''}); rename or drop the repeat so that each "
+                            f"column has its own name")
+        first[key] = name
+
+
+def _separator(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
+def read_frame(path: str | Path, header_only: bool = False) -> pd.DataFrame:
+    """The whole table (with ``header_only``: its columns and no rows); every way it can fail is a
+    DataError naming the file (and line) and the fix, a repeated column name included."""
+    path = Path(path)
+    with _opened(path) as handle:
+        try:
+            names = _names(handle, path)
+            check_names(path, names)
+            if header_only:
+                return pd.DataFrame(columns=names)
+            handle.seek(0)
+            if path.suffix.lower() in PARQUET_SUFFIXES:
+                frame = pd.read_parquet(handle)
+            else:
+                frame = pd.read_csv(handle, sep=_separator(path), encoding="utf-8")
+        except ImportError:
+            raise DataError(f"{path}: {PYARROW_FIX}") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}, {_not_utf8(path)}; {UTF8_FIX}") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: is empty; give a table with a header row and one row per example") from None
+        except (pd.errors.ParserError, ValueError, OSError) as err:
+            raise DataError(f"{path}: not a readable table ({type(err).__name__}: {str(err).strip()[:120]}); "
+                            f"fix the file") from None
     if frame.empty:
         raise DataError(f"{path}: has a header but no rows; add one row per example")
     return frame
@@ -143,13 +186,5 @@ class Vectors(Labelled):
 
 def width_of(path: str | Path, label_column: str) -> int:
     """The feature width from the header alone (CSV: the first line; Parquet: the schema)."""
-    path = Path(path)
-    if path.suffix.lower() in CSV_SUFFIXES and path.is_file():
-        try:
-            columns = pd.read_csv(path, nrows=0, sep="\t" if path.suffix.lower() == ".tsv" else ",").columns
-            return len([c for c in columns if c != label_column])
-        except (UnicodeDecodeError, ValueError, OSError, pd.errors.EmptyDataError):
-            pass
-    frame = read_frame(path)
-    return len([c for c in frame.columns if c != label_column])
-
+    columns = read_frame(path, header_only=True).columns
+    return len([c for c in columns if c != label_column])

@@ -84,7 +84,12 @@ def image_shape(cfg: RunConfig, index: FolderIndex | None = None) -> tuple[int, 
         step = max(1, len(index.files) // PROBE_FILES)
         modes = {folder.header(index.root / name, index.root)[0] for name in index.files[::step][:PROBE_FILES]}
         channels = 1 if modes <= folder.GREY_MODES else 3
-    return channels, ud.image_size or (28 if channels == 1 else 84)
+    return channels, image_size(cfg, channels)
+
+
+def image_size(cfg: RunConfig, channels: int) -> int:
+    """The side images are resized to: configured, or Omniglot's 28 (grey) and mini-ImageNet's 84 (colour)."""
+    return cfg.user_data.image_size or (28 if channels == 1 else 84)
 
 
 def input_shape(cfg: RunConfig) -> tuple[int, ...]:
