@@ -20,6 +20,7 @@ from metacompare.errors import DataError
 NAME_MAX = 255    # bytes in one name (Linux, macOS, Windows' NTFS); pathconf gives the folder's own
 PATH_MAX = 4096   # bytes in a whole path, the terminating NUL included (Linux)
 NOTHING = "does not exist"
+NUL = "holds a NUL character, which no path may"
 KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
 
@@ -77,13 +78,12 @@ def dangling(path: str | Path) -> str | None:
 def absent(path: str | Path) -> str | None:
     """Why ``path`` cannot be found (too long, a dangling link, a link loop, nothing there), or None
     when it exists (following symbolic links)."""
-    reason = too_long(path)
-    if reason:
-        return reason
     try:
         os.stat(path)
     except OSError as err:
         return _stat_error(path, err)
+    except ValueError:  # "embedded null byte"
+        return NUL
     return None
 
 
@@ -111,14 +111,13 @@ def folder_problem(path: str | Path) -> str | None:
 def problem(path: str | Path, st: os.stat_result | None = None) -> str | None:
     """Why ``path`` cannot be read as a data file, or None when it is a readable regular file.
     ``st``: its ``os.stat`` when the caller has it (a folder listing)."""
-    reason = too_long(path)
-    if reason:
-        return reason
     if st is None:
         try:
             st = os.stat(path)  # follows symbolic links, as opening does
         except OSError as err:
             return _stat_error(path, err)
+        except ValueError:
+            return NUL
     if not stat.S_ISREG(st.st_mode):
         return f"is {kind(st.st_mode)}, not a regular file"
     if not os.access(path, os.R_OK):
@@ -132,7 +131,7 @@ def _stat_error(path: str | Path, err: OSError) -> str:
     if err.errno == errno.ELOOP:
         return "is a loop of symbolic links"
     if err.errno == errno.ENAMETOOLONG:
-        return "is longer than the system allows"
+        return too_long(path) or "is longer than the system allows"
     if err.errno == errno.ENOTDIR:
         return "does not exist (a file stands where its path needs a folder)"
     return f"cannot be read ({err.strerror or err})"
