@@ -17,7 +17,7 @@ import torch
 from metacompare import compiled, models, paths
 from metacompare.algorithms import ALGORITHMS, BACKENDS
 from metacompare.data.digits import check_digit_split
-from metacompare.errors import ConfigError
+from metacompare.errors import ConfigError, UserError
 from metacompare.runconfig import RunConfig
 from metacompare.tracking import TRACKERS
 
@@ -157,6 +157,11 @@ def _check_input(cfg: RunConfig) -> None:
     if cfg.dataset == "folder" and not cfg.user_data.channels:
         reasons = [models.refusal(cfg, models.input_shape(cfg, channels)) for channels in (1, 3)]
         reason = reasons[0] if all(reasons) else None
+        if any(reasons) and not all(reasons):  # grey or colour decides: read a few images' headers
+            try:
+                reason = models.refusal(cfg, models.input_shape(cfg))
+            except UserError:
+                reason = None  # the run itself reports the data's problem
     else:
         reason = models.refusal(cfg, models.input_shape(cfg))
     if reason:
@@ -219,8 +224,9 @@ def _check_paths(cfg: RunConfig) -> None:
     if len(os.fsencode(cfg.experiment)) > paths.NAME_MAX:
         raise ConfigError(f"experiment: '{cfg.experiment[:40]}...' is {len(os.fsencode(cfg.experiment)):,} bytes "
                           f"long, over the {paths.NAME_MAX} a folder name may have; choose a shorter name")
-    run_folder = Path(cfg.results_dir) / cfg.experiment / cfg.run_id() / "checkpoint.pt.tmp"
-    reason = paths.folder_problem(cfg.results_dir) or paths.too_long(run_folder)
+    run_folder = Path(cfg.results_dir) / cfg.experiment / cfg.run_id()
+    reason = paths.folder_problem(cfg.results_dir) or paths.dangling(run_folder) or \
+        paths.too_long(run_folder / ("x" * 64))  # room for a temporary file's name
     if reason:
         raise ConfigError(f"results_dir: {paths.shown(cfg.results_dir)}: {reason}; choose another folder with "
                           f"--results-dir (or a shorter experiment name)")

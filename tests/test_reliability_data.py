@@ -214,17 +214,18 @@ def test_open_regular_refuses_what_is_not_a_regular_file(tmp_path):
 
 # ------------------------------------------------------------- 2. a repeated column name never leaks
 REPEATS = {"label twice": ["x1", "x2", "label", "label"], "feature twice": ["x1", "x1", "label"],
-           "label and ' label'": ["x1", "label", " label"], "feature and 'x1 '": ["x1", "x1 ", "label"]}
+           "label and ' label'": ["x1", "label", " label"], "feature and 'x1 '": ["x1", "x1 ", "label"],
+           "label and 'LABEL'": ["x1", "label", "LABEL"], "composed and decomposed": ["caf\u00e9", "label", "cafe\u0301"]}
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".txt", ".parquet"])
 @pytest.mark.parametrize("case", sorted(REPEATS))
 def test_table_with_a_repeated_column_name_is_refused(tmp_path, capsys, suffix, case):
     """Class: a table with a repeated column name leaks the label. Every table format the reader takes
-    refuses a header that names a column twice (or twice but for surrounding spaces), naming the file
-    and the name, through inspect, run --data and the loader itself."""
+    refuses a header that names a column twice (or twice but for surrounding spaces, case or Unicode
+    form), naming the file and the name, through inspect, run --data and the loader itself."""
     path = table(tmp_path / f"rows{suffix}", REPEATS[case])
-    repeated = REPEATS[case][-1].strip()
+    repeated = REPEATS[case][-1]
     for argv in (("inspect", path), ("run", "--data", path, "--results-dir", tmp_path / "r", "--no-progress")):
         line = one_line(capsys, *argv)
         assert f"rows{suffix}" in line and f"'{repeated}'" in line and "rename or drop" in line, line
@@ -290,8 +291,8 @@ def test_network_and_image_size_are_refused_or_run_never_crash(dataset, model, s
 
 def test_folder_with_detected_colour_is_refused_when_the_network_is_built(tmp_path, capsys):
     """Class: network and image size. Where the channels are detected from the images (grey would fit,
-    colour does not), the refusal comes from the same rule when the network is built, before training,
-    as one line through the command line."""
+    colour does not), the same rule reads a few images' headers before anything runs, and refuses in
+    one line through the command line."""
     root = image_folder(tmp_path / "colour", colour=True)
     config = tmp_path / "run.yaml"
     config.write_text(f"dataset: folder\nmodel: conv4_finn\nways: 3\nshots: 1\nquery: 1\ntest_query: 1\nfilters: 2\n"
@@ -348,16 +349,27 @@ def test_dangling_symlinks_are_reported_as_dangling(tmp_path, capsys, monkeypatc
     table, an image in a data folder, the results folder (and a folder above it) and a download
     folder, a link to nothing is named as such in one line."""
     monkeypatch.chdir(tmp_path)
-    for name in ("gone", "gone.csv", "results", "parent"):
+    for name in ("gone", "gone.csv", "results", "parent", "weights.pt"):
         os.symlink(tmp_path / "nowhere" / name, name)
     root = image_folder(tmp_path / "data")
     os.symlink(tmp_path / "nowhere.png", root / "c01" / "5.png")
+    classes = image_folder(tmp_path / "classes")
+    os.symlink(tmp_path / "nowhere", classes / "c99")
+    (tmp_path / "r" / "exp").mkdir(parents=True)
+    os.symlink(tmp_path / "nowhere", tmp_path / "r" / "sine")
     sine = tmp_path / "sine.yaml"
-    sine.write_text("dataset: sine\nmodel: mlp\nways: 1\niterations: 1\neval_episodes: 1\ntest_episodes: 1\n")
+    sine.write_text("experiment: sine\ndataset: sine\nmodel: mlp\nways: 1\niterations: 1\neval_episodes: 1\n"
+                    "test_episodes: 1\n")
     cases = [("inspect", "gone"), ("inspect", "gone.csv"), ("run", "--data", "gone"), ("inspect", root),
-             ("run", sine, "--results-dir", "results"), ("run", sine, "--results-dir", "parent/inner"),
-             ("download", "omniglot", "--root", "parent/data")]
+             ("inspect", classes), ("run", sine, "--results-dir", "results"),
+             ("run", sine, "--results-dir", "parent/inner"), ("run", sine, "--results-dir", tmp_path / "r"),
+             ("download", "omniglot", "--root", "parent/data"), ("evaluate", "weights.pt", "--lake-runs", "x")]
     for argv in cases:
         line = one_line(capsys, *argv)
         assert "a symbolic link to" in line and "which does not exist" in line, line
         assert "permission denied" not in line and "File exists" not in line, line
+    with pytest.raises(DataError, match="data_root: .* a symbolic link to .*which does not exist"):
+        from metacompare.data import omniglot_splits
+
+        omniglot_splits(expand({"dataset": "omniglot", "model": "conv4", "data_root": str(tmp_path / "gone"),
+                                "results_dir": str(tmp_path / "r")})[0])

@@ -199,6 +199,8 @@ def omniglot_splits(cfg: RunConfig) -> dict[str, OmniglotCharacters]:
     """Train / validation / test datasets, split by alphabet or by character as the config chooses."""
     oc = cfg.omniglot
     root = Path(cfg.data_root)
+    if paths.dangling(root):
+        raise DataError(f"data_root: {root} {paths.dangling(root)}; {omniglot_help(root)}")
     for source in oc.sources:
         if source not in OMNIGLOT_SOURCES:
             raise DataError(f"omniglot.sources: unknown source '{source}'; choose from {', '.join(OMNIGLOT_SOURCES)}")

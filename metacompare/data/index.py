@@ -66,6 +66,8 @@ def _listing(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry], int]:
     for entry in entries:
         if _hidden(entry.name):
             ignored += 1
+        elif entry.is_symlink() and not os.path.exists(entry.path):
+            raise DataError(f"{entry.path}: {paths.dangling(entry.path)}; restore its target or remove the link")
         elif entry.is_dir():
             dirs.append(entry)
         else:

@@ -116,7 +116,8 @@ def find_weights(path: str | Path) -> Path:
         raise UserError(f"{path}: holds neither model.pt nor checkpoint.pt; pass a run folder "
                         f"results/<experiment>/<run_id> of a run trained with `metacompare run`")
     if not path.exists():
-        raise UserError(f"{path}: no such run folder or weights file")
+        raise UserError(f"{path}: {paths.dangling(path) or 'no such run folder or weights file'}; pass a run folder "
+                        f"results/<experiment>/<run_id> or its model.pt")
     return path
 
 

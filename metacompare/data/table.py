@@ -10,6 +10,7 @@ classes' mean and standard deviation (only those, so nothing of the test classes
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -65,14 +66,15 @@ def _names(handle: BinaryIO, path: Path) -> list[str]:
 
 
 def check_names(path: Path, names: list[str]) -> None:
-    """Refuse a header that names a column twice, or two that differ only by surrounding spaces: a
-    repeated label column would become a feature holding the answer."""
+    """Refuse a header that names a column twice, or two whose names differ only in surrounding spaces,
+    case or Unicode form: a second label column would become a feature holding the answer."""
     first: dict[str, str] = {}
     for name in names:
-        key = name.strip()
+        key = unicodedata.normalize("NFKC", name).strip().casefold()
         if key in first:
-            which = (f"repeats the column name '{key}'" if first[key] == name else
-                     f"has the columns '{first[key]}' and '{name}', one name but for the spaces around it")
+            which = (f"repeats the column name '{name}'" if first[key] == name else
+                     f"has the columns '{first[key]}' and '{name}', which differ only in surrounding spaces, "
+                     f"case or how their letters are encoded")
             raise DataError(f"{path}: the header {which} (columns: {', '.join(repr(n) for n in names[:12])}"
                             f"{', ...' if len(names) > 12 else ''}); rename or drop the repeat so that each "
                             f"column has its own name")
