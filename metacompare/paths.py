@@ -52,8 +52,8 @@ def too_long(path: str | Path) -> str | None:
         return f"the path is {len(raw):,} bytes long, over the system's limit of {path_max - 1:,}"
     longest = max(raw.split(b"/"), key=len)
     if len(longest) > name_max:
-        shown = os.fsdecode(longest[:40])
-        return (f"the name '{shown}...' is {len(longest):,} bytes long, over the system's limit of "
+        start = os.fsdecode(longest[:40])
+        return (f"the name '{start}...' is {len(longest):,} bytes long, over the system's limit of "
                 f"{name_max} bytes per name")
     return None
 
@@ -149,19 +149,22 @@ def open_regular(path: str | Path) -> BinaryIO:
     once instead of waiting for a writer), checked on the handle to be a regular file, then blocking
     again. Raises :class:`SpecialFile` (an OSError) for anything else, and OSError as ``open`` does.
     The path is looked at first, so a socket or device is never opened at all."""
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):
-        raise SpecialFile(errno.EINVAL, f"is {kind(mode)}, not a regular file", str(path))
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    _regular(os.stat(path).st_mode, path)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; elsewhere the stat above is the check
+    fd = os.open(path, os.O_RDONLY | nonblocking | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise SpecialFile(errno.EINVAL, f"is {kind(mode)}, not a regular file", str(path))
-        os.set_blocking(fd, True)
+        _regular(os.fstat(fd).st_mode, path)
+        if nonblocking:
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _regular(mode: int, path: str | Path) -> None:
+    if not stat.S_ISREG(mode):
+        raise SpecialFile(errno.EINVAL, f"is {kind(mode)}, not a regular file", str(path))
 
 
 def read_bytes(path: str | Path) -> bytes:
