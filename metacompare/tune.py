@@ -248,13 +248,14 @@ class TrialJob:
     index: int
 
 
-def one_trial(job: TrialJob, progress: bool = True) -> str:
-    """Draw a setting from the algorithm's study (a setting left by a killed trial first), train it,
-    tell the study; return the trial's state. A stop leaves the trial running, for the next start."""
+def one_trial(job: TrialJob, progress: bool = True, study=None) -> str:
+    """Draw a setting from the algorithm's study (a setting left by a killed trial first; ``study``:
+    one already loaded, else the job's own), train it, tell the study; return the trial's state. A
+    stop leaves the trial running, for the next start."""
     import optuna
     from optuna.trial import TrialState
 
-    study = study_for(job.cfg, job.spec, job.index)
+    study = study or study_for(job.cfg, job.spec, job.index)
     trial = study.ask()
     try:
         value = objective(job.cfg, job.spec, progress)(trial)
@@ -301,9 +302,12 @@ def _resumed(cfg: RunConfig, spec: TuneSpec) -> int:
 
 
 def tune_algorithm(cfg: RunConfig, spec: TuneSpec, progress: bool = True):
-    """Run (or finish) ``spec.trials`` trials for one algorithm in this process; return its study."""
-    for index in range(_resumed(cfg, spec), spec.trials):
-        one_trial(TrialJob(cfg, spec, index), progress)
+    """Run (or finish) ``spec.trials`` trials for one algorithm in this process, all drawn by one
+    sampler (so a tune on one worker draws what it always drew); return its study."""
+    first = _resumed(cfg, spec)
+    study = study_for(cfg, spec)
+    for index in range(first, spec.trials):
+        one_trial(TrialJob(cfg, spec, index), progress, study)
     return _finished_study(cfg, spec)
 
 
