@@ -303,8 +303,8 @@ def _add_tune_and_compare(sub) -> None:
     common.add_argument("--results-dir", help="where results go (default: the config's results_dir)")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
     _executor_options(common, 1, "parallel local worker processes for the tuning trials and the final runs, "
-                                 "one torch thread per process, the algorithms in turn; workers x --procs may not "
-                                 "exceed the cores (default: 1, one after another in this process)")
+                                 "one torch thread per process, the algorithms in turn; at most one process per core "
+                                 "(compare: workers x --procs) (default: 1, one after another in this process)")
     text = ("the same number of Optuna trials per algorithm on validation episodes (resumable), "
             "then the chosen settings trained with several seeds and tested once")
     tune = sub.add_parser("tune", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
