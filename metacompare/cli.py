@@ -213,7 +213,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from metacompare.tune import run_tune
 
     for summary in run_tune(args.file, args.set, seeds=args.seeds, results_dir=args.results_dir,
-                            progress=not args.no_progress):
+                            progress=not args.no_progress, workers=args.workers, executor=args.executor,
+                            address=args.address):
         print(_summary_line(summary))
     return 0
 
@@ -226,7 +227,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     path = _config_or_data(args, lambda experiment: f"{experiment}_compare_{label}")
     report = compare(path, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
                      results_dir=args.results_dir, progress=not args.no_progress, chosen_file=args.chosen,
-                     procs=args.procs)
+                     procs=args.procs, workers=args.workers, executor=args.executor, address=args.address)
     print(report.read_text().split("\n\n")[1])  # the answer paragraph
     print(f"report: {report}")
     return 0
@@ -302,6 +303,9 @@ def _add_tune_and_compare(sub) -> None:
     common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     common.add_argument("--results-dir", help="where results go (default: the config's results_dir)")
     common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _executor_options(common, 1, "parallel local worker processes for the tuning trials and the final runs, "
+                                 "one torch thread per process, the algorithms in turn; at most one process per core "
+                                 "(compare: workers x --procs) (default: 1, one after another in this process)")
     text = ("the same number of Optuna trials per algorithm on validation episodes (resumable), "
             "then the chosen settings trained with several seeds and tested once")
     tune = sub.add_parser("tune", parents=[common], formatter_class=HelpFormatter, help=text, description=text)
@@ -326,6 +330,15 @@ def _add_tune_and_compare(sub) -> None:
     compare.set_defaults(func=_cmd_compare)
 
 
+def _executor_options(parser: argparse.ArgumentParser, workers: int | None, workers_help: str) -> None:
+    """``--workers``, ``--executor``, ``--address``: where sweep, tune and compare train their runs
+    (metacompare.executors)."""
+    parser.add_argument("--workers", type=bounded(int, 1, 256), default=workers, help=workers_help)
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="local processes, or Ray tasks (pip install 'metacompare[ray]')")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+
+
 def _add_run_and_sweep(sub) -> None:
     """The ``run`` and ``sweep`` subcommands (metacompare.runner, metacompare.sweep)."""
     run = _subcommand(sub, "run", "train and evaluate the run(s) of a config file, then write the report", _cmd_run)
@@ -339,11 +352,7 @@ def _add_run_and_sweep(sub) -> None:
     sweep = _subcommand(sub, "sweep", "run a grid of configs in parallel (resumable); exit 1 if a run failed",
                         _cmd_sweep)
     sweep.add_argument("sweep", help="sweep file: base config + grid, e.g. experiments/sine_task_counts.yaml")
-    sweep.add_argument("--workers", type=bounded(int, 1, 256), default=None,
-                       help="parallel local worker processes (default: one per CPU core)")
-    sweep.add_argument("--executor", choices=["local", "ray"], default="local",
-                       help="local processes, or Ray tasks (pip install 'metacompare[ray]')")
-    sweep.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    _executor_options(sweep, None, "parallel local worker processes (default: one per CPU core)")
     _common_run_options(sweep, "in every run")
 
 
@@ -456,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        resumable = args.command in ("run", "sweep")
+        resumable = args.command in ("run", "sweep", "tune", "compare")
         print("metacompare: interrupted" + ("; progress is checkpointed, rerun the same command to resume"
                                             if resumable else "; nothing was finished, rerun the command"),
               file=sys.stderr)

@@ -2,7 +2,7 @@
 
 One command: tune every algorithm with the same number of trials on validation episodes (or take the
 config's settings, ``--no-tune``, or an earlier tune's chosen settings, ``--chosen tune/search.yaml``), train each chosen setting under the same budget (training seconds
-or work) with several seeds, one after another so that no run slows another, and write
+or work) with several seeds, one after another or on several workers placed fairly, and write
 ``<experiment>/compare/report.md``, whose first paragraph is the answer with its evidence, then the
 tables and learning curves against iterations, training seconds and work. Every algorithm is scored on
 the very same test episodes, so the algorithms are compared pairwise on per-episode scores
@@ -11,6 +11,7 @@ the very same test episodes, so the algorithms are compared pairwise on per-epis
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from metacompare import budget, distributed, files, results, tune
+from metacompare import budget, distributed, executors, files, results, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
 from metacompare.runner import run_dir, train_and_evaluate
@@ -27,15 +28,19 @@ from metacompare.runner import run_dir, train_and_evaluate
 
 def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
             overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True,
-            chosen_file: str | Path | None = None, procs: int = 1) -> Path:
+            chosen_file: str | Path | None = None, procs: int = 1, workers: int = 1, executor: str = "local",
+            address: str | None = None) -> Path:
     """Tune (or not, or take ``chosen_file``'s settings), train every algorithm under one budget with
     ``seeds`` seeds, write the report. ``procs`` > 1 trains each final run data-parallel on that many
     local processes where its engine allows it (:func:`train`); tuning trials stay on one.
+    ``workers`` local processes or Ray tasks (``executor``, ``address``) run trials and final runs at
+    once, placed fairly (:mod:`metacompare.executors`).
     Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips."""
     if chosen_file is not None and not tuned:
         raise UserError("--chosen and --no-tune conflict: --chosen takes an earlier tune's settings, "
                         "--no-tune the config's; give one of them")
     bound = budget.parse_budget(budget_text)
+    executors.check_placement(workers, procs, executor)  # before any tuning
     configs, spec = tune.load(path, overrides)
     changes = {"experiment": f"{configs[0].experiment}_compare_{budget.label(bound)}"}
     if results_dir:
@@ -44,10 +49,13 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
-    chosen = source["chosen"] if source else tune.tune(configs, spec, progress) if tuned else {}
+    chosen = source["chosen"] if source else tune.tune(configs, spec, progress, workers, executor, address) \
+        if tuned else {}
     finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
-    summaries = [train(c, procs, progress) for c in finals]
-    return write_report(finals, summaries, bound, chosen, spec if tuned else None, source)
+    summaries = executors.train_runs(finals, functools.partial(train, procs=procs), workers, executor, address,
+                                     procs, progress)
+    return write_report(finals, summaries, bound, chosen, spec if tuned else None, source,
+                        executors.placement_words(workers, procs, executor, address))
 
 
 def train(cfg: RunConfig, procs: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -222,9 +230,10 @@ def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series | None:
 
 # ------------------------------------------------------------------------------------- writing
 def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, chosen: dict,
-                 spec: tune.TuneSpec | None, source: dict | None = None) -> Path:
+                 spec: tune.TuneSpec | None, source: dict | None = None, placement: str | None = None) -> Path:
     """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``; ``source``:
-    the earlier tune's record the settings came from (:func:`read_chosen`), if any."""
+    the earlier tune's record the settings came from (:func:`read_chosen`), if any; ``placement``: the
+    line saying where the runs trained (:func:`metacompare.executors.placement_words`)."""
     out = Path(configs[0].results_dir) / configs[0].experiment / "compare"
     out.mkdir(parents=True, exist_ok=True)
     column, higher, name = metric(configs[0])
@@ -244,7 +253,8 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
              "## Algorithms", "", _markdown(_shown(table)), "",
              "Score: mean over seeds of each run's mean over the same test episodes; floor: the untrained network "
              "under the same test procedure; seconds exclude validation (timed apart); work in example-passes "
-             "(forward 1, backward 2, second order counted; metacompare.budget).", ""]
+             "(forward 1, backward 2, second order counted; metacompare.budget).", "",
+             *([placement, ""] if placement else [])]
     for title, frame in (("Paired comparisons over test episodes", pairs), ("Paired comparisons over seeds", seed_pairs)):
         if frame is not None:
             lines += [f"## {title}", "", _markdown(frame.round(4)), ""]

@@ -1,4 +1,4 @@
-"""Local worker processes for a sweep that never outlive it and stop promptly.
+"""Local worker processes (for sweep, compare and tune) that never outlive their parent and stop promptly.
 
 Each worker is a fresh (spawned) interpreter that takes one run at a time from a shared queue, so
 no run is handed out before a worker is free. Stopping has one path, SIGTERM: the parent sends it on
@@ -25,7 +25,7 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a Linux child gets when its parent 
 
 
 def _follow_parent(parent: int) -> None:
-    """Stop this worker (SIGTERM, so it checkpoints first) when the sweep process dies, however it dies.
+    """Stop this worker (SIGTERM, so it checkpoints first) when the parent process dies, however it dies.
 
     Linux delivers the signal itself (``PR_SET_PDEATHSIG``); elsewhere a thread polls the parent id.
     Only one of the two is armed: a second SIGTERM would cut the worker's checkpoint short.
@@ -51,7 +51,7 @@ def _exit_on_stop(signum, frame) -> None:
 
 
 def _worker(jobs, events, parent: int, run: Callable, cwd: str) -> None:
-    """A sweep worker: take runs from ``jobs`` one at a time until a ``None`` or a stop.
+    """A worker: take runs from ``jobs`` one at a time until a ``None`` or a stop.
 
     Ctrl-C reaches the whole process group, but only the parent acts on it (SIGINT is ignored here): it
     sends each worker one SIGTERM, which the runner turns into a checkpoint at the end of the iteration;
@@ -122,12 +122,12 @@ class _Pending:
     def casualties(self, procs: list) -> Iterator[tuple[Any, dict]]:
         for proc in procs:
             if not proc.is_alive() and proc.pid in self.running:
-                cfg = self.configs[self.running.pop(proc.pid)]
-                yield from self.take(self.configs.index(cfg), self.failed(
-                    cfg, f"worker process {proc.pid} died (exit status {proc.exitcode}); rerun the sweep to resume it"))
+                index = self.running.pop(proc.pid)  # by position: two equal jobs are still two jobs
+                yield from self.take(index, self.failed(self.configs[index], f"worker process {proc.pid} died "
+                                                        f"(exit status {proc.exitcode}); rerun the command to resume it"))
         if not any(proc.is_alive() for proc in procs):
             for index, cfg in enumerate(self.configs):
-                yield from self.take(index, self.failed(cfg, "not run: every worker process died; rerun the sweep"))
+                yield from self.take(index, self.failed(cfg, "not run: every worker process died; rerun the command"))
 
 
 def _stop_workers(procs: list, grace: float = STOP_GRACE_S) -> None:
@@ -139,7 +139,7 @@ def _stop_workers(procs: list, grace: float = STOP_GRACE_S) -> None:
     try:
         for proc in procs:
             proc.join(max(0.0, deadline - time.monotonic()))
-    finally:  # also on a second Ctrl-C: nothing may outlive the sweep
+    finally:  # also on a second Ctrl-C: nothing may outlive the parent
         for proc in procs:
             if proc.is_alive():
                 proc.kill()

@@ -23,6 +23,10 @@ setting (its run resumes from its checkpoint). The sampler's random state is not
 settings proposed after a resume can differ from an uninterrupted tune. Trials are scored on the
 validation episodes only (their test set is cut to one episode and never read); the chosen setting
 is then trained with ``seeds`` seeds and scored once on the test episodes.
+
+With several workers (``--workers N`` or ``--executor ray``) the trials run at once, every worker
+drawing from and telling the same study file, with the algorithms in turn; each algorithm still gets
+exactly ``trials`` trials. A trial then sees only the trials finished when it starts.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 import yaml
+from tqdm import tqdm
 
-from metacompare import results, scoring
+from metacompare import executors, results, scoring
 from metacompare.config import ConfigError, RunConfig, _apply, _suggest, expand, with_overrides
+from metacompare.errors import UserError
 from metacompare.runner import run_dir, train_and_evaluate
 
 KINDS = ("log", "float", "int", "choice")
@@ -213,37 +219,122 @@ def _worst(cfg: RunConfig) -> float:
     return -math.inf if cfg.is_classification else math.inf
 
 
-def study_for(cfg: RunConfig, spec: TuneSpec):
-    """The algorithm's study in the experiment's sqlite file (created, or loaded to resume)."""
+def study_for(cfg: RunConfig, spec: TuneSpec, index: int = 0):
+    """The algorithm's study in the experiment's sqlite file (created, or loaded to resume), its TPE
+    sampler seeded by ``index``, the trial's place among the algorithm's trials: concurrent workers
+    loading the same history then still draw different settings. Workers wait up to a minute for
+    the file's write lock."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder = tune_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.sqlite3').resolve()}")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(folder / 'optuna.sqlite3').resolve()}",
+                                         engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.create_study(
         study_name=cfg.algorithm, storage=storage, load_if_exists=True,
         direction="maximize" if cfg.is_classification else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=spec.seed),
+        sampler=optuna.samplers.TPESampler(seed=spec.seed + index),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, spec.trials // 3)), n_warmup_steps=1))
 
 
-def tune_algorithm(cfg: RunConfig, spec: TuneSpec, progress: bool = True):
-    """Run (or finish) ``spec.trials`` trials for one algorithm; return its study."""
+@dataclass
+class TrialJob:
+    """One tuning trial, to run in any process: the algorithm, the spec, and the trial's place among
+    the algorithm's trials (:func:`study_for`)."""
+
+    cfg: RunConfig
+    spec: TuneSpec
+    index: int
+
+
+def one_trial(job: TrialJob, progress: bool = True, study=None) -> str:
+    """Draw a setting from the algorithm's study (a setting left by a killed trial first; ``study``:
+    one already loaded, else the job's own), train it, tell the study; return the trial's state. A
+    stop leaves the trial running, for the next start."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = study or study_for(job.cfg, job.spec, job.index)
+    trial = study.ask()
+    try:
+        value = objective(job.cfg, job.spec, progress)(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return "pruned"
+    except Exception:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value)
+    return "complete"
+
+
+def run_trial(job: TrialJob, cwd: str | None = None) -> dict[str, str]:
+    """:func:`one_trial` in a worker process or Ray task; an error is returned, not raised."""
+    executors.enter(cwd)
+    try:
+        return {"state": one_trial(job, progress=False)}
+    except Exception as err:
+        return {"state": "fail", "error": f"{type(err).__name__}: {err}"}
+
+
+def _lost_trial(job: TrialJob, message: str) -> dict[str, str]:
+    return {"state": "fail", "error": message}
+
+
+def _counted(study) -> int:
+    """The trials that count towards ``tune.trials``: completed or pruned."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _resumed(cfg: RunConfig, spec: TuneSpec) -> int:
+    """Requeue the settings of trials a kill left running (each resumes its run's checkpoint);
+    return how many trials already count."""
     from optuna.trial import TrialState
 
     study = study_for(cfg, spec)
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a kill
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
         study.enqueue_trial(stale.params, skip_if_exists=True)
-    counted = (TrialState.COMPLETE, TrialState.PRUNED)
-    while (done := len(study.get_trials(deepcopy=False, states=counted))) < spec.trials:
-        study.optimize(objective(cfg, spec, progress), n_trials=1, catch=())
-        if len(study.get_trials(deepcopy=False, states=counted)) == done:
-            raise RuntimeError(f"{cfg.algorithm}: a tuning trial failed; see the error above")
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        from metacompare.errors import UserError
+    return _counted(study)
 
+
+def tune_algorithm(cfg: RunConfig, spec: TuneSpec, progress: bool = True):
+    """Run (or finish) ``spec.trials`` trials for one algorithm in this process, all drawn by one
+    sampler (so a tune on one worker draws what it always drew); return its study."""
+    first = _resumed(cfg, spec)
+    study = study_for(cfg, spec)
+    for index in range(first, spec.trials):
+        one_trial(TrialJob(cfg, spec, index), progress, study)
+    return _finished_study(cfg, spec)
+
+
+def _tune_in_parallel(configs: list[RunConfig], spec: TuneSpec, workers: int, executor: str,
+                      address: str | None, progress: bool) -> list:
+    """Every algorithm's missing trials over ``workers`` processes or Ray tasks, sharing each study
+    through its storage; the algorithms take turns (:func:`metacompare.executors.interleave`)."""
+    executors.check_placement(workers, 1, executor)
+    jobs = executors.interleave([TrialJob(cfg, spec, index) for cfg in configs
+                                 for index in range(_resumed(cfg, spec), spec.trials)], key=lambda job: job.cfg.algorithm)
+    with tqdm(total=len(jobs), desc="tune", unit="trial", disable=not progress, dynamic_ncols=True) as bar:
+        for job, outcome in executors.outcomes(jobs, run_trial, _lost_trial, workers, executor, address):
+            if outcome["state"] == "fail":
+                raise UserError(f"tune: a trial of {job.cfg.algorithm} failed ({outcome['error']}); "
+                                f"rerun to go on: finished trials are kept")
+            bar.update(1)
+    return [_finished_study(cfg, spec) for cfg in configs]
+
+
+def _finished_study(cfg: RunConfig, spec: TuneSpec):
+    """The algorithm's study, checked: ``spec.trials`` trials counted, at least one completed."""
+    from optuna.trial import TrialState
+
+    study = study_for(cfg, spec)
+    if (counted := _counted(study)) < spec.trials:
+        raise UserError(f"tune: {cfg.algorithm} has {counted} of {spec.trials} trials; rerun to finish them")
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise UserError(f"tune: every trial of {cfg.algorithm} was pruned; raise tune.trials")
     return study
 
@@ -267,12 +358,18 @@ def tuning_curve(study, algorithm: str, higher_is_better: bool) -> list[dict[str
 
 
 # ------------------------------------------------------------------------------------- the whole job
-def tune(configs: list[RunConfig], spec: TuneSpec, progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Tune every algorithm with the same number of trials; write the search record; return the
-    chosen setting of each algorithm."""
+def tune(configs: list[RunConfig], spec: TuneSpec, progress: bool = True, workers: int = 1,
+         executor: str = "local", address: str | None = None) -> dict[str, dict[str, Any]]:
+    """Tune every algorithm with the same number of trials, one after another in this process or
+    over ``workers`` processes (or Ray tasks) at once; write the search record; return the chosen
+    setting of each algorithm."""
+    with executors.experiment_lock(tune_dir(configs[0])):  # two tunes of one study would overshoot its trials
+        if executor == "local" and workers == 1:
+            studies = [tune_algorithm(cfg, spec, progress) for cfg in configs]
+        else:
+            studies = _tune_in_parallel(configs, spec, workers, executor, address, progress)
     chosen, curve = {}, []
-    for cfg in configs:
-        study = tune_algorithm(cfg, spec, progress)
+    for cfg, study in zip(configs, studies):
         chosen[cfg.algorithm] = dict(study.best_trial.params)
         curve += tuning_curve(study, cfg.algorithm, cfg.is_classification)
     write_record(configs, spec, chosen, curve)
@@ -314,10 +411,13 @@ def final_configs(configs: list[RunConfig], chosen: dict[str, dict], seeds: int,
 
 
 def run_tune(path: str | Path, overrides: Sequence[str] = (), seeds: int | None = None,
-             results_dir: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """``metacompare tune FILE``: tune, then train and test each chosen setting with several seeds."""
+             results_dir: str | None = None, progress: bool = True, workers: int = 1,
+             executor: str = "local", address: str | None = None) -> list[dict[str, Any]]:
+    """``metacompare tune FILE``: tune, then train and test each chosen setting with several seeds,
+    on ``workers`` local processes or Ray tasks (:mod:`metacompare.executors`)."""
     configs, spec = load(path, overrides)
     if results_dir:
         configs = [with_overrides(c, results_dir=results_dir) for c in configs]
-    chosen = tune(configs, spec, progress)
-    return [train_and_evaluate(c, progress=progress) for c in final_configs(configs, chosen, seeds or spec.seeds)]
+    chosen = tune(configs, spec, progress, workers, executor, address)
+    return executors.train_runs(final_configs(configs, chosen, seeds or spec.seeds), train_and_evaluate,
+                                workers, executor, address, progress=progress)

@@ -186,14 +186,15 @@ def test_a_broken_summary_is_one_line_naming_it(tmp_path, capsys, content):
 
 
 def test_finished_runs_count_as_finished_beside_a_broken_one_in_a_sweep(tmp_path):
-    from metacompare.sweep import _finished_runs, expand_sweep
+    from metacompare.executors import finished_runs
+    from metacompare.sweep import expand_sweep
 
     configs = expand_sweep({"experiment": "e", "base": {**RUN, "results_dir": str(tmp_path)},
                             "grid": {"seed": [0, 1]}})
     for cfg in configs:
         runner.train_and_evaluate(cfg, progress=False)
     (runner.run_dir(configs[0]) / "summary.json").write_text("{truncated")
-    finished, todo = _finished_runs(configs, tmp_path / "e")
+    finished, todo = finished_runs(configs, tmp_path / "e")
     assert list(finished) == [configs[1].run_id()] and todo == [configs[0]]
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from metacompare.errors import UserError
-from metacompare.sweep import RAY_CONNECT_TIMEOUT_S, expand_sweep, run_sweep, sweep_lock
+from metacompare.executors import RAY_CONNECT_TIMEOUT_S, experiment_lock
+from metacompare.sweep import expand_sweep, run_sweep
 from metacompare.files import load_torch
 from tests.faults import closed_port_url, sine_config, start_sweep, wait_for, write_config
 
@@ -79,7 +80,7 @@ def test_killing_only_the_parent_stops_its_workers(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=60)
     check_stopped(tmp_path, workers, time.monotonic())
-    with sweep_lock(tmp_path / "results" / "long"):  # the lock went with the parent
+    with experiment_lock(tmp_path / "results" / "long"):  # the lock went with the parent
         pass
 
 
@@ -106,7 +107,7 @@ def test_an_unreachable_ray_address_fails_in_time_and_frees_the_lock(tmp_path):
     with pytest.raises(UserError, match=f"--address {address}: no Ray cluster answered within"):
         run_sweep(configs, executor="ray", address=address, progress=False)
     assert time.monotonic() - began < RAY_CONNECT_TIMEOUT_S + 30  # importing ray itself takes seconds
-    with sweep_lock(tmp_path / "ray"):
+    with experiment_lock(tmp_path / "ray"):
         pass
     with pytest.raises(UserError, match="expected host:port"):
         run_sweep(configs, executor="ray", address="nonsense", progress=False)

@@ -12,7 +12,8 @@ import yaml
 from metacompare.cli import main
 from metacompare.config import ConfigError
 from metacompare.errors import UserError
-from metacompare.sweep import expand_sweep, grid_points, load_sweep, run_sweep, sweep_lock
+from metacompare.executors import experiment_lock
+from metacompare.sweep import expand_sweep, grid_points, load_sweep, run_sweep
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TINY = dict(dataset="sine", shots=5, query=5, iterations=5, eval_interval=5, eval_episodes=5, test_episodes=5,
@@ -121,8 +122,8 @@ def test_a_real_sweep_records_every_outcome_and_a_rerun_skips_the_finished(tmp_p
 
 def test_a_second_sweep_on_the_same_results_is_refused(tmp_path):
     configs = expand_sweep({"experiment": "locked", "base": {**TINY, "results_dir": str(tmp_path)}})
-    with sweep_lock(tmp_path / "locked"):
-        with pytest.raises(UserError, match="another sweep is running"):
+    with experiment_lock(tmp_path / "locked"):
+        with pytest.raises(UserError, match="another sweep, tune or comparison is running"):
             run_sweep(configs, workers=1, progress=False)
     assert not (tmp_path / "locked" / "runs.csv").exists()
 
