@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from functools import cache
@@ -16,6 +17,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+from tests.test_report_browser import CHROMIUM, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILT = ROOT / "build" / "site"
@@ -136,7 +139,21 @@ def test_the_site_has_plain_html_links_search_and_no_font_cdn(site):
     index = (site / "index.html").read_text()
     assert 'href="choose.html"' in index and 'href="guide/run.html"' in index
     assert (site / "search" / "search_index.js").is_file()  # the offline plugin's index, no fetch() needed
-    assert "fonts.googleapis.com" not in index
+    assert '<script src="assets/iframe-worker.js">' in index  # search's Worker, from disk
+    assert "fonts.googleapis.com" not in index and "unpkg.com" not in index  # nothing from a CDN
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_search_finds_pages_in_a_browser_opened_from_disk(site, tmp_path):
+    """Headless Chromium opens a page by its file:// address with ?q=, as a reader's search does."""
+    dom = chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom",
+                   (site / "guide" / "run.html").as_uri() + "?q=reptile")
+    found = re.search(r"(\d+) matching documents", dom)
+    assert found and int(found.group(1)) >= 10, dom[-2000:]
+    results = re.findall(r'<a href="([^"]+)" class="md-search-result__link"', dom)
+    assert (site / "faq.html").as_uri() + "#how-do-reptile-and-maml-differ" in results
+    assert [r for r in results if not urlsplit(r).path.endswith(".html")] == []  # pages, never folders
 
 
 @pytest.mark.slow
@@ -153,3 +170,21 @@ def test_figures_open_full_size_on_a_click(site):
     page = (site / "recorded-results.html").read_text()
     assert '<a class="mc-zoom" href="results/omniglot_minimal_seeds_compare_cpu3600s/compare/learning_curves.png">' in page
     assert (site / "assets" / "zoom.js").is_file() and (site / "assets" / "metacompare.css").is_file()
+
+
+ZOOM_PROBE = ("<script>window.addEventListener('load', () => { document.querySelector('a.mc-zoom img').click();"
+              " const shown = document.querySelector('.mc-lightbox img');"
+              " document.body.setAttribute('data-zoom', shown ? shown.getAttribute('src') : 'none'); });</script>")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_a_click_on_a_figure_shows_it_full_size_over_the_page(site, tmp_path):
+    page = site / "recorded-results.html"
+    probe = site / "_zoom_probe.html"
+    probe.write_text(page.read_text().replace("</body>", ZOOM_PROBE + "</body>"))
+    try:
+        dom = chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri())
+    finally:
+        probe.unlink()
+    assert 'data-zoom="results/omniglot_minimal_seeds_compare_cpu3600s/compare/learning_curves.png"' in dom
