@@ -324,3 +324,15 @@ def test_the_omniglot_first_run_config_loads_its_splits_from_the_download(omnigl
 
     splits = omniglot_splits(_first_run(omniglot_root, tmp_path, capsys))
     assert len(splits["test"]) == 62 * 20  # 62 test characters of 20 drawings
+
+
+def test_tensorboard_commands_name_the_program_the_environment_installs():
+    """TensorBoard is installed into the environment (.venv/bin), not onto the PATH."""
+    import re
+    import sys
+
+    commands = [line for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+                for line in page.read_text().splitlines() if re.search(r"\btensorboard --logdir", line)]
+    assert len(commands) >= 2
+    assert [c for c in commands if ".venv/bin/tensorboard --logdir" not in c] == []
+    assert (Path(sys.executable).parent / "tensorboard").is_file()  # the venv running the tests installs it
