@@ -7,11 +7,14 @@
   paths, so pages link to them as ``results/...`` (they live outside ``docs/``).
 - Every results table in a page (``<!-- table: ... -->`` blocks, :mod:`metacompare.doctables`) must equal
   what its results file renders to; a stale one is a warning, so the strict build fails on it.
+- Every figure in a page becomes a link to the image itself (``class="mc-zoom"``): a click opens it full
+  size (``assets/zoom.js`` shows it over the page; without JavaScript the browser opens the file).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -46,3 +49,19 @@ def on_page_markdown(markdown, page, config, files):
         for problem in doctables.check(ROOT, [Path(source)]):
             log.warning(problem)
     return markdown
+
+
+FIGURE = re.compile(r'<img\b[^>]*\bsrc="(?P<src>[^"]+\.(?:png|svg|jpe?g|gif))"[^>]*>')
+
+
+def _inside_link(html: str, at: int) -> bool:
+    return html.rfind("<a ", 0, at) > html.rfind("</a>", 0, at)
+
+
+def on_page_content(html, page, config, files):
+    """Wrap each figure that no link holds yet in a link to the image (click to zoom)."""
+    def wrap(match):
+        if _inside_link(html, match.start()):
+            return match[0]
+        return f'<a class="mc-zoom" href="{match["src"]}">{match[0]}</a>'
+    return FIGURE.sub(wrap, html)

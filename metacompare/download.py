@@ -31,6 +31,10 @@ OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/py
 OMNIGLOT_MD5 = {
     "images_background": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
+    # The two "minimal" background splits that configs/omniglot_minimal.yaml reads, as the same folder
+    # of the dataset repository serves them.
+    "images_background_small1": "e704a628b5459e08445c13499850abc4",
+    "images_background_small2": "b75a71a51d3b13f821f212756fe481fd",
 }
 MNIST_MIRRORS: tuple[str, ...] = tuple(MNIST.mirrors)
 MNIST_FILES: tuple[tuple[str, str], ...] = tuple(MNIST.resources)  # (gzip'd IDX file, its MD5)

@@ -18,7 +18,8 @@ FIELD_DOCS: dict[str, str] = {
                "`higher`; tests prove all three give the same meta-gradients.",
     "dataset": "`sine`, `digits` (scikit-learn's, offline), `mnist`, `omniglot` or `miniimagenet`.",
     "data_root": "Folder the dataset's files are read from (and downloaded into); not part of the run id.",
-    "model": "The network: `mlp` (40-40, sine), `metamodel` (the seed's 784-64-64-N MLP), `conv4`, "
+    "model": "The network: `mlp` (40-40, sine), `metamodel` (the Reptile tutorial article's sample "
+             "784-64-64-N MLP), `conv4`, "
              "`conv4_strided`, `conv4_finn` (cbfinn/maml's: BatchNorm offset without scale, Xavier convs, "
              "N(0, 1) head) or `conv4_nichol` (supervised-reptile's: Glorot init, BatchNorm eps 1e-3).",
     "ways": "N of an N-way task: classes per task (1 for sine regression).",

@@ -234,3 +234,105 @@ def test_check_and_write_from_the_command_line(answer_copy, capsys):
     assert doctables.main(["--write", "--root", str(root)]) == 0
     assert doctables.main(["--check", "--root", str(root)]) == 0
     assert "**97.06% ± 0.63**" in readme.read_text()
+
+
+# Words from inside the project that a reader of the docs cannot know, and paths of the machines the
+# project was built on. Every page of the site and the README is for users (the developer pages,
+# architecture and contributing, are read by users extending metacompare too), so none is exempt;
+# history.md included, since it is where a reader learns why a recorded number changed.
+INTERNAL = {
+    r"\bseed's\b": "name the source by what it is: 'the Reptile tutorial article', 'its sample MLP'",
+    r"\bseed document": "name the source by what it is: 'the Reptile tutorial article'",
+    r"\bsource document": "name the source by what it is: 'the Reptile tutorial article'",
+    r"\bthe outline\b|\boutline's\b": "say what the question is, not where the project found it",
+    r"\bsessions?\b": "say what happened on which machine, not in which working session",
+    r"\blent to\b": "name the machine, not how it was had",
+    r"/tmp/": "a temporary folder of one machine: use a path relative to the project, or DIR",
+    r"\.\./shared": "a folder beside this checkout on one machine: name the data and how to get it",
+    r"/work/": "a path of one machine: use a path relative to the project",
+    r"\bissue #?\d+": "the project's issue numbers mean nothing to a reader: name the thing itself",
+}
+
+
+def test_user_docs_hold_no_internal_words_or_machine_paths():
+    import re
+
+    pages = {str(p.relative_to(ROOT)): p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]}
+    assert len(pages) >= 30
+    # The references the site generates from the code are user docs too.
+    pages["reference/config.md (generated)"] = reference.config_reference()
+    pages["reference/cli.md (generated)"] = reference.cli_reference()
+    hits = []
+    for name, text in sorted(pages.items()):
+        for number, line in enumerate(text.splitlines(), 1):
+            for pattern, fix in INTERNAL.items():
+                if re.search(pattern, line, re.IGNORECASE):
+                    hits.append(f"{name}:{number}: {line.strip()[:80]!r}: {fix}")
+    assert hits == []
+
+
+def test_the_internal_word_check_catches_what_it_is_for():
+    import re
+
+    caught = ["the seed's MLP", "the outline's question 9.4", "another session's processes",
+              "unzip -d /tmp/h22", "../shared/data/omniglot", "an H200, lent to one session", "(issue 22)"]
+    fine = ["each seed's mean", "3 seeds", "seed 2 ran on a slower host", "learn2learn issues 291, 341"]
+    assert all(any(re.search(p, s, re.IGNORECASE) for p in INTERNAL) for s in caught)
+    assert [s for s in fine if any(re.search(p, s, re.IGNORECASE) for p in INTERNAL)] == ["each seed's mean"]
+
+
+def _command(page: str, start: str) -> list[str]:
+    """The arguments of the one command line of ``page`` that starts with ``start``, comment dropped."""
+    import shlex
+
+    lines = [line for line in (ROOT / page).read_text().splitlines() if line.startswith(start)]
+    assert len(lines) == 1, (page, start, lines)
+    return shlex.split(lines[0].split("#")[0])
+
+
+def _first_run(omniglot_root: Path, tmp_path: Path, capsys):
+    """Run the quick start's and the README's Omniglot download line into ``tmp_path`` (from a local copy
+    of the dataset's files); return the config its run line reads."""
+    from metacompare.config import load_experiment
+    from tests.faults import cli, file_server
+
+    for page in ("README.md", "docs/quickstart.md"):
+        download = _command(page, "./dev download omniglot")
+        run = _command(page, "./dev run configs/omniglot_minimal.yaml")
+        root = download[download.index("--root") + 1]
+        assert f"data_root={root}" in run and "--results-dir" in run  # the clone's recorded runs stay
+        sources = download[download.index("--sources") + 1:]
+    cfg = load_experiment(ROOT / "configs/omniglot_minimal.yaml", [f"data_root={tmp_path / root}"])[0]
+    assert sources == list(cfg.omniglot.sources)
+    argv = [tmp_path / root if a == root else a for a in download[1:]]
+    with file_server(omniglot_root) as url:
+        code, out, err = cli(capsys, *argv, "--url", url)
+    assert code == 0, err  # MD5-checked against the checksums metacompare ships
+    assert sorted(p.name for p in (tmp_path / root).iterdir()) == sorted(f"{s}.zip" for s in sources)
+    return cfg
+
+
+def test_the_omniglot_first_run_download_fetches_what_the_config_reads(omniglot_root, tmp_path, capsys):
+    """The download line fetches exactly the zips configs/omniglot_minimal.yaml reads, into the folder
+    the run line points data_root at."""
+    _first_run(omniglot_root, tmp_path, capsys)
+
+
+@pytest.mark.slow
+def test_the_omniglot_first_run_config_loads_its_splits_from_the_download(omniglot_root, tmp_path, capsys):
+    from metacompare.data import omniglot_splits
+
+    splits = omniglot_splits(_first_run(omniglot_root, tmp_path, capsys))
+    assert len(splits["test"]) == 62 * 20  # 62 test characters of 20 drawings
+
+
+def test_tensorboard_commands_name_the_program_the_environment_installs():
+    """TensorBoard is installed into the environment (.venv/bin), not onto the PATH."""
+    import re
+    import sys
+
+    commands = [line for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+                for line in page.read_text().splitlines() if re.search(r"\btensorboard --logdir", line)]
+    assert len(commands) >= 2
+    assert [c for c in commands if ".venv/bin/tensorboard --logdir" not in c] == []
+    assert (Path(sys.executable).parent / "tensorboard").is_file()  # the venv running the tests installs it

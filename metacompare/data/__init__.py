@@ -104,8 +104,8 @@ class SineWaves(Dataset):
 
 
 # ----------------------------------------------------------------------------------------- omniglot
-def omniglot_help(root: Path) -> str:
-    return (f"get it with `python -m metacompare download omniglot --root {root}` "
+def omniglot_help(root: Path, source: str) -> str:
+    return (f"get it with `python -m metacompare download omniglot --root {root} --sources {source}` "
             f"or set data_root to the folder that holds the zips")
 
 
@@ -127,13 +127,13 @@ def _source_entries(root: Path, source: str) -> list[tuple[str, str, bytes]]:
                         entries.append((parts[1], parts[2], zf.read(name)))
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
             raise DataError(f"{archive}: corrupt or truncated zip ({err}); delete it and "
-                            f"{omniglot_help(root)}") from None
+                            f"{omniglot_help(root, source)}") from None
     else:
         raise DataError(f"omniglot source '{source}' not found: looked for {archive} and {folder}/; "
-                        f"{omniglot_help(root)}")
+                        f"{omniglot_help(root, source)}")
     if not entries:
         raise DataError(f"{folder if folder.is_dir() else archive}: holds no images laid out as "
-                        f"<source>/<Alphabet>/<character>/<drawer>.png; {omniglot_help(root)}")
+                        f"<source>/<Alphabet>/<character>/<drawer>.png; {omniglot_help(root, source)}")
     return entries
 
 
