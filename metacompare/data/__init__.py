@@ -115,10 +115,10 @@ def _source_entries(root: Path, source: str) -> list[tuple[str, str, bytes]]:
     entries = []
     if folder.is_dir():
         for png in sorted(folder.glob("*/*/*.png")):
-            with paths.open_data(png, f"replace it with the image; {omniglot_help(root)}") as handle:
+            with paths.open_data(png, f"replace it with the image; {omniglot_help(root, source)}") as handle:
                 entries.append((png.parent.parent.name, png.parent.name, handle.read()))
     elif os.path.lexists(archive):
-        handle = paths.open_data(archive, f"delete it and {omniglot_help(root)}")
+        handle = paths.open_data(archive, f"delete it and {omniglot_help(root, source)}")
         try:
             with handle, zipfile.ZipFile(handle) as zf:
                 for name in sorted(zf.namelist()):
@@ -200,7 +200,7 @@ def omniglot_splits(cfg: RunConfig) -> dict[str, OmniglotCharacters]:
     oc = cfg.omniglot
     root = Path(cfg.data_root)
     if paths.dangling(root):
-        raise DataError(f"data_root: {root} {paths.dangling(root)}; {omniglot_help(root)}")
+        raise DataError(f"data_root: {root} {paths.dangling(root)}; {omniglot_help(root, ' '.join(oc.sources))}")
     for source in oc.sources:
         if source not in OMNIGLOT_SOURCES:
             raise DataError(f"omniglot.sources: unknown source '{source}'; choose from {', '.join(OMNIGLOT_SOURCES)}")
