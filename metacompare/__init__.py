@@ -1,6 +1,6 @@
 """metacompare: which meta-learning algorithm should I use on this data and budget?
 
-The Python API is :mod:`metacompare.api` (``from metacompare.api import compare, inspect, run``). Its
+The Python API is `metacompare.api` (``from metacompare.api import compare, inspect, run``). Its
 names are also attributes of this package, loaded on first use so that ``import metacompare`` stays
 light; ``compare`` is the one exception: ``metacompare.compare`` is the module of that name.
 """
@@ -16,7 +16,7 @@ __all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorith
 
 
 def __getattr__(name: str) -> Any:
-    """``metacompare.run`` and the other API names, imported from :mod:`metacompare.api` when first asked for."""
+    """``metacompare.run`` and the other API names, imported from `metacompare.api` when first asked for."""
     if name in __all__:
         from metacompare import api
 

@@ -6,8 +6,8 @@ same files and numbers::
     from metacompare.api import compare, inspect, load_comparison, load_results, run
 
 Settings are given as a mapping of dotted config fields (``{"iterations": 50, "user_data.image_size": 14}``),
-the ``--set KEY=VALUE`` of the command line. Bad input raises :class:`~metacompare.errors.UserError`
-(or its subclasses :class:`~metacompare.errors.ConfigError` and :class:`~metacompare.errors.DataError`)
+the ``--set KEY=VALUE`` of the command line. Bad input raises `UserError`
+(or its subclasses `ConfigError` and `DataError`)
 with a message naming the field or file and the fix. Results are returned as paths, summary dicts and
 pandas DataFrames; nothing is printed unless ``progress`` is asked for.
 """
@@ -62,7 +62,7 @@ def load_config(path: str | Path, settings: Settings = None) -> list[RunConfig]:
 
 
 def algorithm_names() -> list[str]:
-    """The names ``algorithm:`` accepts: every registered :class:`MetaAlgorithm` (see :func:`register`)."""
+    """The names ``algorithm:`` accepts: every registered `MetaAlgorithm` (see `register`)."""
     return sorted(ALGORITHMS)
 
 
@@ -78,7 +78,7 @@ def inspect(data: str | Path, *, ways: int = 5, shots: int = 1, query: int = 1, 
 def run(config: str | Path | RunConfig | Sequence[RunConfig], settings: Settings = None, *,
         results_dir: str | Path | None = None, report: bool = True, progress: bool = False, force: bool = False,
         allow_dirty: bool = False) -> list[dict[str, Any]]:
-    """Train and test each run of ``config`` (a file or configs from :func:`load_config`), resuming or
+    """Train and test each run of ``config`` (a file or configs from `load_config`), resuming or
     reading finished runs as ``metacompare run`` does; write each experiment's report unless ``report``
     is False. Returns each run's summary (``summary.json``: scores, untrained floor, cost)."""
     if isinstance(config, (str, Path)):
