@@ -1,15 +1,14 @@
 """The Python API: what a notebook or a script imports to do what the command line does.
 
 Each function is a thin wrapper over the library function the command line calls, so both give the
-same files and numbers::
+same files and numbers:
 
     from metacompare.api import compare, inspect, load_comparison, load_results, run
 
 Settings are given as a mapping of dotted config fields (``{"iterations": 50, "user_data.image_size": 14}``),
-the ``--set KEY=VALUE`` of the command line. Bad input raises `UserError`
-(or its subclasses `ConfigError` and `DataError`)
-with a message naming the field or file and the fix. Results are returned as paths, summary dicts and
-pandas DataFrames; nothing is printed unless ``progress`` is asked for.
+the ``--set KEY=VALUE`` of the command line. Bad input raises `UserError` (or its kinds `ConfigError`
+and `DataError`) with a message naming the field or file and the fix. Results are returned as paths,
+summary dicts and pandas DataFrames; nothing is printed unless ``progress`` is asked for.
 """
 
 from __future__ import annotations
@@ -129,13 +128,21 @@ def _data_config_file(data: str | Path, ways: int, shots: int, budget: str, resu
 
 @dataclass(frozen=True)
 class Comparison:
-    """A finished compare's tables, as written in ``<experiment>/compare/`` (the CSV files, unrounded)."""
+    """A finished compare's tables, as written in ``<experiment>/compare/`` (the CSV files, unrounded).
 
-    folder: Path                    # the compare/ folder
-    answer: str                     # the report's first paragraph
-    algorithms: pd.DataFrame        # algorithms.csv: per algorithm, score and interval, floor, cost
-    pairs: pd.DataFrame | None      # pairwise_episodes.csv: paired over shared test episodes
-    seed_pairs: pd.DataFrame | None  # pairwise_seeds.csv: paired over seeds
+    Attributes:
+        folder: the ``compare/`` folder; ``report`` is its ``report.md``.
+        answer: the report's first paragraph.
+        algorithms: ``algorithms.csv``: per algorithm, the score and its interval, the untrained floor, the cost.
+        pairs: ``pairwise_episodes.csv``: every pair compared on the shared test episodes (None if absent).
+        seed_pairs: ``pairwise_seeds.csv``: every pair compared on per-seed means (None if absent).
+    """
+
+    folder: Path
+    answer: str
+    algorithms: pd.DataFrame
+    pairs: pd.DataFrame | None
+    seed_pairs: pd.DataFrame | None
 
     @property
     def report(self) -> Path:

@@ -300,6 +300,8 @@ def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from metacompare.report.draw import style
+
     key = f"val_{'accuracy' if configs[0].is_classification else 'loss'}_mean"
     frames = [(c, pd.read_csv(run_dir(c) / "metrics.csv")) for c in configs if (run_dir(c) / "metrics.csv").is_file()]
     frames = [(c, f) for c, f in frames if key in f and {seconds, "work"} <= set(f.columns)]
@@ -320,6 +322,6 @@ def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_
     axes[0].set_ylabel(key.removeprefix("val_").replace("_mean", "") + " (validation)")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    style.save(fig, path.parent, path.stem, dpi=110, svg=False)  # the same bytes when the runs are the same
     plt.close(fig)
     return True

@@ -96,3 +96,6 @@ def test_compare_returns_the_tables_it_wrote(tmp_path):
     assert (result.pairs["over"] == "episode").all() and (result.seed_pairs["n"] == 2).all()
     again = api.load_comparison(result.folder.parent)
     assert again.answer == result.answer and again.pairs.equals(result.pairs)
+    written = {p.name: p.read_bytes() for p in result.folder.iterdir()}
+    api.compare(tiny_config(tmp_path), budget="work:600", tune=False, seeds=2)  # finished: nothing to train
+    assert {p.name: p.read_bytes() for p in result.folder.iterdir()} == written  # and no file changes
