@@ -1,0 +1,24 @@
+"""metacompare: which meta-learning algorithm should I use on this data and budget?
+
+The Python API is `metacompare.api` (``from metacompare.api import compare, inspect, run``). Its
+names are also attributes of this package, loaded on first use so that ``import metacompare`` stays
+light; ``compare`` is the one exception: ``metacompare.compare`` is the module of that name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The API names this package offers (metacompare.api.__all__ less `compare`, the module's name here).
+__all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "RunConfig", "Task", "TaskGradient",
+           "UserError", "algorithm_names", "inspect", "load_comparison", "load_config", "load_results", "register",
+           "run", "write_report"]
+
+
+def __getattr__(name: str) -> Any:
+    """``metacompare.run`` and the other API names, imported from `metacompare.api` when first asked for."""
+    if name in __all__:
+        from metacompare import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'metacompare' has no attribute {name!r}")

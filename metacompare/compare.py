@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from metacompare import budget, distributed, executors, files, results, tune
+from metacompare import budget, distributed, doctables, executors, files, results, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
 from metacompare.runner import run_dir, train_and_evaluate
@@ -167,7 +167,7 @@ def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataF
             f"{best['algorithm']} reaches {name} {show(best['score'])} {_spread(best, gap)}; "
             f"untrained network: {show(best['floor'])}), "
             f"after {best['iterations_done']:.0f} meta-iterations, {_seconds_words(best)} of training "
-            f"and {best['work']:.3g} example-passes."]
+            f"and {best['work']:,.0f} example-passes."]
     if len(ranked) > 1:
         runner_up = ranked.iloc[1]
         text.append(f"Next is {runner_up['algorithm']} at {show(runner_up['score'])} {_spread(runner_up, gap)}; "
@@ -198,7 +198,7 @@ def _budget_words(bound: dict) -> str:
         return f"{bound['seconds']:g} training seconds"
     if "cpu_seconds" in bound:
         return f"{bound['cpu_seconds']:g} training seconds of CPU time"
-    return f"{bound['work']:.3g} example-passes of work"
+    return f"{bound['work']:,.0f} example-passes of work"
 
 
 def _sureness(best: str, other: str, pairs: pd.DataFrame | None, seed_pairs: pd.DataFrame | None, gap) -> str:
@@ -250,14 +250,17 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
              answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification), "",
-             "## Algorithms", "", _markdown(_shown(table)), "",
-             "Score: mean over seeds of each run's mean over the same test episodes; floor: the untrained network "
-             "under the same test procedure; seconds exclude validation (timed apart); work in example-passes "
-             "(forward 1, backward 2, second order counted; metacompare.budget).", "",
+             "## Algorithms", "", _table(out, "algorithms", cfg.is_classification),
+             "Score: mean over seeds of each run's mean over the same test episodes, with its 95% interval across "
+             "seeds (with one seed: over that run's test episodes); untrained floor: the network before any training, "
+             "under the same test procedure; training seconds exclude validation (timed apart). Every column "
+             "unrounded, with validation seconds, work in example-passes (forward 1, backward 2, second order "
+             "counted) and peak memory: `algorithms.csv`.", "",
              *([placement, ""] if placement else [])]
-    for title, frame in (("Paired comparisons over test episodes", pairs), ("Paired comparisons over seeds", seed_pairs)):
+    for title, label, frame in (("Paired comparisons over test episodes", "pairwise_episodes", pairs),
+                                ("Paired comparisons over seeds", "pairwise_seeds", seed_pairs)):
         if frame is not None:
-            lines += [f"## {title}", "", _markdown(frame.round(4)), ""]
+            lines += [f"## {title}", "", _table(out, label, cfg.is_classification), PAIRED_WORDS, ""]
     if source is not None:
         lines += ["## Tuning", "", _source_words(source, spec), ""]
     elif spec is not None:
@@ -285,19 +288,18 @@ def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:
     return words
 
 
-def _shown(table: pd.DataFrame) -> pd.DataFrame:
-    """The algorithm table as the report prints it: rounded, and a one-seed score's missing interval
-    said in words instead of ``nan`` (``algorithms.csv`` keeps the number)."""
-    shown = table.round(4).astype({"score_ci95": object})
-    shown.loc[table["finished"] == 1, "score_ci95"] = ONE_SEED
-    return shown
+PAIRED_WORDS = ("Difference: first minus second, the mean over the shared test episodes (or seeds) with its 95% "
+                "interval, in points for accuracy. p-values are Holm-corrected over every pair of this table, so "
+                "the chance of any false verdict stays at 5%; the verdict follows the paired t-test, the Wilcoxon "
+                "signed-rank test is shown beside it. Unrounded: the CSV file of the same name.")
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+def _table(out: Path, label: str, percent: bool) -> str:
+    """``<label>.csv``, just written, as the documentation renders it (:mod:`metacompare.doctables`:
+    percent, rounded, thousands separators), so the report and the docs show one table alike."""
+    source = f"{out.parent.name}/compare/{label}.csv"  # relative to the results folder
+    view = doctables.view_pairwise if label.startswith("pairwise") else doctables.view_compare
+    return view(out.parent.parent, source, {"spec": "~.2f" if percent else ".3g"}, out / "report.md")
 
 
 def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_seconds") -> bool:
@@ -307,6 +309,8 @@ def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from metacompare.report.draw import style
 
     key = f"val_{'accuracy' if configs[0].is_classification else 'loss'}_mean"
     frames = [(c, pd.read_csv(run_dir(c) / "metrics.csv")) for c in configs if (run_dir(c) / "metrics.csv").is_file()]
@@ -328,6 +332,6 @@ def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_
     axes[0].set_ylabel(key.removeprefix("val_").replace("_mean", "") + " (validation)")
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    style.save(fig, path.parent, path.stem, dpi=110, svg=False)  # the same bytes when the runs are the same
     plt.close(fig)
     return True

@@ -195,4 +195,20 @@ def test_adaptation_steps_figure_averages_seeds_per_step_count(tmp_path):
     analysis = analyse(exp)
     row = analysis.groups[analysis.groups["shots"] == 5].iloc[0]
     assert scores_by_steps(analysis, row["run_ids"])[5] == pytest.approx((0.7, T1 * math.sqrt(0.02) / math.sqrt(2)))
-    assert "shots=10" not in report_md.split("(f) Adaptation steps")[1].split("![")[0]
+    assert "shots=10" not in report_md.split(". Adaptation steps at test time")[1].split("![")[0]
+
+
+def test_sections_are_numbered_in_order_and_a_rerun_rewrites_no_byte(omniglot_report):
+    """Rewriting the report of unchanged results gives every file (Markdown, HTML, PNG, SVG) the same
+    bytes: no date or version in the figures, fixed SVG ids; the headings number 1, 2, 3, ... with no gap."""
+    exp, report_md = omniglot_report
+    folder = report_md.parent
+    before = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    assert {"learning_curves.svg", "learning_curves.png", "report.html"} <= set(before)
+    headings = [line[3:] for line in report_md.read_text().splitlines() if line.startswith("## ")]
+    assert [h.split(". ", 1)[0] for h in headings] == [str(n) for n in range(1, len(headings) + 1)]
+    assert headings[0] == "1. Results table" and len(headings) >= 6
+    write_report(exp)
+    after = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    assert sorted(after) == sorted(before)
+    assert [name for name in before if after[name] != before[name]] == []

@@ -8,6 +8,7 @@ left by a killed report is removed by the next one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -33,14 +34,16 @@ FIGURES: tuple[Callable[[Experiment, Path], Section | list[Section] | None], ...
 
 
 def build(exp: Experiment, out: Path) -> list[Section]:
-    """Every section of the report, drawing its figures into ``out``."""
+    """Every section of the report, drawing its figures into ``out``, numbered 1, 2, 3, ... in the
+    order shown (a figure with no data is left out, so a fixed label per figure would leave gaps)."""
     sections = [table.section(exp)]
     with style.styled():
         for make in FIGURES:
             made = make(exp, out)
             sections.extend(made if isinstance(made, list) else [made] if made else [])
     paired = pairwise.section(exp)
-    return sections + ([paired] if paired else [])
+    sections += [paired] if paired else []
+    return [dataclasses.replace(s, title=f"{number}. {s.title}") for number, s in enumerate(sections, 1)]
 
 
 def fill(exp: Experiment, out: Path) -> Path:

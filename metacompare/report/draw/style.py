@@ -45,11 +45,18 @@ def figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+# No date and no version in the files (ids come from RC's fixed svg.hashsalt), so drawing the same
+# data again writes the same bytes: a rerun that changes nothing leaves a committed figure untouched.
+METADATA = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None}}
+
+
 def save(fig: Figure, out: Path, stem: str, dpi: int = DPI, svg: bool = True) -> str:
-    """Write ``<stem>.png`` (and ``<stem>.svg``) into ``out``; return the stem."""
-    fig.savefig(Path(out) / f"{stem}.png", dpi=dpi)
-    if svg:
-        fig.savefig(Path(out) / f"{stem}.svg")
+    """Write ``<stem>.png`` (and ``<stem>.svg``) into ``out``, byte for byte the same for the same
+    figure; return the stem."""
+    with matplotlib.rc_context({"svg.hashsalt": RC["svg.hashsalt"]}):  # also when drawn outside styled()
+        fig.savefig(Path(out) / f"{stem}.png", dpi=dpi, metadata=METADATA["png"])
+        if svg:
+            fig.savefig(Path(out) / f"{stem}.svg", metadata=METADATA["svg"])
     return stem
 
 

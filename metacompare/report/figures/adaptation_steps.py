@@ -1,4 +1,4 @@
-"""(f) Test score against the number of adaptation steps at test time, as in Finn et al. (2017), Figure 3."""
+"""Test score against the number of adaptation steps at test time, as in Finn et al. (2017), Figure 3."""
 
 from __future__ import annotations
 
@@ -79,4 +79,4 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
 
 
 def section(exp: Experiment, out: Path) -> Section | None:
-    return figure_section(exp, out, data(exp), "adaptation_steps", "(f) Adaptation steps at test time", draw, prose)
+    return figure_section(exp, out, data(exp), "adaptation_steps", "Adaptation steps at test time", draw, prose)

@@ -1,4 +1,4 @@
-"""(c) Each algorithm at its best setting as bars: meta-learners against the no-meta-learning baselines."""
+"""Each algorithm at its best setting as bars: meta-learners against the no-meta-learning baselines."""
 
 from __future__ import annotations
 
@@ -110,5 +110,5 @@ def section(exp: Experiment, out: Path) -> Section | None:
     if frame is None:
         return None
     stem = "baselines" if frame["baseline"].any() else "algorithms"
-    title = "(c) Meta-learners vs baselines" if frame["baseline"].any() else "(c) Algorithms compared"
+    title = "Meta-learners vs baselines" if frame["baseline"].any() else "Algorithms compared"
     return figure_section(exp, out, frame, stem, title, draw, prose)

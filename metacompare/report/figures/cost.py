@@ -1,4 +1,4 @@
-"""(e) Cost per algorithm: seconds per meta-iteration and peak memory, over runs doing the same work."""
+"""Cost per algorithm: seconds per meta-iteration and peak memory, over runs doing the same work."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
 
 
 def section(exp: Experiment, out: Path) -> Section | None:
-    return figure_section(exp, out, data(exp), "cost", "(e) Cost", draw, prose)
+    return figure_section(exp, out, data(exp), "cost", "Cost", draw, prose)
 
 
 def _extremes(frame: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:

@@ -1,4 +1,4 @@
-"""(h) Generalisation (the outline's question 9.4): the score on fresh tasks of the *training* classes
+"""Generalisation (the outline's question 9.4): the score on fresh tasks of the *training* classes
 against the score on the test classes, and their gap, per algorithm and, in a task-count study, per
 number of training tasks (more tasks should shrink the gap)."""
 
@@ -81,4 +81,4 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
 
 
 def section(exp: Experiment, out: Path) -> Section | None:
-    return figure_section(exp, out, data(exp), "generalisation", "(h) Generalisation to new classes", draw, prose)
+    return figure_section(exp, out, data(exp), "generalisation", "Generalisation to new classes", draw, prose)

@@ -1,4 +1,4 @@
-"""(d) Sensitivity to the two learning rates: one inner x outer grid per algorithm."""
+"""Sensitivity to the two learning rates: one inner x outer grid per algorithm."""
 
 from __future__ import annotations
 
@@ -102,5 +102,5 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
 
 
 def section(exp: Experiment, out: Path) -> Section | None:
-    return figure_section(exp, out, data(exp), "sensitivity_heatmap", "(d) Sensitivity: learning-rate grid", draw,
+    return figure_section(exp, out, data(exp), "sensitivity_heatmap", "Sensitivity: learning-rate grid", draw,
                           prose)

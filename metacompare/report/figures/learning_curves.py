@@ -1,4 +1,4 @@
-"""(a) Validation score during meta-training, one line per algorithm at its best setting."""
+"""Validation score during meta-training, one line per algorithm at its best setting."""
 
 from __future__ import annotations
 
@@ -74,4 +74,4 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
 
 
 def section(exp: Experiment, out: Path) -> Section | None:
-    return figure_section(exp, out, data(exp), "learning_curves", "(a) Learning curves", draw, prose)
+    return figure_section(exp, out, data(exp), "learning_curves", "Learning curves", draw, prose)

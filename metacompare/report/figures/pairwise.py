@@ -1,4 +1,4 @@
-"""(g) Paired comparisons: every pair of algorithms on the test episodes and seeds both were scored on.
+"""Paired comparisons: every pair of algorithms on the test episodes and seeds both were scored on.
 
 All algorithms of an experiment are scored on the same fixed test episodes (drawn from ``eval_seed``),
 so per-episode differences are paired (Chen et al. 2019 ask for exactly this kind of comparison).
@@ -66,7 +66,7 @@ def section(exp: Experiment) -> Section | None:
     note = ("Per-episode scores (episodes.csv in each run folder) are not in these runs, so the comparison over "
             "test episodes is skipped. " if missing else "") + " ".join(exp.notes)
     if table.empty:
-        return Section("(g) Paired comparisons", (note + "No two algorithms share two or more seeds either, so no "
+        return Section("Paired comparisons", (note + "No two algorithms share two or more seeds either, so no "
                                                   "paired test is possible.").strip())
     wins = [v for v in table["verdict"] if "beats" in v]
     text = (note + f"{len(table)} comparison(s); " + ("; ".join(dict.fromkeys(wins)) if wins else
@@ -77,7 +77,7 @@ def section(exp: Experiment) -> Section | None:
                "seeds corrected separately); with five pairs or fewer the exact Wilcoxon test cannot reach "
                "p < 0.05. The verdict names "
                "the better algorithm where the Holm-adjusted t-test rejects equality. Also in pairwise.csv.")
-    return Section("(g) Paired comparisons", text, caption, table=rows(table, exp))
+    return Section("Paired comparisons", text, caption, table=rows(table, exp))
 
 
 def metric_name(exp: Experiment) -> str:

@@ -1,4 +1,4 @@
-"""(d) Sensitivity to each numeric swept field (learning rates, inner steps, ...), one figure per field."""
+"""Sensitivity to each numeric swept field (learning rates, inner steps, ...), one figure per field."""
 
 from __future__ import annotations
 
@@ -88,6 +88,6 @@ def prose(frame: pd.DataFrame, exp: Experiment, name: str) -> tuple[str, str]:
 
 
 def sections(exp: Experiment, out: Path) -> list[Section]:
-    made = [figure_section(exp, out, data(exp, name), f"sensitivity_{name}", f"(d) Sensitivity to {name}",
+    made = [figure_section(exp, out, data(exp, name), f"sensitivity_{name}", f"Sensitivity to {name}",
                            partial(draw, name=name), partial(prose, name=name)) for name in fields(exp)]
     return [s for s in made if s is not None]

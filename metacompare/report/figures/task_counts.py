@@ -1,4 +1,4 @@
-"""(b) Test score against the number of distinct meta-training tasks (∞: a fresh task every draw)."""
+"""Test score against the number of distinct meta-training tasks (∞: a fresh task every draw)."""
 
 from __future__ import annotations
 
@@ -118,4 +118,4 @@ def _fact(algorithm: str, rows: pd.DataFrame, metric) -> str:
 
 
 def section(exp: Experiment, out: Path) -> Section | None:
-    return figure_section(exp, out, data(exp), "task_counts", "(b) Number of training tasks", draw, prose)
+    return figure_section(exp, out, data(exp), "task_counts", "Number of training tasks", draw, prose)
