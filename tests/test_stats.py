@@ -74,7 +74,8 @@ def test_pairwise_over_episodes_pairs_same_seed_and_episode_and_corrects_with_ho
     table = pairwise(frame, "episode").set_index(["a", "b"])
     mr = table.loc[("maml", "reptile")]
     assert mr["n"] == 8 and mr["difference"] == 40.0 and mr["mean_a"] == 92.5 and mr["mean_b"] == 52.5
-    assert mr["t_p"] == 0.0 and mr["verdict"] == "maml beats reptile"  # every difference is exactly 40
+    # every difference is exactly 40: t is undefined, p is the exact sign test's 2 / 2^8
+    assert mr["t_p"] == 2 / 2**8 and mr["verdict"] == "maml beats reptile"
     mf = table.loc[("maml", "fomaml")]
     # differences 0,0,0,20,0,0,20,0: mean 5, sd sqrt((2*15^2 + 6*5^2)/7) = 9.258
     assert mf["difference"] == 5.0
