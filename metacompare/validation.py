@@ -7,6 +7,7 @@ Every check raises :class:`~metacompare.errors.ConfigError` naming the field and
 from __future__ import annotations
 
 import difflib
+import json
 import typing
 import warnings
 
@@ -16,7 +17,7 @@ from metacompare import compiled
 from metacompare.algorithms import ALGORITHMS, BACKENDS
 from metacompare.data.digits import check_digit_split
 from metacompare.errors import ConfigError
-from metacompare.runconfig import RunConfig
+from metacompare.runconfig import RunConfig, _plain
 from metacompare.tracking import TRACKERS
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -47,8 +48,18 @@ AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000
 EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the examples one meta-batch holds
 # Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
 # non-default value for an algorithm that would ignore it is refused rather than recorded as used.
-OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp")
+# batch_tasks: the algorithms with a task-batched form (others would loop); task_chunk: those that chunk it.
+OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp", "batch_tasks", "task_chunk")
 NO_BATCHNORM2D = ("mlp", "metamodel", "conv4_finn")  # conv4_finn normalises with offset-only layers
+NO_CONV = ("mlp", "metamodel", "bag_of_embeddings")
+# Fields read only under another setting, whatever the algorithm: the setting as a refusal names it,
+# and the test. With _check_used's ``uses``, the one declaration of who reads what.
+READ_ONLY_WITH: dict[str, tuple[str, typing.Callable[[RunConfig], bool]]] = {
+    "task_chunk": ("batch_tasks: true", lambda cfg: cfg.batch_tasks),
+    "inner_betas": ("inner_optimizer: adam", lambda cfg: cfg.inner_optimizer == "adam"),
+    "memory_format": ("a conv model (conv4, conv4_strided, conv4_finn, conv4_nichol, resnet12)",
+                      lambda cfg: cfg.model not in NO_CONV),
+}
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -330,12 +341,23 @@ def _check_bounds(cfg: RunConfig) -> None:
 
 
 def _check_used(cfg: RunConfig, algorithms: dict[str, type]) -> None:
-    """Refuse a setting the algorithm would silently ignore (its class's ``uses`` omits the field)."""
+    """Refuse a setting the run would silently ignore: an optional field the algorithm's class does not
+    list in ``uses``, or a field of :data:`READ_ONLY_WITH` without the setting it needs."""
     defaults = RunConfig()
-    for name in OPTIONAL_FIELDS:
+    for name in (*OPTIONAL_FIELDS, *READ_ONLY_WITH):
         value, default = getattr(cfg, name), getattr(defaults, name)
-        if value != default and name not in getattr(algorithms[cfg.algorithm], "uses", ()):
+        if value == default:
+            continue
+        if name in OPTIONAL_FIELDS and name not in getattr(algorithms[cfg.algorithm], "uses", ()):
             users = sorted(n for n, c in algorithms.items() if name in getattr(c, "uses", ()))
-            raise ConfigError(f"{name}: {cfg.algorithm} ignores it, so '{value}' would be recorded but not used "
-                              f"(only {', '.join(users) or 'no algorithm'} reads it); set {name}: {default}, or "
-                              f"set it for those algorithms under per_algorithm:")
+            raise ConfigError(f"{name}: {cfg.algorithm} ignores it, so {as_yaml(value)} would be recorded but not "
+                              f"used (only {', '.join(users) or 'no algorithm'} reads it); set {name}: "
+                              f"{as_yaml(default)}, or set it for those algorithms under per_algorithm:")
+        if name in READ_ONLY_WITH and not READ_ONLY_WITH[name][1](cfg):
+            raise ConfigError(f"{name}: read only with {READ_ONLY_WITH[name][0]}, so {as_yaml(value)} would be "
+                              f"recorded but not used; set {name}: {as_yaml(default)}")
+
+
+def as_yaml(value: typing.Any) -> str:
+    """``value`` as a config file (and ``--set``) would write it: null, true, [0.9, 0.999]."""
+    return value if isinstance(value, str) else json.dumps(_plain(value))
