@@ -6,6 +6,7 @@ Every check raises :class:`~metacompare.errors.ConfigError` naming the field and
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import typing
@@ -162,8 +163,9 @@ def _check_resnet12(cfg: RunConfig) -> None:
     """The ``resnet12`` section: four positive widths, a DropBlock rate in [0, 1), read only by that model."""
     r = cfg.resnet12
     if r != type(r)() and cfg.model != "resnet12":
+        fix = " or set model: resnet12" if cfg.dataset not in ("sine", "table", "text") else ""
         raise ConfigError(f"resnet12: only model: resnet12 reads this section, and model is '{cfg.model}'; "
-                          f"remove it or set model: resnet12")
+                          f"remove it{fix}")
     if len(r.widths) != 4 or not all(0 < w <= AT_MOST["filters"] for w in r.widths):
         raise ConfigError(f"resnet12.widths: expected the 4 blocks' channels, each 1 to {AT_MOST['filters']}, got "
                           f"{list(r.widths)}; e.g. [64, 160, 320, 640] or [64, 128, 256, 512]")
@@ -245,8 +247,10 @@ def _check_chains(cfg: RunConfig) -> None:
     if cfg.inner_chains < 1:
         raise ConfigError(f"inner_chains: must be a positive number of carried chains, got {cfg.inner_chains}")
     if cfg.inner_state != "carry":
+        carry = ("set inner_state: carry or inner_chains: 1" if cfg.inner_optimizer == "adam" else
+                 "set inner_chains: 1 (carried chains need inner_optimizer adam and inner_state carry)")
         raise ConfigError(f"inner_chains: {cfg.inner_chains} chains of a carried inner state, but inner_state is "
-                          f"'{cfg.inner_state}' (every task starts afresh); set inner_state: carry or inner_chains: 1")
+                          f"'{cfg.inner_state}' (every task starts afresh); {carry}")
     if cfg.inner_chains > cfg.meta_batch_size:
         raise ConfigError(f"inner_chains: {cfg.inner_chains} chains cannot share meta_batch_size: "
                           f"{cfg.meta_batch_size} tasks; use at most {cfg.meta_batch_size}")
@@ -360,4 +364,6 @@ def _check_used(cfg: RunConfig, algorithms: dict[str, type]) -> None:
 
 def as_yaml(value: typing.Any) -> str:
     """``value`` as a config file (and ``--set``) would write it: null, true, [0.9, 0.999]."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
     return value if isinstance(value, str) else json.dumps(_plain(value))
