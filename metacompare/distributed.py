@@ -179,8 +179,8 @@ def run_config(cfg, procs: int, progress: bool = True, force: bool = False) -> i
         path = os.path.join(folder, "config.yaml")
         with open(path, "w") as handle:
             yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
-        return launch(["run", path, "--allow-dirty", "--no-report", *([] if progress else ["--no-progress"]),
-                       *(["--force"] if force else [])], procs)
+        return launch(["run", path, "--results-dir", cfg.results_dir, "--allow-dirty", "--no-report",  # dir: for ps
+                       *([] if progress else ["--no-progress"]), *(["--force"] if force else [])], procs)
 
 
 def in_worker() -> bool:
@@ -219,7 +219,7 @@ def launch(argv: list[str], procs: int) -> int:
                     forward(signal.SIGINT, None)
         finally:
             signal.signal(signal.SIGTERM, previous)
-    if stops:
+    if stops and status:  # stopped (a run that finished as the stop came is finished)
         raise KeyboardInterrupt(f"signal {stops[0]}")
     return status
 

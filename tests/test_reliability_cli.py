@@ -77,7 +77,8 @@ def test_relaunch_class_workers_get_a_command_line_rebuilt_from_the_checked_conf
                        "--force", "--no-progress", "--no-report")
     assert code == 0, err
     assert [(a[0], a[2:], p) for a, p, _ in launched] == [
-        ("run", ["--allow-dirty", "--no-report", "--no-progress", "--force"], 2)] * 2
+        ("run", ["--results-dir", str(tmp_path / "r"), "--allow-dirty", "--no-report", "--no-progress", "--force"],
+         2)] * 2
     assert [c["algorithm"] for _, _, c in launched] == ["fomaml", "maml"]
     assert all(c["iterations"] == 4 and c["results_dir"] == str(tmp_path / "r") for _, _, c in launched)
 
@@ -108,9 +109,8 @@ def processes_of(marker: str) -> dict[int, bool]:
 def test_relaunch_class_a_real_two_process_run_has_two_workers_and_ends(tmp_path):
     """Class: relaunch without end. A real ``run --procs 2`` starts one torchrun and exactly two workers, ends."""
     config = write_config(tmp_path / "tiny.yaml", sine_config(iterations=4, eval_interval=2))
-    env = {**CHILD_ENV, "TMPDIR": str(tmp_path)}  # the workers' config copy, so their command lines name tmp_path
     job = subprocess.Popen([sys.executable, "-m", "metacompare", "run", str(config), "--procs", "2", "--results-dir",
-                            str(tmp_path / "r"), "--no-progress", "--no-report"], cwd=ROOT, env=env,
+                            str(tmp_path / "r"), "--no-progress", "--no-report"], cwd=ROOT, env=CHILD_ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen: dict[int, bool] = {}
     deadline = time.monotonic() + 300
@@ -228,9 +228,8 @@ def test_launcher_validation_class_a_real_stopped_procs_run(tmp_path, stop):
     """Class: a stopped ``--procs`` run. Real: exit 130, one line, no traceback, a checkpoint, no worker left."""
     config = write_config(tmp_path / "tiny.yaml", sine_config(iterations=10**6, eval_interval=10**6,
                                                               checkpoint_interval=10))
-    env = {**CHILD_ENV, "TMPDIR": str(tmp_path)}
     job = subprocess.Popen([sys.executable, "-m", "metacompare", "run", str(config), "--procs", "2", "--results-dir",
-                            str(tmp_path / "r"), "--no-progress", "--no-report"], cwd=ROOT, env=env,
+                            str(tmp_path / "r"), "--no-progress", "--no-report"], cwd=ROOT, env=CHILD_ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert wait_for(lambda: list((tmp_path / "r").glob("tiny/*/checkpoint.pt")), timeout=300)
     job.send_signal(stop) if stop == signal.SIGTERM else subprocess.run(["kill", "-INT", f"-{job.pid}"])
