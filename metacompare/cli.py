@@ -470,11 +470,12 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _speaks(about_a_stop: bool = False) -> bool:
-    """Whether this process prints errors and warnings: rank 0 alone of a multi-process run (else the
-    same line once per process), and a stop is told by the launcher of ``--procs``, not its workers."""
+    """Whether this process prints the line. Of the workers of ``run --procs`` (one machine, one config)
+    rank 0 alone prints errors and warnings (else each line once per process) and none a stop, which
+    their launcher reports; processes started otherwise (torchrun by hand, other machines) all print."""
     from metacompare import distributed
 
-    return distributed.is_writer() and not (about_a_stop and os.environ.get(distributed.LAUNCHED))
+    return not os.environ.get(distributed.LAUNCHED) or (distributed.is_writer() and not about_a_stop)
 
 
 def _warning_lines(source: str | None):
