@@ -60,6 +60,8 @@ READ_ONLY_WITH: dict[str, tuple[str, typing.Callable[[RunConfig], bool]]] = {
     "inner_betas": ("inner_optimizer: adam", lambda cfg: cfg.inner_optimizer == "adam"),
     "memory_format": ("a conv model (conv4, conv4_strided, conv4_finn, conv4_nichol, resnet12)",
                       lambda cfg: cfg.model not in NO_CONV),
+    "filters": ("a conv4 model (conv4, conv4_strided, conv4_finn, conv4_nichol; resnet12 has resnet12.widths)",
+                lambda cfg: cfg.model.startswith("conv4")),
 }
 
 

@@ -9,6 +9,7 @@ or measuring emulated bfloat16 for minutes, and raw Python warnings on the conso
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -239,7 +240,10 @@ def test_launcher_validation_class_a_real_stopped_procs_run(tmp_path, stop):
                             str(tmp_path / "r"), "--no-progress", "--no-report"], cwd=ROOT, env=CHILD_ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert wait_for(lambda: list((tmp_path / "r").glob("tiny/*/checkpoint.pt")), timeout=300)
-    job.send_signal(stop) if stop == signal.SIGTERM else subprocess.run(["kill", "-INT", f"-{job.pid}"])
+    if stop == signal.SIGTERM:
+        job.send_signal(stop)
+    else:
+        os.killpg(job.pid, stop)  # Ctrl-C in a terminal: the whole foreground process group
     _, err = job.communicate(timeout=120)
     assert job.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines() == ["metacompare: interrupted; progress is checkpointed, rerun the same "
@@ -331,6 +335,7 @@ def test_unread_option_class_an_algorithm_refuses_what_it_does_not_read(name, fi
     ("inner_betas", {"inner_betas": [0.0, 0.999]}, {"inner_betas": [0.0, 0.999], "inner_optimizer": "adam"}),
     ("memory_format", {"memory_format": "channels_last"},
      {"memory_format": "channels_last", **OMNIGLOT}),
+    ("filters", {"filters": 32}, {"filters": 32, **OMNIGLOT}),
 ])
 def test_unread_option_class_a_field_needs_the_setting_it_is_read_under(field, unread, read):
     """Class: accepted settings with no effect. Every field of READ_ONLY_WITH without its setting is refused."""
@@ -342,6 +347,7 @@ def test_unread_option_class_a_field_needs_the_setting_it_is_read_under(field, u
 
 BAD = [*({"algorithm": name, **SAMPLES[field]} for name in sorted(ALGORITHMS) for field in SAMPLES),
        {"algorithm": "maml", "task_chunk": 2}, {"inner_betas": [0.0, 0.999]}, {"memory_format": "channels_last"},
+       {"filters": 32}, {"filters": 32, "model": "resnet12", **{k: v for k, v in OMNIGLOT.items() if k != "model"}},
        {"algorithm": "reptile", "inner_state": "carry"}, {"algorithm": "reptile", "inner_chains": 2},
        {"algorithm": "reptile", "inner_optimizer": "adam", "inner_state": "carry", "inner_chains": 5},
        {"batch_tasks": True, "backend": "learn2learn"}, {"algorithm": "fomaml", "mamlpp": {"first_order_fraction": 0.5}},
