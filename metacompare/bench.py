@@ -28,6 +28,7 @@ from tqdm import tqdm
 from metacompare.bench_worker import (DEFAULT_THREADS, IMPLEMENTATIONS, MACHINE_IMPLEMENTATIONS, MACHINE_PROCS,
                                       ONE_THREAD, QUICK_IMPLEMENTATIONS, QUICK_MACHINE, TICK, WARM_UPS, Impl,
                                       Setting, _slug, synchronize)
+from metacompare import precision
 from metacompare.errors import UserError
 
 __all__ = ["COLUMNS", "IMPLEMENTATIONS", "Impl", "Setting", "bench", "format_table", "race"]
@@ -232,18 +233,19 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
              if n in MACHINE_IMPLEMENTATIONS or n in QUICK_MACHINE]
     if not machine or device != "cpu" or not any(IMPLEMENTATIONS[n].procs > 1 for n in whole):
         whole = []
+    out = Path(out_dir)
+    results.check_writable(out, "--out", "--out")  # before the race, not after it
     size = 512 if quick else (8192 if device != "cpu" else 2048)
     if threads:
         torch.set_num_threads(threads)
-    peaks = {"float32": matmul_peak(torch.float32, size, device=device),
-             "bfloat16": matmul_peak(torch.bfloat16, size, device=device)}
+    peaks, note = matmul_peaks(size, device)
     where = torch.cuda.get_device_name(device) if device != "cpu" else f"{torch.get_num_threads()} threads"
-    print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s ({where})")
+    print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s ({where}){note}")
     settings = [Setting(model=model, inner_steps=k, ways=ways, shots=shots, query=query, meta_batch=meta_batch,
                         filters=filters or (8 if quick else 64), device=device,
                         image_size=(16 if model == "resnet12" else 14) if quick else 28)
                 for model in models for k in steps]
-    rows, machine_rows = [], []
+    rows, machine_rows, whole_peaks = [], [], machine_peaks(size) if whole else {}
     total = len(settings) * (race_steps(names, repeats) + race_steps(whole, repeats))
     with tqdm(total=total, desc="bench", unit="step", disable=not progress,
               file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0) as bar:
@@ -254,9 +256,7 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
             rows += race(s, names, repeats, peaks, threads, isolate=isolate, bar=bar) if names else []
             if whole:
                 bar.set_postfix_str(f"{s.model}, {s.inner_steps} inner step{'s' * (s.inner_steps > 1)}, whole machine")
-                machine_rows += race(s, whole, repeats, machine_peaks(size), 0, isolate=not quick, bar=bar)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+                machine_rows += race(s, whole, repeats, whole_peaks, 0, isolate=not quick, bar=bar)
     for stem, table, title in [("bench", rows, where if device != "cpu" else f"{threads or DEFAULT_THREADS} thread(s) per process"),
                                ("bench_machine", machine_rows, f"whole machine: {MACHINE_PROCS} cores, peers at "
                                                                f"{DEFAULT_THREADS} threads, metacompare at "
@@ -270,12 +270,27 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
     return rows + machine_rows
 
 
+def matmul_peaks(size: int, device: str = "cpu") -> tuple[dict[str, float], str]:
+    """The float32 and bfloat16 matmul peaks, and a note for the console where bfloat16's is measured
+    on smaller matrices: emulated (no native bfloat16, e.g. AVX2), a 2048 product takes about 20 s
+    and the measurement, run per thread count, took some 12 minutes before any race."""
+    small = size if precision.native_bfloat16(device) else min(size, EMULATED_SIZE)
+    peaks = {"float32": matmul_peak(torch.float32, size, device=device),
+             "bfloat16": matmul_peak(torch.bfloat16, small, device=device)}
+    note = "" if small == size else (f"; bfloat16 measured on {small}x{small} matrices only: this CPU "
+                                     f"({torch.backends.cpu.get_cpu_capability()}) has no native bfloat16")
+    return peaks, note
+
+
+EMULATED_SIZE = 512  # bfloat16 matmul peak's matrix size where it is emulated: about 2 s in all
+
+
 def machine_peaks(size: int) -> dict[str, float]:
     """The matmul peaks at torch's default thread count (the whole machine's, for one process)."""
     before = torch.get_num_threads()
     torch.set_num_threads(DEFAULT_THREADS)
     try:
-        return {"float32": matmul_peak(torch.float32, size), "bfloat16": matmul_peak(torch.bfloat16, size)}
+        return matmul_peaks(size)[0]
     finally:
         torch.set_num_threads(before)
 

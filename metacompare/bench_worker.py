@@ -268,7 +268,8 @@ def _tick() -> None:
 
 
 def worker_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metacompare.bench --worker", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = argparse.ArgumentParser(prog="metacompare.bench --worker", allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description="one bench worker (started by `metacompare bench`); prints "
                                                  "RESULT <json> lines and a TICK line per measured step")
     parser.add_argument("--worker", action="store_true", help="run as a worker (required)")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,16 +24,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from metacompare.config import load_experiment, with_overrides
     from metacompare.runner import train_and_evaluate
 
-    if args.procs > 1:  # the same command as that many local processes under torchrun
-        return distributed.launch(distributed.without_option(args.argv, "--procs"), args.procs)
     configs = load_experiment(_config_or_data(args, lambda experiment: experiment), args.set)
     if args.results_dir:
         configs = [with_overrides(c, results_dir=args.results_dir) for c in configs]
     _guard_provenance(configs, args.allow_dirty)
-    for cfg in configs:
-        summary = train_and_evaluate(cfg, progress=not args.no_progress, force=args.force)
-        if distributed.is_writer():
-            print(_summary_line(summary))
+    if args.procs > 1:  # every config checked here, once, before torchrun starts any worker
+        for cfg in configs:
+            distributed.check(cfg, args.procs)
+        for cfg in configs:
+            status = distributed.run_config(cfg, args.procs, not args.no_progress, args.force)
+            if status:
+                return status
+    else:
+        for cfg in configs:
+            summary = train_and_evaluate(cfg, progress=not args.no_progress, force=args.force)
+            if distributed.is_writer():
+                print(_summary_line(summary))
     if not args.no_report and distributed.is_writer():
         _write_reports(sorted({Path(c.results_dir) / c.experiment for c in configs}), not args.no_progress)
     return 0
@@ -162,7 +170,11 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the house's one-line errors (exit status 2) instead of usage plus error."""
+    """argparse with the house's one-line errors (exit status 2) instead of usage plus error, and
+    options named in full: ``--proc 2`` is an error, not ``--procs 2``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str):
         self.exit(2, f"metacompare: error: {self.prog}: {message}; see {self.prog} --help\n")
@@ -435,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "`metacompare list` shows what can be chosen.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(commands=sub.choices)
 
     _add_run_and_sweep(sub)
     _add_evaluate_and_report(sub)
@@ -445,16 +458,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that set config fields, and the fields each sets: a --set of one of them is refused (see
+# config.refuse_set_twice), so the console, experiment name, written config and training agree.
+OPTION_FIELDS = {"data": ("user_data.root", "data_root", "dataset"), "form": ("dataset",),
+                 "label_column": ("user_data.label_column",), "text_column": ("user_data.text_column",),
+                 "ways": ("ways",), "shots": ("shots",), "query": ("query",), "results_dir": ("results_dir",),
+                 "device": ("device",), "steps": ("eval_inner_steps",),
+                 "budget": ("budget.seconds", "budget.cpu_seconds", "budget.work")}
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The one point where the command's own options meet its ``--set`` overrides."""
+    if not hasattr(args, "set"):
+        return
+    from metacompare.config import refuse_set_twice
+
+    command = args.commands[args.command]
+    refuse_set_twice({f"--{dest.replace('_', '-')}": (fields, getattr(args, dest))
+                      for dest, fields in OPTION_FIELDS.items()
+                      if getattr(args, dest, None) not in (None, command.get_default(dest))}, args.set)
+
+
+def _speaks(about_a_stop: bool = False) -> bool:
+    """Whether this process prints the line. Of the workers of ``run --procs`` (one machine, one config)
+    rank 0 alone prints errors and warnings (else each line once per process) and none a stop, which
+    their launcher reports; processes started otherwise (torchrun by hand, other machines) all print."""
+    from metacompare import distributed
+
+    return not os.environ.get(distributed.LAUNCHED) or (distributed.is_writer() and not about_a_stop)
+
+
+def _warning_lines(source: str | None):
+    """A ``warnings.showwarning`` printing each message once, on one line that names the user's file."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = f"metacompare: warning: {message}" + (f" ({source})" if source else "")
+        if text not in seen and _speaks():
+            seen.add(text)
+            print(text, file=sys.stderr)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for `run --procs`, which relaunches itself
+    source = next((getattr(args, name) for name in ("config", "file", "sweep", "data", "path", "checkpoint")
+                   if getattr(args, name, None)), None)
+    previous, warnings.showwarning = warnings.showwarning, _warning_lines(source)
     try:
+        _check_options(args)
         return args.func(args)
     except UserError as err:
         if args.debug:
             raise
-        print(f"metacompare: error: {err}", file=sys.stderr)
+        if _speaks():
+            print(f"metacompare: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a path beyond the system's limits, a dangling link, a special file
         line = paths.explain(err)
@@ -466,7 +525,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         resumable = args.command in ("run", "sweep", "tune", "compare")
-        print("metacompare: interrupted" + ("; progress is checkpointed, rerun the same command to resume"
-                                            if resumable else "; nothing was finished, rerun the command"),
-              file=sys.stderr)
+        if _speaks(about_a_stop=True):
+            print("metacompare: interrupted" + ("; progress is checkpointed, rerun the same command to resume"
+                                                if resumable else "; nothing was finished, rerun the command"),
+                  file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = previous

@@ -32,7 +32,7 @@ __all__ = ["AT_MOST", "CHOICES", "EXAMPLES_PER_BATCH", "EPISODE_FIELDS", "NON_NE
            "OPTIONAL_FIELDS", "POSITIVE", "POSITIVE_FLOAT", "BudgetConfig", "ConfigError", "DigitsConfig",
            "EvalProcedure", "MamlPlusPlusConfig", "MiniImagenetConfig", "OmniglotConfig", "RunConfig", "UserDataConfig",
            "dump", "expand", "identity_of",
-           "load_experiment", "parse_override", "reported_accuracy", "validate", "with_overrides"]
+           "load_experiment", "parse_override", "refuse_set_twice", "reported_accuracy", "validate", "with_overrides"]
 
 
 def _coerce(where: str, value: Any, annotation: Any) -> Any:
@@ -105,6 +105,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def refuse_set_twice(options: dict[str, tuple[tuple[str, ...], Any]], overrides: typing.Sequence[str]) -> None:
+    """Refuse a ``--set`` of a field that a command-line option given with it sets too (the option would
+    name the experiment and the written config, the ``--set`` what trains). ``options``: each given
+    option's name -> (the fields it sets, its value). Equal values for one field are no conflict."""
+    for text in overrides:
+        key, value = parse_override(text)
+        for option, (fields, given) in options.items():
+            for name in fields:
+                same = key == name or name.startswith(key + ".") or key.startswith(name + ".")
+                if same and not (key == name and str(value) == str(given)):
+                    raise ConfigError(f"--set {text}: {option} {given} already decides {name}; give it once, "
+                                      f"either as {option} or as --set {name}=...")
 
 
 def _apply(values: dict[str, Any], key: str, value: Any) -> None:

@@ -138,9 +138,10 @@ def iteration_times(seconds: float, cpu_seconds: float) -> tuple[float, float]:
     return max(s for s, _ in times), sum(c for _, c in times)
 
 
-def check(cfg) -> None:
-    """Refuse what cannot be split across ranks without changing the maths (ConfigError)."""
-    reason = refusal(cfg, world_size())
+def check(cfg, procs: int | None = None) -> None:
+    """Refuse what cannot be split across ``procs`` ranks (default: this run's) without changing the
+    maths (ConfigError)."""
+    reason = refusal(cfg, world_size() if procs is None else procs)
     if reason is not None:
         raise ConfigError(reason)
 
@@ -167,50 +168,88 @@ def refusal(cfg, procs: int) -> str | None:
     return None
 
 
-def run_config(cfg, procs: int, progress: bool = True) -> int:
+def run_config(cfg, procs: int, progress: bool = True, force: bool = False) -> int:
     """Train one config on ``procs`` local processes (``metacompare run`` under torchrun, on a copy of
     the config in a temporary file); return the exit status. Results land in ``cfg``'s run folder, with
-    the commit's provenance as ``run`` records it (a dirty tree is recorded as such, not refused)."""
+    the commit's provenance as ``run`` records it (a dirty tree is recorded as such, not refused).
+
+    Every relaunch goes through here: the workers' command line is rebuilt from the checked config,
+    never from the launcher's own spelling of its options, so no worker is ever given ``--procs``."""
     with tempfile.TemporaryDirectory(prefix="metacompare-") as folder:
         path = os.path.join(folder, "config.yaml")
         with open(path, "w") as handle:
             yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
-        return launch(["run", path, "--allow-dirty", "--no-report", *([] if progress else ["--no-progress"])], procs)
+        return launch(["run", path, "--results-dir", cfg.results_dir, "--allow-dirty", "--no-report",  # dir: for ps
+                       *([] if progress else ["--no-progress"]), *(["--force"] if force else [])], procs)
+
+
+def in_worker() -> bool:
+    """Whether this process is one of a multi-process group (torchrun's, ours or the user's)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def launch(argv: list[str], procs: int) -> int:
     """Run ``metacompare <argv>`` as ``procs`` local processes under torchrun, rendezvous on 127.0.0.1
-    (a free port); return its exit status. One torch thread per process (``OMP_NUM_THREADS=1``)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(procs),
+    (a free port); return its exit status. One torch thread per process (``OMP_NUM_THREADS=1``).
+
+    Refused inside a worker, so that a launch can never multiply. torchrun runs in its own process
+    group: a Ctrl-C or SIGTERM reaches this launcher alone, which passes it on once to torchrun (which
+    stops the workers, each with a checkpoint) and, when torchrun has exited, raises KeyboardInterrupt:
+    exit 130 and the CLI's one line, as a one-process run ends.
+    """
+    if in_worker():
+        raise ConfigError("--procs: this process is already one of a multi-process run's workers and will not "
+                          "start more; give --procs only to the command you start yourself")
+    command = [sys.executable, "-c", _TORCHRUN, "--nnodes", "1", "--nproc-per-node", str(procs),
                "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", uuid.uuid4().hex,
                "--module", "metacompare", *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    with subprocess.Popen(command, env=env, preexec_fn=_die_with_parent) as launcher:
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: launcher.send_signal(signum))
+    env = {"OMP_NUM_THREADS": "1", "LOGLEVEL": "ERROR", **os.environ, LAUNCHED: "1"}  # LOGLEVEL: see torchrun
+    stops: list[int] = []
+    with subprocess.Popen(command, env=env, preexec_fn=_die_with_parent, process_group=0) as launcher:
+        def forward(signum, frame):
+            stops.append(signum)
+            launcher.send_signal(signum)
+        previous = signal.signal(signal.SIGTERM, forward)
         try:
             while True:
                 try:
-                    return launcher.wait()
-                except KeyboardInterrupt:  # Ctrl-C reached torchrun too: it stops the workers, which checkpoint
-                    continue
+                    status = launcher.wait()
+                    break
+                except KeyboardInterrupt:
+                    forward(signal.SIGINT, None)
         finally:
             signal.signal(signal.SIGTERM, previous)
+    if stops and status:  # stopped (a run that finished as the stop came is finished)
+        raise KeyboardInterrupt(f"signal {stops[0]}")
+    return status
+
+
+LAUNCHED = "METACOMPARE_LAUNCHED"  # set in the workers :func:`launch` starts: their launcher reports stops
+_TORCHRUN = "import sys; from metacompare.distributed import torchrun; sys.exit(torchrun(sys.argv[1:]))"
+
+
+def torchrun(argv: list[str]) -> int:
+    """torchrun's main with its two ends as exit statuses, not tracebacks: a stop signal (128 + its
+    number; the workers have checkpointed) and a failed worker (its status; it printed its own line).
+    Its notices of passing a stop on are left out: the launcher says it in one line."""
+    import logging
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+
+    try:
+        main(argv)
+    except SignalException as stop:
+        return 128 + int(stop.sigval)
+    except ChildFailedError as failed:
+        code = failed.get_first_failure()[1].exitcode
+        return code if code > 0 else 128 - code if code < 0 else 1
+    return 0
 
 
 def _die_with_parent() -> None:
     """In torchrun's process, before exec: SIGTERM it if this launcher dies (Linux ``PR_SET_PDEATHSIG``)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-
-
-def without_option(argv: list[str], option: str) -> list[str]:
-    """``argv`` less ``option VALUE`` / ``option=VALUE`` (the launcher's own option)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out

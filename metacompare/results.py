@@ -224,16 +224,17 @@ def library_versions() -> dict[str, str]:
             "higher": getattr(higher, "__version__", "0.2.1"), "numpy": np.__version__}
 
 
-def check_writable(directory: Path) -> None:
-    """Fail early, before any training, if results cannot be written."""
+def check_writable(directory: Path, name: str = "results_dir", option: str = "--results-dir") -> None:
+    """Fail early, before any training (or race), if results cannot be written; ``name`` and ``option``:
+    the setting and the command-line option that chose the folder."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise UserError(f"results_dir: cannot write to {directory} ({err.strerror}); "
-                        f"choose another with --results-dir or fix its permissions") from None
+        raise UserError(f"{name}: cannot write to {directory} ({err.strerror}); "
+                        f"choose another with {option} or fix its permissions") from None
 
 
 def save_json(path: Path, payload: dict[str, Any]) -> None:

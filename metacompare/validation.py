@@ -6,7 +6,9 @@ Every check raises :class:`~metacompare.errors.ConfigError` naming the field and
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import os
 import typing
 import warnings
@@ -18,7 +20,7 @@ from metacompare import compiled, models, paths
 from metacompare.algorithms import ALGORITHMS, BACKENDS
 from metacompare.data.digits import check_digit_split
 from metacompare.errors import ConfigError, UserError
-from metacompare.runconfig import RunConfig
+from metacompare.runconfig import RunConfig, _plain
 from metacompare.tracking import TRACKERS
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -49,8 +51,20 @@ AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000
 EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the examples one meta-batch holds
 # Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
 # non-default value for an algorithm that would ignore it is refused rather than recorded as used.
-OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp")
+# batch_tasks: the algorithms with a task-batched form (others would loop); task_chunk: those that chunk it.
+OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp", "batch_tasks", "task_chunk")
 NO_BATCHNORM2D = ("mlp", "metamodel", "conv4_finn")  # conv4_finn normalises with offset-only layers
+NO_CONV = ("mlp", "metamodel", "bag_of_embeddings")
+# Fields read only under another setting, whatever the algorithm: the setting as a refusal names it,
+# and the test. With _check_used's ``uses``, the one declaration of who reads what.
+READ_ONLY_WITH: dict[str, tuple[str, typing.Callable[[RunConfig], bool]]] = {
+    "task_chunk": ("batch_tasks: true", lambda cfg: cfg.batch_tasks),
+    "inner_betas": ("inner_optimizer: adam", lambda cfg: cfg.inner_optimizer == "adam"),
+    "memory_format": ("a conv model (conv4, conv4_strided, conv4_finn, conv4_nichol, resnet12)",
+                      lambda cfg: cfg.model not in NO_CONV),
+    "filters": ("a conv4 model (conv4, conv4_strided, conv4_finn, conv4_nichol; resnet12 has resnet12.widths)",
+                lambda cfg: cfg.model.startswith("conv4")),
+}
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -172,8 +186,9 @@ def _check_resnet12(cfg: RunConfig) -> None:
     """The ``resnet12`` section: four positive widths, a DropBlock rate in [0, 1), read only by that model."""
     r = cfg.resnet12
     if r != type(r)() and cfg.model != "resnet12":
+        fix = " or set model: resnet12" if cfg.dataset not in ("sine", "table", "text") else ""
         raise ConfigError(f"resnet12: only model: resnet12 reads this section, and model is '{cfg.model}'; "
-                          f"remove it or set model: resnet12")
+                          f"remove it{fix}")
     if len(r.widths) != 4 or not all(0 < w <= AT_MOST["filters"] for w in r.widths):
         raise ConfigError(f"resnet12.widths: expected the 4 blocks' channels, each 1 to {AT_MOST['filters']}, got "
                           f"{list(r.widths)}; e.g. [64, 160, 320, 640] or [64, 128, 256, 512]")
@@ -267,8 +282,10 @@ def _check_chains(cfg: RunConfig) -> None:
     if cfg.inner_chains < 1:
         raise ConfigError(f"inner_chains: must be a positive number of carried chains, got {cfg.inner_chains}")
     if cfg.inner_state != "carry":
+        carry = ("set inner_state: carry or inner_chains: 1" if cfg.inner_optimizer == "adam" else
+                 "set inner_chains: 1 (carried chains need inner_optimizer adam and inner_state carry)")
         raise ConfigError(f"inner_chains: {cfg.inner_chains} chains of a carried inner state, but inner_state is "
-                          f"'{cfg.inner_state}' (every task starts afresh); set inner_state: carry or inner_chains: 1")
+                          f"'{cfg.inner_state}' (every task starts afresh); {carry}")
     if cfg.inner_chains > cfg.meta_batch_size:
         raise ConfigError(f"inner_chains: {cfg.inner_chains} chains cannot share meta_batch_size: "
                           f"{cfg.meta_batch_size} tasks; use at most {cfg.meta_batch_size}")
@@ -363,12 +380,25 @@ def _check_bounds(cfg: RunConfig) -> None:
 
 
 def _check_used(cfg: RunConfig, algorithms: dict[str, type]) -> None:
-    """Refuse a setting the algorithm would silently ignore (its class's ``uses`` omits the field)."""
+    """Refuse a setting the run would silently ignore: an optional field the algorithm's class does not
+    list in ``uses``, or a field of :data:`READ_ONLY_WITH` without the setting it needs."""
     defaults = RunConfig()
-    for name in OPTIONAL_FIELDS:
+    for name in (*OPTIONAL_FIELDS, *READ_ONLY_WITH):
         value, default = getattr(cfg, name), getattr(defaults, name)
-        if value != default and name not in getattr(algorithms[cfg.algorithm], "uses", ()):
+        if value == default:
+            continue
+        if name in OPTIONAL_FIELDS and name not in getattr(algorithms[cfg.algorithm], "uses", ()):
             users = sorted(n for n, c in algorithms.items() if name in getattr(c, "uses", ()))
-            raise ConfigError(f"{name}: {cfg.algorithm} ignores it, so '{value}' would be recorded but not used "
-                              f"(only {', '.join(users) or 'no algorithm'} reads it); set {name}: {default}, or "
-                              f"set it for those algorithms under per_algorithm:")
+            raise ConfigError(f"{name}: {cfg.algorithm} ignores it, so {as_yaml(value)} would be recorded but not "
+                              f"used (only {', '.join(users) or 'no algorithm'} reads it); set {name}: "
+                              f"{as_yaml(default)}, or set it for those algorithms under per_algorithm:")
+        if name in READ_ONLY_WITH and not READ_ONLY_WITH[name][1](cfg):
+            raise ConfigError(f"{name}: read only with {READ_ONLY_WITH[name][0]}, so {as_yaml(value)} would be "
+                              f"recorded but not used; set {name}: {as_yaml(default)}")
+
+
+def as_yaml(value: typing.Any) -> str:
+    """``value`` as a config file (and ``--set``) would write it: null, true, [0.9, 0.999]."""
+    if dataclasses.is_dataclass(value):
+        value = dataclasses.asdict(value)
+    return value if isinstance(value, str) else json.dumps(_plain(value))

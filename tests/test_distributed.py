@@ -249,11 +249,6 @@ def test_slices_are_contiguous_and_cover_the_batch():
     assert [distributed.bounds(2, r, 3) for r in range(3)] == [(0, 1), (1, 2), (2, 2)]
 
 
-def test_launcher_drops_its_own_option():
-    argv = ["run", "c.yaml", "--procs", "2", "--set", "x=1", "--procs=3", "--no-report"]
-    assert distributed.without_option(argv, "--procs") == ["run", "c.yaml", "--set", "x=1", "--no-report"]
-
-
 @pytest.mark.parametrize("changes, message", [
     ({"algorithm": "reptile", "inner_optimizer": "adam", "inner_state": "carry"}, "inner_state: carry"),
     ({"meta_batch_size": 1}, "meta_batch_size: 1 tasks cannot be shared by 2 processes"),

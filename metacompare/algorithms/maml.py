@@ -28,7 +28,7 @@ class MAML(MetaAlgorithm):
     name = "maml"
     first_order: ClassVar[bool] = False
     compilable = True
-    uses = frozenset({"mamlpp"})
+    uses = frozenset({"mamlpp", "batch_tasks", "task_chunk"})
     mamlpp_preset: ClassVar[MamlPlusPlusConfig] = maml_plus.OFF  # the options of ``mamlpp: null``
     # Config fields an experiment file gives this algorithm unless it sets them (config.expand).
     config_defaults: ClassVar[dict[str, Any]] = {}

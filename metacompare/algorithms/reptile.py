@@ -32,7 +32,8 @@ class Reptile(MetaAlgorithm):
     work_rule = "adapt_all"  # metacompare.budget.task_work
     backends = ("metacompare", "learn2learn")
     needs_query = False  # trains on all of a task's examples
-    uses = frozenset({"inner_state", "inner_chains"})  # the only algorithm that carries inner state across tasks
+    # the only algorithm that carries inner state across tasks; batched whole (no task_chunk)
+    uses = frozenset({"inner_state", "inner_chains", "batch_tasks"})
     compilable = True
 
     def __init__(self, model: nn.Module, cfg: RunConfig):
