@@ -227,10 +227,7 @@ def _ray_results(configs: list[RunConfig], address: str | None) -> Iterator[tupl
 
 def sweep_lock(experiment_dir: Path):
     """Exclusive, non-blocking: a second sweep on the same results folder is refused, not interleaved."""
-    results.check_writable(experiment_dir)
-    path = experiment_dir / ".sweep.lock"
-    return results.locked(path, wait=False, busy=f"{experiment_dir}: another sweep is running on this results "
-                          f"folder (it holds {path}); wait for it to finish or use another --results-dir")
+    return results.experiment_lock(experiment_dir, "sweep")
 
 
 def run_sweep(configs: list[RunConfig], workers: int | None = None, executor: str = "local",
@@ -300,7 +297,7 @@ def _finished_runs(configs: list[RunConfig], experiment_dir: Path) -> tuple[dict
     finished, todo = {}, []
     for cfg in configs:
         try:
-            finished[cfg.run_id()] = finished_run(run_dir(cfg), recorded)
+            finished[cfg.run_id()] = finished_run(run_dir(cfg), recorded, cfg)
         except files.FileProblem:
             todo.append(cfg)
     return finished, todo
