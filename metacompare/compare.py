@@ -45,7 +45,11 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
     with results.experiment_lock(Path(configs[0].results_dir) / configs[0].experiment, "compare"):
-        chosen = source["chosen"] if source else tune.tune(configs, spec, progress) if tuned else {}
+        try:
+            chosen = source["chosen"] if source else tune.tune(configs, spec, progress) if tuned else {}
+        except KeyboardInterrupt as err:
+            raise Interrupted(f"tuning stopped; its finished trials are kept in {tune.tune_dir(configs[0])}: "
+                              f"rerun the same command to resume") from err
         finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
         summaries = train_all(finals, procs, progress)
         return write_report(finals, summaries, bound, chosen, spec if tuned else None, source)

@@ -10,6 +10,11 @@ mark its own later runs as made from modified code.
 code: a study that will be committed. :func:`guard` refuses those from a dirty tree unless the user
 allows it, in which case every summary says ``dirty: true`` and the report carries a warning line.
 Results written anywhere else (tests, scratch folders) are never refused, only marked.
+
+What a result answered for is checked here too: :func:`check_answer` refuses a finished run read back
+for other settings or other data (its recorded digest), and :func:`episode_identity` is the one
+definition of which evaluation episodes a run is scored on, which every comparison checks before
+training (:func:`check_same_episodes`) and the report before pairing.
 """
 
 from __future__ import annotations

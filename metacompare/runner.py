@@ -2,7 +2,8 @@
 
 ``train_and_evaluate(cfg)`` is the whole job: build tasks, model and algorithm; meta-train with a
 progress bar and periodic validation; score the fixed test episodes; write the run's files and its
-row in the experiment's ``runs.csv``. Re-running a finished configuration returns its summary; re-running
+row in the experiment's ``runs.csv``. Re-running a finished configuration returns its summary (once
+:func:`metacompare.provenance.check_answer` finds the same settings and data); re-running
 an interrupted one resumes from its last checkpoint and ends with the same numbers as an
 uninterrupted run (CPU, same seed).
 """

@@ -2,7 +2,10 @@
 ``summary.json`` and (when the run wrote one) ``episodes.csv``, into pandas DataFrames.
 
 A failed run may have no files, a diverged run no test score, an older run no per-episode scores:
-each is read as far as it goes, so one odd run never stops the report of the others.
+each is read as far as it goes. A damaged file is never read around: the tables go through the
+checked readers (:mod:`metacompare.results`), so a damaged ``episodes.csv`` is left out of the paired
+statistics with a note, and a damaged ``runs.csv`` or ``metrics.csv``, or data changed since the runs
+answered for it, refuses this experiment's report in one line (``report`` still reports the others).
 """
 
 from __future__ import annotations
@@ -65,11 +68,12 @@ def load_runs(experiment_dir: Path) -> pd.DataFrame:
     for column in ("test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean", "test_loss_ci95",
                    "seconds_per_iteration", "peak_memory_mb", "seed"):
         runs[column] = pd.to_numeric(runs[column], errors="coerce") if column in runs else np.nan
-    runs["episodes_key"] = [_episodes_key(experiment_dir / str(run_id)) for run_id in runs["run_id"]]
+    digests: dict[tuple[str, str], str] = {}  # each data root indexed once
+    runs["episodes_key"] = [_episodes_key(experiment_dir / str(run_id), digests) for run_id in runs["run_id"]]
     return runs
 
 
-def _episodes_key(run_folder: Path) -> str:
+def _episodes_key(run_folder: Path, digests: dict[tuple[str, str], str]) -> str:
     """The run's test episodes as one comparable text (:func:`provenance.episode_identity`), after
     checking that the data it answered for is still the data at its root: a changed folder or table
     refuses the experiment's report instead of reporting old answers as the data's."""
@@ -79,7 +83,8 @@ def _episodes_key(run_folder: Path) -> str:
         return ""
     data = provenance.recorded_data(summary, run_folder) if config.get("dataset") in provenance.USER_FORMS else None
     if data is not None and Path(str(data["root"])).exists():
-        now = provenance.data_digest(config["dataset"], data["root"])
+        where = (config["dataset"], str(data["root"]))
+        now = digests[where] = digests.get(where) or provenance.data_digest(*where)
         if now != data["digest"]:
             raise UserError(f"{data['root']}: changed since run {run_folder.name} answered for it (digest "
                             f"{data['digest'][:12]} -> {now[:12]}); restore it, or rerun the experiment on the "
@@ -154,13 +159,14 @@ def load_episodes(experiment_dir: Path, runs: pd.DataFrame, metric: Metric) -> t
             frame = results.read_episodes(Path(experiment_dir) / str(run.run_id),
                                           int(expected) if expected == expected and expected is not None else None)
         except files.FileProblem as err:
-            notes.append(f"{run.run_id}/{EPISODES_FILE} left out: {str(err).split('; ')[0].split(': ', 1)[-1]}.")
+            reason = str(err).split("; ")[0].split(": ", 1)[-1]
+            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable ({reason}); left out.")
             continue
         if frame is None:
             continue
         column = _score_column(frame, metric)
         if column is None:
-            notes.append(f"{run.run_id}/{EPISODES_FILE} lacks the column {metric.column}; left out.")
+            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable (lacks the column {metric.column}); left out.")
             continue
         frames.append(pd.DataFrame({"run_id": run.run_id, "algorithm": run.algorithm, "seed": run.seed,
                                     "episode": frame["episode"], "score": frame[column] * metric.scale,
