@@ -77,7 +77,7 @@ def _mode_for(path: Path) -> int:
     with contextlib.suppress(OSError):
         return path.stat().st_mode & 0o7777
     try:
-        line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("Umask:"))
+        line = next(s for s in Path("/proc/self/status").read_text().splitlines() if s.startswith("Umask:"))
         umask = int(line.split()[1], 8)
     except (OSError, StopIteration, ValueError):
         umask = os.umask(0o022)
