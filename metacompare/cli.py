@@ -521,14 +521,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"metacompare: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if args.debug:
             raise
         resumable = args.command in ("run", "sweep", "tune", "compare")
+        said = getattr(err, "user_message", "") or (  # a stopped compare says what it keeps
+            "progress is checkpointed, rerun the same command to resume" if resumable
+            else "nothing was finished, rerun the command")
         if _speaks(about_a_stop=True):
-            print("metacompare: interrupted" + ("; progress is checkpointed, rerun the same command to resume"
-                                                if resumable else "; nothing was finished, rerun the command"),
-                  file=sys.stderr)
+            print(f"metacompare: interrupted; {said}", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = previous

@@ -49,13 +49,38 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
-    chosen = source["chosen"] if source else tune.tune(configs, spec, progress, workers, executor, address) \
-        if tuned else {}
-    finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
-    summaries = executors.train_runs(finals, functools.partial(train, procs=procs), workers, executor, address,
-                                     procs, progress)
-    return write_report(finals, summaries, bound, chosen, spec if tuned else None, source,
-                        executors.placement_words(workers, procs, executor, address))
+    with results.experiment_lock(Path(configs[0].results_dir) / configs[0].experiment, "compare"):
+        try:
+            chosen = source["chosen"] if source else tune.tune(configs, spec, progress, workers, executor, address) \
+                if tuned else {}
+        except KeyboardInterrupt as err:
+            raise Interrupted(f"tuning stopped; its finished trials are kept in {tune.tune_dir(configs[0])}: "
+                              f"rerun the same command to resume") from err
+        finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
+        summaries = train_all(finals, procs, progress, workers, executor, address)
+        return write_report(finals, summaries, bound, chosen, spec if tuned else None, source,
+                            executors.placement_words(workers, procs, executor, address))
+
+
+def train_all(finals: list[RunConfig], procs: int = 1, progress: bool = True, workers: int = 1,
+              executor: str = "local", address: str | None = None) -> list[dict[str, Any]]:
+    """Every final run (one after another, or on ``workers`` / Ray); a stop says how many finished
+    runs are kept (a rerun skips them)."""
+    try:
+        return executors.train_runs(finals, functools.partial(train, procs=procs), workers, executor, address,
+                                    procs, progress)
+    except KeyboardInterrupt as err:
+        kept = sum((run_dir(c) / "summary.json").is_file() for c in finals)
+        raise Interrupted(f"{kept} of {len(finals)} final runs finished and are kept, the ones under "
+                          f"way are checkpointed; rerun the same command to resume") from err
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stopped comparison; ``user_message`` says what is kept (the CLI prints it)."""
+
+    @property
+    def user_message(self) -> str:
+        return str(self)
 
 
 def train(cfg: RunConfig, procs: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -113,9 +138,9 @@ def episode_scores(configs: list[RunConfig], column: str) -> pd.DataFrame:
     """One row per (algorithm, seed, test episode): the runs' ``episodes.csv`` stacked."""
     frames = []
     for cfg in configs:
-        path = run_dir(cfg) / "episodes.csv"
-        if path.is_file():
-            frame = pd.read_csv(path)[["episode", column]].rename(columns={column: "score"})
+        frame = results.read_episodes(run_dir(cfg), cfg.test_episodes)  # checked: never fewer episodes
+        if frame is not None and column in frame:
+            frame = frame[["episode", column]].rename(columns={column: "score"})
             frames.append(frame.assign(algorithm=cfg.algorithm, seed=cfg.seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["algorithm", "seed", "episode", "score"])
 
@@ -313,8 +338,8 @@ def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_
     from metacompare.report.draw import style
 
     key = f"val_{'accuracy' if configs[0].is_classification else 'loss'}_mean"
-    frames = [(c, pd.read_csv(run_dir(c) / "metrics.csv")) for c in configs if (run_dir(c) / "metrics.csv").is_file()]
-    frames = [(c, f) for c, f in frames if key in f and {seconds, "work"} <= set(f.columns)]
+    frames = [(c, results.read_metrics(run_dir(c))) for c in configs]
+    frames = [(c, f) for c, f in frames if f is not None and key in f and {seconds, "work"} <= set(f.columns)]
     if not frames:
         return False
     colors = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(c.algorithm for c, _ in frames))}

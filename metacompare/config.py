@@ -28,7 +28,7 @@ from metacompare.runconfig import (NOT_IN_RUN_ID, BudgetConfig, DigitsConfig, Ev
 from metacompare.validation import (AT_MOST, CHOICES, EXAMPLES_PER_BATCH, NON_NEGATIVE, OPTIONAL_FIELDS, POSITIVE,
                                     POSITIVE_FLOAT, _suggest, validate)
 
-__all__ = ["AT_MOST", "CHOICES", "EXAMPLES_PER_BATCH", "EPISODE_FIELDS", "NON_NEGATIVE", "NOT_IN_RUN_ID",
+__all__ = ["AT_MOST", "CHOICES", "EXAMPLES_PER_BATCH", "NON_NEGATIVE", "NOT_IN_RUN_ID",
            "OPTIONAL_FIELDS", "POSITIVE", "POSITIVE_FLOAT", "BudgetConfig", "ConfigError", "DigitsConfig",
            "EvalProcedure", "MamlPlusPlusConfig", "MiniImagenetConfig", "OmniglotConfig", "RunConfig", "UserDataConfig",
            "dump", "expand", "identity_of",
@@ -184,20 +184,12 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
     return configs
 
 
-# What defines the validation and test episodes: one comparison scores every algorithm on the same ones.
-EPISODE_FIELDS = ("dataset", "data_root", "ways", "shots", "evaluation_query", "eval_seed", "eval_episodes",
-                  "test_episodes", "omniglot", "miniimagenet", "evaluation", "user_data")
-
-
 def _check_same_episodes(configs: list[RunConfig], source: str) -> None:
-    """Refuse a comparison whose per_algorithm settings would give its algorithms different test episodes."""
-    first = configs[0]
-    for other in configs[1:]:
-        differ = [name for name in EPISODE_FIELDS if getattr(first, name) != getattr(other, name)]
-        if differ:
-            fields = ", ".join("test_query (or query)" if d == "evaluation_query" else d for d in differ)
-            raise ConfigError(f"{source}: per_algorithm gives {first.algorithm} and {other.algorithm} different "
-                              f"test episodes ({fields}); set these fields once for all algorithms")
+    """Refuse a comparison whose per_algorithm settings would give its algorithms different episodes
+    (the one definition: :func:`metacompare.provenance.check_same_episodes`)."""
+    from metacompare.provenance import check_same_episodes
+
+    check_same_episodes(configs, f"{source}: ")
 
 
 def _check_per_algorithm(per_algorithm: dict[str, Any], source: str) -> None:

@@ -182,28 +182,25 @@ def _ray_outcomes(jobs: list, run: Callable, failed: Callable, address: str | No
 
 
 # ------------------------------------------------------------------------------------- a results folder
-def experiment_lock(experiment_dir: Path):
-    """Exclusive, non-blocking: a second sweep or comparison on the same results folder is refused,
-    not interleaved."""
-    results.check_writable(experiment_dir)
-    path = experiment_dir / ".sweep.lock"
-    return results.locked(path, wait=False, busy=f"{experiment_dir}: another sweep, tune or comparison is running "
-                          f"on this results folder (it holds {path}); wait for it to finish or use another --results-dir")
+def experiment_lock(experiment_dir: Path, command: str = "sweep"):
+    """The results folder's one writer lock (:func:`metacompare.results.experiment_lock`)."""
+    return results.experiment_lock(experiment_dir, command)
 
 
 def run_all(configs: list, workers: int, executor: str = "local", address: str | None = None,
-            progress: bool = True, run: Callable = run_one, cpus: int = 1) -> list[dict[str, Any]]:
+            progress: bool = True, run: Callable = run_one, cpus: int = 1, locked: bool = False) -> list[dict[str, Any]]:
     """Run every config of one experiment folder (skipping finished ones) through :func:`outcomes`,
     record each failure in runs.csv, return the summaries in ``configs``' order. SIGTERM or Ctrl-C,
     or this process's death, stop every worker within an iteration (each checkpoints first); no
-    queued run starts after a stop, and a rerun resumes: finished runs keep their one row each."""
+    queued run starts after a stop, and a rerun resumes: finished runs keep their one row each.
+    ``locked``: the caller (``compare``, ``tune``) already holds the folder's lock."""
     from metacompare.runner import stop_signals_raise
 
     experiment_dir = Path(configs[0].results_dir) / configs[0].experiment
     if any(Path(c.results_dir) / c.experiment != experiment_dir for c in configs):
         raise UserError("one experiment folder at a time: do not vary results_dir or experiment")
     check_executor(workers, executor)
-    with experiment_lock(experiment_dir), stop_signals_raise():
+    with contextlib.nullcontext() if locked else experiment_lock(experiment_dir), stop_signals_raise():
         summaries, todo = finished_runs(configs, experiment_dir)
         bar = tqdm(total=len(configs), initial=len(summaries), desc=experiment_dir.name, unit="run",
                    disable=not progress, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)
@@ -231,7 +228,7 @@ def train_runs(configs: list, train: Callable, workers: int = 1, executor: str =
         return [train(cfg, progress=progress) for cfg in configs]
     check_placement(workers, procs, executor)
     done = run_all(interleave(configs), workers, executor, address, progress,
-                   functools.partial(run_one, train=train), procs)
+                   functools.partial(run_one, train=train), procs, locked=True)
     by_id = {s["run_id"]: s for s in done}
     return [by_id[c.run_id()] for c in configs]
 
@@ -248,7 +245,7 @@ def finished_runs(configs: list, experiment_dir: Path) -> tuple[dict[str, dict],
     finished, todo = {}, []
     for cfg in configs:
         try:
-            finished[cfg.run_id()] = finished_run(run_dir(cfg), recorded)
+            finished[cfg.run_id()] = finished_run(run_dir(cfg), recorded, cfg)
         except files.FileProblem:
             todo.append(cfg)
     return finished, todo

@@ -145,7 +145,33 @@ def read_csv(path: Path | str, fix: str, required: Iterable[str] = (), known: It
     path = Path(path)
     if missing_ok and not path.exists():
         return []
+    return _checked_rows(path, read_text(path, fix), fix, required, known, numeric)
+
+
+def read_frame(path: Path | str, fix: str, required: Iterable[str] = (), rows: int | None = None,
+               blank_ok: bool = False) -> "pandas.DataFrame":
+    """A per-run table (``metrics.csv``, ``episodes.csv``) as a DataFrame, checked as :func:`read_csv`
+    checks: a row cut short, a missing column or a word among numbers is a FileProblem, never a table
+    quietly shorter than the run wrote; every value must be a number (or empty, ``nan``). ``rows``: the
+    number of data rows it must hold (a file cut at a line end is only found so). ``blank_ok``: a file
+    of no columns at all (a table written before its first row) is an empty DataFrame."""
+    import pandas
+
+    path = Path(path)
     text = read_text(path, fix)
+    if blank_ok and not text.strip():
+        return pandas.DataFrame()
+    body = _checked_rows(path, text, fix, required, None, ALL_COLUMNS)
+    if rows is not None and len(body) != rows:
+        fail(path, f"holds {len(body)} rows where the run wrote {rows} (truncated or edited)", fix)
+    return pandas.read_csv(io.StringIO(text))
+
+
+ALL_COLUMNS = ("*",)  # read_frame: every column is numeric
+
+
+def _checked_rows(path: Path, text: str, fix: str, required: Iterable[str], known: Iterable[str] | None,
+                  numeric: Iterable[str]) -> list[dict[str, str]]:
     if not text.strip():
         fail(path, "is empty (not even a header line)", fix)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -163,7 +189,7 @@ def read_csv(path: Path | str, fix: str, required: Iterable[str] = (), known: It
             fail(path, f"line {line} has {len(row)} values but the header has {len(header)} columns "
                        f"(a truncated or hand-edited file)", fix)
         rows.append(dict(zip(header, row)))
-    for column in set(numeric) & set(header):
+    for column in set(header) if tuple(numeric) == ALL_COLUMNS else set(numeric) & set(header):
         for line, row in enumerate(rows, 2):
             if row[column] != "" and not _is_number(row[column]):
                 fail(path, f"column '{column}' holds {row[column]!r}, not a number (row {line - 1})", fix)

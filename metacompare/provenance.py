@@ -10,6 +10,11 @@ mark its own later runs as made from modified code.
 code: a study that will be committed. :func:`guard` refuses those from a dirty tree unless the user
 allows it, in which case every summary says ``dirty: true`` and the report carries a warning line.
 Results written anywhere else (tests, scratch folders) are never refused, only marked.
+
+What a result answered for is checked here too: :func:`check_answer` refuses a finished run read back
+for other settings or other data (its recorded digest), and :func:`episode_identity` is the one
+definition of which evaluation episodes a run is scored on, which every comparison checks before
+training (:func:`check_same_episodes`) and the report before pairing.
 """
 
 from __future__ import annotations
@@ -134,3 +139,111 @@ def report_warning(commits: Iterable[Any]) -> str:
         return ""
     return (f"WARNING: {dirty} of {len(commits)} runs were made from a source tree with uncommitted changes "
             f"(git_commit ends in +dirty): their exact code cannot be checked out.")
+
+
+# ------------------------------------------------------------------ what a finished run answered for
+USER_FORMS = ("folder", "table", "text")  # the data forms with a content digest (metacompare.data.user)
+
+
+def data_digest(dataset: str, root: str | Path) -> str:
+    """The digest a run of ``dataset`` records for the data at ``root`` now (names, sizes and times of
+    its files, :mod:`metacompare.data.index`): cheap, it opens no image."""
+    from metacompare.data.index import index_folder
+    from metacompare.data.user import file_digest
+    from metacompare.errors import DataError
+
+    path = Path(root)
+    if dataset == "folder":
+        return index_folder(path).digest
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; user_data.root names the table the runs were made on")
+    return file_digest(path)
+
+
+def recorded_data(summary: dict[str, Any], run_folder: Path) -> dict[str, Any] | None:
+    """The data a finished run answered for: its summary's ``data`` record, or for a run made before
+    summaries held one, the digest in its ``splits.json``; None where neither exists (built-in data)."""
+    from metacompare import files
+
+    data = summary.get("data")
+    if isinstance(data, dict) and data.get("digest"):
+        return data
+    splits = Path(run_folder) / "splits.json"
+    if splits.is_file():
+        record = files.read_json(splits, "delete the run folder to redo the run", required={"digest": str})
+        return {"root": record.get("root", "?"), "digest": record["digest"]}
+    return None
+
+
+def check_answer(summary: dict[str, Any], cfg, run_folder: Path) -> None:
+    """Refuse to hand back a finished run as the answer for ``cfg`` when it answered another question:
+    its settings (the config's identity) or its data (the digest) differ from what ``cfg`` asks now.
+    Every read of a finished run as an answer (run, compare, tune, sweep) passes here."""
+    from metacompare.runconfig import identity_of
+
+    run_folder = Path(run_folder)
+    theirs, ours = identity_of(summary["config"]), cfg.identity()
+    if theirs != ours or summary["run_id"] != cfg.run_id():
+        changed = sorted(k for k in set(ours) | set(theirs) if theirs.get(k) != ours.get(k)) or ["run_id"]
+        raise UserError(f"{run_folder / 'summary.json'}: written for other settings than this run's (fields "
+                        f"differ: {', '.join(changed[:SHOWN])}); delete the folder {run_folder} to redo the run")
+    if cfg.dataset not in USER_FORMS:
+        return
+    recorded = recorded_data(summary, run_folder)
+    now = data_digest(cfg.dataset, cfg.user_data.root)
+    if recorded is not None and recorded["digest"] != now:
+        raise UserError(f"{cfg.user_data.root}: not the data the finished run {run_folder} answered for "
+                        f"({recorded['root']}, digest {recorded['digest'][:12]}; now {now[:12]}): the data changed "
+                        f"or another folder has this experiment's name; record it as a new experiment "
+                        f"(--set experiment=NAME), or delete {run_folder.parent} to redo this one on it")
+
+
+# ------------------------------------------------------------------ which test episodes a run is scored on
+def episode_identity(config: dict[str, Any], data: str | None = None) -> dict[str, Any]:
+    """Everything that fixes a run's evaluation episodes (:func:`metacompare.data.build_tasks`) and how
+    they are scored: the data (``data``, its digest where known, else where it lies), its split, ways,
+    shots and test query per class, the numbers of test and validation episodes, ``eval_seed`` and
+    the evaluation mode. Runs compared or paired per episode must agree on all of it."""
+    dataset = config.get("dataset")
+    shots, query = config.get("shots"), config.get("test_query") or config.get("query")
+    out: dict[str, Any] = {"dataset": dataset, "ways": config.get("ways"), "shots": shots, "test_query": query,
+                           "test_episodes": config.get("test_episodes"), "eval_seed": config.get("eval_seed"),
+                           "eval_episodes": config.get("eval_episodes"), "evaluation": config.get("evaluation")}
+    if dataset == "sine":  # the test functions' points (data.build_tasks)
+        out["sine points"] = max(50, (config.get("train_shots") or shots) + config.get("query"), shots + query)
+        return out
+    section = "user_data" if dataset in USER_FORMS else "digits" if dataset == "mnist" else dataset
+    for key, value in sorted((config.get(section) or {}).items()):
+        if key not in ("root", "download", "cache_mb", "embedding_dim"):  # where, not what
+            out[f"{section}.{key}"] = value
+    if dataset in USER_FORMS:
+        out["data"] = data or (config.get("user_data") or {}).get("root")
+    else:
+        out["data_root"] = config.get("data_root")
+    return out
+
+
+def episode_difference(first: dict[str, Any], other: dict[str, Any]) -> str:
+    """The first field in which two :func:`episode_identity` values differ, as ``field A against B``
+    ('' when they agree)."""
+    for key in list(first) + [k for k in other if k not in first]:
+        if first.get(key) != other.get(key):
+            return f"{key} {other.get(key)!r} against {first.get(key)!r}"
+    return ""
+
+
+def check_same_episodes(configs: list, where: str = "") -> None:
+    """Before anything trains: every run compared must be tested on the very episodes of the first, or
+    the paired comparison (and the ranking) would set scores of different tasks side by side. A
+    ConfigError names the algorithm and the field."""
+    from metacompare.errors import ConfigError
+
+    if not configs:
+        return
+    first = episode_identity(configs[0].to_dict())
+    for cfg in configs[1:]:
+        difference = episode_difference(first, episode_identity(cfg.to_dict()))
+        if difference:
+            raise ConfigError(f"{where}{cfg.algorithm} (seed {cfg.seed}) would be tested on other episodes than "
+                              f"{configs[0].algorithm}: {difference}; every algorithm compared must share it: "
+                              f"remove it from the per-algorithm settings, the tune space or the --chosen record")

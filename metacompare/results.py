@@ -55,6 +55,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        os.fchmod(fd, _mode_for(path))  # mkstemp's 0600 would make results unreadable to the group
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -68,6 +69,20 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             raise UserError(f"{path}: cannot write ({err.strerror or err}); free space or fix permissions, "
                             f"then rerun the same command to resume") from None
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would give: the file's own if it exists, else 0666 less
+    the umask (read from /proc, since setting it to read it races with other threads)."""
+    with contextlib.suppress(OSError):
+        return path.stat().st_mode & 0o7777
+    try:
+        line = next(s for s in Path("/proc/self/status").read_text().splitlines() if s.startswith("Umask:"))
+        umask = int(line.split()[1], 8)
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _owner_alive(temporary: Path) -> bool:
@@ -135,6 +150,44 @@ def locked(path: Path, wait: bool = True, busy: str = "") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def removed_if_refused(folder: Path) -> Iterator[None]:
+    """A refusal inside leaves no empty folder behind: ``folder`` (and its parent), when created
+    inside and still empty at the refusal, are removed again."""
+    folder = Path(folder)
+    new = [p for p in (folder, folder.parent) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only an empty folder goes
+        raise
+
+
+WRITER_LOCK = ".writer.lock"
+
+
+@contextlib.contextmanager
+def experiment_lock(experiment_dir: Path, command: str) -> Iterator[None]:
+    """The one lock of a results folder that a command writes as a whole (``sweep``, ``compare``,
+    ``tune``): a second such command on the same folder is refused at once, naming the first, instead
+    of interleaving with it. (Single ``run`` commands may share a folder: each writes its own run
+    folder and updates runs.csv under its own lock.)"""
+    experiment_dir = Path(experiment_dir)
+    check_writable(experiment_dir)
+    path = experiment_dir / WRITER_LOCK
+    holder = ["command", "?"]
+    with contextlib.suppress(OSError, ValueError):
+        holder = path.read_text().split()[:2] or holder
+    busy = (f"{experiment_dir}: another {holder[0]} is running on this results folder (process "
+            f"{holder[-1]} holds {path}); wait for it to finish or use another --results-dir")
+    with locked(path, wait=False, busy=busy):
+        with contextlib.suppress(OSError):
+            path.write_text(f"{command} {os.getpid()}\n")  # whom a refused command names
+        yield
+
+
 # ------------------------------------------------------------------------------ runs.csv rows
 RUNS_FIX = ("move it aside (e.g. to runs.csv.bad) and rerun: finished runs get their rows back from "
             "their summary.json")
@@ -147,15 +200,54 @@ SUMMARY_FIX = "delete it to redo this run (or restore it from a copy)"
 
 
 def read_runs(experiment_dir: Path) -> list[dict[str, str]]:
-    """The rows of ``<experiment_dir>/runs.csv`` (none if it does not exist yet), checked strictly."""
+    """The rows of ``<experiment_dir>/runs.csv`` (none if it does not exist yet), checked strictly:
+    one row per run id (metacompare never writes two; a second is a hand edit or a merge)."""
     table = Path(experiment_dir) / "runs.csv"
     rows = files.read_csv(table, RUNS_FIX, required=("run_id", "status"), known=SUMMARY_COLUMNS,
                           numeric=NUMERIC_COLUMNS, missing_ok=True)
+    lines: dict[str, int] = {}
     for number, row in enumerate(rows, 2):
         if row["status"] not in STATUSES or not row["run_id"]:
             files.fail(table, f"line {number}: run_id {row['run_id']!r} with status {row['status']!r} "
                               f"(expected one of {', '.join(STATUSES)})", RUNS_FIX)
+        if row["run_id"] in lines:
+            files.fail(table, f"lines {lines[row['run_id']]} and {number} both hold run {row['run_id']}",
+                       "delete one of them: the table holds one row per run")
+        lines[row["run_id"]] = number
     return rows
+
+
+def read_runs_frame(experiment_dir: Path) -> "pd.DataFrame":
+    """``runs.csv`` checked by :func:`read_runs`, then as a DataFrame (numbers parsed by pandas)."""
+    import pandas as pd
+
+    table = Path(experiment_dir) / "runs.csv"
+    read_runs(experiment_dir)
+    return pd.read_csv(io.StringIO(files.read_text(table, RUNS_FIX)))
+
+
+RUN_FILE_FIX = "delete the run folder and rerun the command that made it to redo the run"
+
+
+def read_metrics(run_folder: Path) -> "pd.DataFrame | None":
+    """A run's ``metrics.csv`` (validation after each evaluation), or None where the run wrote none."""
+    path = Path(run_folder) / "metrics.csv"
+    if not path.exists():
+        return None
+    return files.read_frame(path, RUN_FILE_FIX, blank_ok=True)
+
+
+def read_episodes(run_folder: Path, episodes: int | None = None) -> "pd.DataFrame | None":
+    """A finished run's ``episodes.csv`` (one score per test episode), or None where the run wrote none;
+    ``episodes``: how many test episodes the run was scored on, so a file cut short is refused, not
+    paired on fewer episodes."""
+    path = Path(run_folder) / EPISODES_FILE
+    if not path.exists():
+        return None
+    return files.read_frame(path, RUN_FILE_FIX, required=("episode",), rows=episodes)
+
+
+EPISODES_FILE = "episodes.csv"
 
 
 def read_summary(path: Path) -> dict[str, Any]:

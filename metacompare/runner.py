@@ -2,7 +2,8 @@
 
 ``train_and_evaluate(cfg)`` is the whole job: build tasks, model and algorithm; meta-train with a
 progress bar and periodic validation; score the fixed test episodes; write the run's files and its
-row in the experiment's ``runs.csv``. Re-running a finished configuration returns its summary; re-running
+row in the experiment's ``runs.csv``. Re-running a finished configuration returns its summary (once
+:func:`metacompare.provenance.check_answer` finds the same settings and data); re-running
 an interrupted one resumes from its last checkpoint and ends with the same numbers as an
 uninterrupted run (CPU, same seed).
 """
@@ -178,16 +179,17 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     distributed.start(cfg.device)  # under torchrun: join the group (one process: nothing)
     writer = distributed.is_writer()  # only rank 0 writes files
     if distributed.from_writer(summary_path.exists() and not force):
-        return finished_run(out) if writer else results.read_summary(summary_path)
+        return finished_run(out, cfg=cfg) if writer else results.read_summary(summary_path)
     pin_threads()
     distributed.check(cfg)
 
     run = build_run(cfg)  # data errors surface here, before anything is written
     device, dtype, tasks, model, algorithm = run.device, run.dtype, run.tasks, run.model, run.algorithm
     if writer:
-        _start_clean(out, cfg, force)
-        if tasks.record is not None:  # a user dataset: its split into the run, its digest checked (data.splits)
-            write_record(tasks.record, out)
+        with results.removed_if_refused(out):
+            _start_clean(out, cfg, force)
+            if tasks.record is not None:  # a user dataset: its split into the run, its digest checked (data.splits)
+                write_record(tasks.record, out)
 
     start_iteration, rows, elapsed, train_time, peak_mb = 0, [], 0.0, 0.0, 0.0
     status, diverged_at = "running", None
@@ -303,6 +305,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
         peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
         processes=distributed.world_size(),
+        # what it answered for: provenance.check_answer compares it whenever the run is read back
+        data={k: tasks.record[k] for k in ("form", "root", "digest")} if tasks.record else None,
         **provenance.record(out), versions=results.library_versions())  # git_commit, dirty; environment.txt
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
     if status == "running":  # per-episode scores, for paired comparisons across algorithms
@@ -330,12 +334,16 @@ def generalisation(seen: dict[str, float], test: dict[str, float], cfg: RunConfi
             "generalisation_gap": seen.get(f"{score}_mean", math.nan) - test.get(f"test_{score}_mean", math.nan)}
 
 
-def finished_run(out: Path, recorded: set[str] | None = None) -> dict[str, Any]:
+def finished_run(out: Path, recorded: set[str] | None = None, cfg: RunConfig | None = None) -> dict[str, Any]:
     """The summary of the finished run in ``out``, making sure its runs.csv row exists and no
     checkpoint is left: a kill between writing summary.json and the row (or the checkpoint's removal)
     must neither lose the run from the table nor leave a stale checkpoint. ``recorded`` is the run ids
-    already in runs.csv, when the caller has read it. Raises ``files.FileProblem`` if unfinished."""
+    already in runs.csv, when the caller has read it. Raises ``files.FileProblem`` if unfinished.
+    With ``cfg``, the run is handed back as ``cfg``'s answer only if it answered for the same settings
+    and data (:func:`metacompare.provenance.check_answer`)."""
     summary = results.read_summary(out / "summary.json")
+    if cfg is not None:
+        provenance.check_answer(summary, cfg, out)
     if recorded is None:
         recorded = {r["run_id"] for r in results.read_runs(out.parent)}
     if summary["run_id"] not in recorded:

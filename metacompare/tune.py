@@ -42,7 +42,7 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
-from metacompare import executors, results, scoring
+from metacompare import executors, provenance, results, scoring
 from metacompare.config import ConfigError, RunConfig, _apply, _suggest, expand, with_overrides
 from metacompare.errors import UserError
 from metacompare.runner import run_dir, train_and_evaluate
@@ -93,7 +93,7 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> tuple[list[RunConfi
         if experiment:
             base["experiment"] = experiment
         raw = base
-    configs = expand(raw, overrides, source=str(path))
+    configs = expand(raw, overrides, source=str(path))  # per-algorithm settings keep the episodes (expand)
     return configs, parse_spec(section, configs, str(path))
 
 
@@ -138,9 +138,10 @@ def _check_dimension(cfg: RunConfig, name: str, dimension: Any, source: str) -> 
             raise ConfigError(f"{where}: bounds must be numbers, got {values!r}") from None
         if not low < high or (kind == "log" and low <= 0):
             raise ConfigError(f"{where}: need low < high{' and low > 0' if kind == 'log' else ''}, got {values!r}")
-    for value in values:  # every value must make a valid run (ConfigError names the field)
-        with_overrides(cfg, **{name: int(value) if kind == "int" else float(value) if kind in ("log", "float")
-                               else value})
+    for value in values:  # every value must make a valid run (ConfigError names the field) on the same episodes
+        tried = with_overrides(cfg, **{name: int(value) if kind == "int" else float(value)
+                                       if kind in ("log", "float") else value})
+        provenance.check_same_episodes([cfg, tried], f"{where}: ")
 
 
 # ------------------------------------------------------------------------------------- trials
@@ -175,10 +176,10 @@ def trial_config(cfg: RunConfig, params: dict[str, Any], spec: TuneSpec) -> RunC
                           iterations=int(amount) if kind == "iterations" else UNCAPPED)
 
 
-def selected_score(cfg: RunConfig, rows: pd.DataFrame) -> float:
+def selected_score(cfg: RunConfig, rows: pd.DataFrame | None) -> float:
     """The validation score the trial's run would be tested at: its best or its last evaluation."""
     column = f"val_{scoring.score_key(cfg)}_mean"
-    if rows.empty or column not in rows:
+    if rows is None or rows.empty or column not in rows:
         return math.nan
     values = rows[column].dropna()
     if values.empty:
@@ -209,7 +210,7 @@ def objective(cfg: RunConfig, spec: TuneSpec, progress: bool):
         trial.set_user_attr("run_id", trial_cfg.run_id())
         if summary["status"] != "finished":
             return _worst(cfg)
-        score = selected_score(cfg, pd.read_csv(run_dir(trial_cfg) / "metrics.csv"))
+        score = selected_score(cfg, results.read_metrics(run_dir(trial_cfg)))
         return score if math.isfinite(score) else _worst(cfg)
 
     return run
@@ -407,6 +408,7 @@ def final_configs(configs: list[RunConfig], chosen: dict[str, dict], seeds: int,
             changes.update(iterations=UNCAPPED, budget={**{k: bound.get(k) for k in BUDGET_KINDS},
                                                         "evaluations": evaluations})
         out += [with_overrides(cfg, **changes, seed=cfg.seed + s) for s in range(seeds)]
+    provenance.check_same_episodes(out)  # settings from a tune or a --chosen file included, before training
     return out
 
 
@@ -418,6 +420,7 @@ def run_tune(path: str | Path, overrides: Sequence[str] = (), seeds: int | None 
     configs, spec = load(path, overrides)
     if results_dir:
         configs = [with_overrides(c, results_dir=results_dir) for c in configs]
-    chosen = tune(configs, spec, progress, workers, executor, address)
-    return executors.train_runs(final_configs(configs, chosen, seeds or spec.seeds), train_and_evaluate,
-                                workers, executor, address, progress=progress)
+    with results.experiment_lock(Path(configs[0].results_dir) / configs[0].experiment, "tune"):
+        chosen = tune(configs, spec, progress, workers, executor, address)
+        return executors.train_runs(final_configs(configs, chosen, seeds or spec.seeds), train_and_evaluate,
+                                    workers, executor, address, progress=progress)

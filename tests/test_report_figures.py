@@ -25,17 +25,18 @@ from tests.report_runs import T1, add_run
 T2 = 4.302652729749464  # Student-t 0.975 quantile, 2 degrees of freedom (tables: 4.303)
 
 
-def build(root):
+def build(root, **fields):
     """maml: 2 seeds (90%, 94%) and num_tasks=10 (80%); reptile 88% ± 50 and, with 10 tasks, 2% ± 5; pretrain."""
     exp = root / "omni"
     ids = {"maml0": add_run(exp, algorithm="maml", seed=0, accuracy=0.90, seconds=0.4,
-                            curve=[(10, 0.5), (20, 0.7), (30, 0.9)]).run_id(),
+                            curve=[(10, 0.5), (20, 0.7), (30, 0.9)], **fields).run_id(),
            "maml1": add_run(exp, algorithm="maml", seed=1, accuracy=0.94, seconds=0.6,
-                            curve=[(10, 0.6), (20, 0.8), (30, 0.95)]).run_id(),
-           "reptile": add_run(exp, algorithm="reptile", accuracy=0.88, ci=0.5, seconds=0.2, curve=[(10, 0.3)]).run_id(),
-           "pretrain": add_run(exp, algorithm="pretrain", accuracy=0.70, seconds=0.1).run_id()}
-    add_run(exp, algorithm="maml", num_tasks=10, accuracy=0.80, ci=0.02, seconds=0.5)
-    add_run(exp, algorithm="reptile", num_tasks=10, accuracy=0.02, ci=0.05, seconds=0.2)
+                            curve=[(10, 0.6), (20, 0.8), (30, 0.95)], **fields).run_id(),
+           "reptile": add_run(exp, algorithm="reptile", accuracy=0.88, ci=0.5, seconds=0.2, curve=[(10, 0.3)],
+                              **fields).run_id(),
+           "pretrain": add_run(exp, algorithm="pretrain", accuracy=0.70, seconds=0.1, **fields).run_id()}
+    add_run(exp, algorithm="maml", num_tasks=10, accuracy=0.80, ci=0.02, seconds=0.5, **fields)
+    add_run(exp, algorithm="reptile", num_tasks=10, accuracy=0.02, ci=0.05, seconds=0.2, **fields)
     return exp, ids
 
 
@@ -193,7 +194,7 @@ def write_episodes(run_dir, accuracies, prefix="test_"):
 
 
 def test_paired_section_compares_per_episode_scores_and_notes_a_broken_file(tmp_path):
-    exp, ids = build(tmp_path)
+    exp, ids = build(tmp_path, test_episodes=4)  # as many as each episodes.csv holds
     write_episodes(exp / ids["maml0"], [1.0, 0.8, 1.0, 0.8])
     write_episodes(exp / ids["maml1"], [1.0, 1.0, 0.8, 1.0], prefix="")  # plain accuracy/loss columns are read too
     write_episodes(exp / ids["reptile"], [0.6, 0.4, 0.6, 0.4])  # seed 0 only: pairs with maml's seed 0

@@ -2,7 +2,10 @@
 ``summary.json`` and (when the run wrote one) ``episodes.csv``, into pandas DataFrames.
 
 A failed run may have no files, a diverged run no test score, an older run no per-episode scores:
-each is read as far as it goes, so one odd run never stops the report of the others.
+each is read as far as it goes. A damaged file is never read around: the tables go through the
+checked readers (:mod:`metacompare.results`), so a damaged ``episodes.csv`` is left out of the paired
+statistics with a note, and a damaged ``runs.csv`` or ``metrics.csv``, or data changed since the runs
+answered for it, refuses this experiment's report in one line (``report`` still reports the others).
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from metacompare import files, provenance, results
 from metacompare.config import RunConfig
 from metacompare.errors import UserError
 from metacompare.report.metric import Metric, num
 
-EPISODES_FILE = "episodes.csv"
+EPISODES_FILE = results.EPISODES_FILE
 CURVE_COLUMNS = ["run_id", "iteration", "wall_time_s", "mean", "ci95"]
 STEP_COLUMNS = ["run_id", "steps", "mean", "ci95"]
-EPISODE_COLUMNS = ["run_id", "algorithm", "seed", "episode", "score"]
+EPISODE_COLUMNS = ["run_id", "algorithm", "seed", "episode", "score", "episodes_key"]
 
 
 def config_fields() -> list[str]:
@@ -48,11 +52,7 @@ def load_runs(experiment_dir: Path) -> pd.DataFrame:
     if not table.is_file():
         raise UserError(f"{experiment_dir}: no runs.csv here; give an experiment folder such as "
                         f"results/sine (made by `metacompare run` or `sweep`)")
-    try:
-        runs = pd.read_csv(table)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, IsADirectoryError) as err:
-        raise UserError(f"{table}: unreadable ({type(err).__name__}); restore it or rerun the experiment's runs "
-                        f"to rewrite it") from None
+    runs = results.read_runs_frame(experiment_dir)  # checked: a damaged or doubled row refuses this experiment
     missing = sorted({"run_id", "algorithm", "status", "dataset"} - set(runs.columns))
     if missing:
         raise UserError(f"{table}: lacks the column(s) {', '.join(missing)}; restore it or rerun the experiment")
@@ -68,17 +68,42 @@ def load_runs(experiment_dir: Path) -> pd.DataFrame:
     for column in ("test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean", "test_loss_ci95",
                    "seconds_per_iteration", "peak_memory_mb", "seed"):
         runs[column] = pd.to_numeric(runs[column], errors="coerce") if column in runs else np.nan
+    digests: dict[tuple[str, str], str] = {}  # each data root indexed once
+    runs["episodes_key"] = [_episodes_key(experiment_dir / str(run_id), digests) for run_id in runs["run_id"]]
     return runs
+
+
+def _episodes_key(run_folder: Path, digests: dict[tuple[str, str], str]) -> str:
+    """The run's test episodes as one comparable text (:func:`provenance.episode_identity`), after
+    checking that the data it answered for is still the data at its root: a changed folder or table
+    refuses the experiment's report instead of reporting old answers as the data's."""
+    summary = _summary(run_folder)
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else _config_yaml(run_folder)
+    if not config or summary.get("status") != "finished":
+        return ""
+    data = provenance.recorded_data(summary, run_folder) if config.get("dataset") in provenance.USER_FORMS else None
+    if data is not None and Path(str(data["root"])).exists():
+        where = (config["dataset"], str(data["root"]))
+        now = digests[where] = digests.get(where) or provenance.data_digest(*where)
+        if now != data["digest"]:
+            raise UserError(f"{data['root']}: changed since run {run_folder.name} answered for it (digest "
+                            f"{data['digest'][:12]} -> {now[:12]}); restore it, or rerun the experiment on the "
+                            f"new data under a new name (--set experiment=NAME)")
+    return json.dumps(provenance.episode_identity(config, data and data["digest"]), sort_keys=True, default=str)
 
 
 def _run_config(run_dir: Path) -> dict[str, Any]:
     """A run's resolved config, flattened; empty when absent or broken (runs.csv holds the main fields)."""
+    return flatten(_config_yaml(run_dir))
+
+
+def _config_yaml(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.yaml"
     try:
         values = yaml.safe_load(path.read_text()) if path.is_file() else {}
     except (yaml.YAMLError, UnicodeDecodeError):
         return {}
-    return flatten(values) if isinstance(values, dict) else {}
+    return values if isinstance(values, dict) else {}
 
 
 def load_curves(experiment_dir: Path, run_ids: list[str], metric: Metric) -> pd.DataFrame:
@@ -86,7 +111,7 @@ def load_curves(experiment_dir: Path, run_ids: list[str], metric: Metric) -> pd.
     mean_col, ci_col = f"{metric.val_column}_mean", f"{metric.val_column}_ci95"
     frames = []
     for run_id in run_ids:
-        frame = _read_csv(Path(experiment_dir) / run_id / "metrics.csv")
+        frame = results.read_metrics(Path(experiment_dir) / run_id)  # checked: a damaged file is named
         if frame is None or frame.empty or mean_col not in frame or not np.isfinite(frame[mean_col]).any():
             continue
         frame = frame.drop_duplicates("iteration", keep="last")
@@ -95,15 +120,6 @@ def load_curves(experiment_dir: Path, run_ids: list[str], metric: Metric) -> pd.
             "wall_time_s": frame["wall_time_s"].to_numpy(float), "mean": frame[mean_col].to_numpy(float) * metric.scale,
             "ci95": (frame[ci_col].to_numpy(float) if ci_col in frame else np.nan) * metric.scale}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CURVE_COLUMNS)
-
-
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        return None  # a run stopped before its first evaluation logs no columns; a broken file is skipped
 
 
 def load_steps(experiment_dir: Path, run_ids: list[str], metric: Metric) -> pd.DataFrame:
@@ -138,18 +154,23 @@ def load_episodes(experiment_dir: Path, runs: pd.DataFrame, metric: Metric) -> t
     """
     frames, notes = [], []
     for run in runs[runs["status"] == "finished"].itertuples():
-        path = Path(experiment_dir) / str(run.run_id) / EPISODES_FILE
-        if not path.exists():
+        expected = getattr(run, "test_episodes", None)
+        try:  # the checked reader: a file cut short or damaged is named here, never paired on fewer episodes
+            frame = results.read_episodes(Path(experiment_dir) / str(run.run_id),
+                                          int(expected) if expected == expected and expected is not None else None)
+        except files.FileProblem as err:
+            reason = str(err).split("; ")[0].split(": ", 1)[-1]
+            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable ({reason}); left out.")
             continue
-        frame = _read_csv(path) if path.is_file() else None
+        if frame is None:
+            continue
         column = _score_column(frame, metric)
         if column is None:
-            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable or lacks the columns episode and "
-                         f"{metric.column}; left out")
+            notes.append(f"{run.run_id}/{EPISODES_FILE} is unreadable (lacks the column {metric.column}); left out.")
             continue
         frames.append(pd.DataFrame({"run_id": run.run_id, "algorithm": run.algorithm, "seed": run.seed,
-                                    "episode": pd.to_numeric(frame["episode"], errors="coerce"),
-                                    "score": pd.to_numeric(frame[column], errors="coerce") * metric.scale}).dropna())
+                                    "episode": frame["episode"], "score": frame[column] * metric.scale,
+                                    "episodes_key": run.episodes_key}).dropna())
     scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EPISODE_COLUMNS)
     return scores, notes
 

@@ -7,10 +7,12 @@ Per-episode scores come from each run's ``episodes.csv``; per-seed scores from `
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 
+from metacompare.provenance import episode_difference
 from metacompare.report.experiment import Experiment, Section
 from metacompare.report.select import headlines, run_ids
 from metacompare.report.stats import pairwise
@@ -38,11 +40,25 @@ def _in_report_order(scores: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
     return scores.sort_values("algorithm", key=lambda c: c.map(rank), kind="stable")
 
 
+def other_episodes(exp: Experiment) -> str:
+    """Why the headline runs cannot be paired per episode ('' when they can): they were tested on
+    different episodes (ways, shots, data, ``eval_seed``... :func:`metacompare.provenance.episode_identity`)."""
+    keep = {r for row in headlines(exp) for r in run_ids(row)}
+    kept = exp.episodes[exp.episodes["run_id"].isin(keep)].drop_duplicates("run_id")
+    if kept["episodes_key"].nunique() < 2:
+        return ""
+    first, other = kept.iloc[0], kept[kept["episodes_key"] != kept.iloc[0]["episodes_key"]].iloc[0]
+    difference = episode_difference(json.loads(first["episodes_key"] or "{}"), json.loads(other["episodes_key"] or "{}"))
+    return (f"Not paired over test episodes: {other['algorithm']} was tested on other episodes than "
+            f"{first['algorithm']} ({difference}). ")
+
+
 def data(exp: Experiment) -> pd.DataFrame:
-    """The pairwise table over episodes (where saved) and over seeds (where at least two are shared)."""
+    """The pairwise table over episodes (where saved, and only on identical episodes) and over seeds
+    (where at least two are shared)."""
     tables = []
     episodes = _in_report_order(episode_scores(exp), exp)
-    if episodes["algorithm"].nunique() >= 2:
+    if episodes["algorithm"].nunique() >= 2 and not other_episodes(exp):
         tables.append(pairwise(episodes, "episode", exp.metric.higher_is_better))
     seeds = _in_report_order(seed_scores(exp), exp)
     if seeds.groupby("algorithm")["seed"].nunique().ge(2).sum() >= 2:
@@ -64,7 +80,7 @@ def section(exp: Experiment) -> Section | None:
     table = data(exp)
     missing = exp.episodes.empty
     note = ("Per-episode scores (episodes.csv in each run folder) are not in these runs, so the comparison over "
-            "test episodes is skipped. " if missing else "") + " ".join(exp.notes)
+            "test episodes is skipped. " if missing else other_episodes(exp)) + " ".join(exp.notes)
     if table.empty:
         return Section("Paired comparisons", (note + "No two algorithms share two or more seeds either, so no "
                                                   "paired test is possible.").strip())
