@@ -22,7 +22,7 @@ import pandas as pd
 
 from metacompare import budget as budgets
 from metacompare import compare as comparing
-from metacompare import provenance
+from metacompare import files, provenance
 from metacompare.algorithms import ALGORITHMS
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
 from metacompare.algorithms.registry import register
@@ -157,9 +157,12 @@ def load_comparison(folder: str | Path) -> Comparison:
     if not table.is_file() or not report.is_file():
         raise UserError(f"{folder}: no algorithms.csv and report.md here; give the folder a `metacompare compare` "
                         f"wrote, e.g. results/sine_compare_cpu300s")
-    read = lambda name: pd.read_csv(folder / name) if (folder / name).is_file() else None  # noqa: E731
+    def read(name: str) -> pd.DataFrame | None:
+        path = folder / name
+        return files.read_frame(path, "rerun the compare to write it again", numeric=()) if path.is_file() else None
+
     answer = next((p for p in report.read_text(encoding="utf-8").split("\n\n") if p.startswith("**Answer")), "")
-    return Comparison(folder, answer, pd.read_csv(table), read("pairwise_episodes.csv"), read("pairwise_seeds.csv"))
+    return Comparison(folder, answer, read(table.name), read("pairwise_episodes.csv"), read("pairwise_seeds.csv"))
 
 
 def load_results(folder: str | Path) -> Experiment:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from metacompare import files, results
 from metacompare.errors import UserError
 
 START = re.compile(r"^<!-- table: (?P<spec>.+?) -->\s*$")
@@ -147,7 +148,7 @@ def _read(root: Path, source: str) -> pd.DataFrame:
     path = root / source
     if not path.is_file():
         raise UserError(f"table marker names {source}, which does not exist under {root}; fix the path")
-    return pd.read_csv(path)
+    return files.read_frame(path, "write it again with the command that made it", numeric=())
 
 
 def _link(root: Path, target: str, page: Path) -> str:
@@ -165,7 +166,7 @@ def _link(root: Path, target: str, page: Path) -> str:
 def _runs(root: Path, source: str) -> pd.DataFrame | None:
     """The experiment's runs.csv beside a compare/ folder (for the metric and one-seed intervals)."""
     path = (root / source).parent.parent / "runs.csv"
-    return pd.read_csv(path) if path.is_file() else None
+    return results.read_runs_frame(path.parent) if path.is_file() else None
 
 
 def view_compare(root: Path, source: str, options: dict[str, str], page: Path) -> str:

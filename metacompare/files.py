@@ -149,19 +149,20 @@ def read_csv(path: Path | str, fix: str, required: Iterable[str] = (), known: It
 
 
 def read_frame(path: Path | str, fix: str, required: Iterable[str] = (), rows: int | None = None,
-               blank_ok: bool = False) -> "pandas.DataFrame":
+               blank_ok: bool = False, numeric: Iterable[str] | None = None) -> "pandas.DataFrame":
     """A per-run table (``metrics.csv``, ``episodes.csv``) as a DataFrame, checked as :func:`read_csv`
     checks: a row cut short, a missing column or a word among numbers is a FileProblem, never a table
     quietly shorter than the run wrote; every value must be a number (or empty, ``nan``). ``rows``: the
     number of data rows it must hold (a file cut at a line end is only found so). ``blank_ok``: a file
-    of no columns at all (a table written before its first row) is an empty DataFrame."""
+    of no columns at all (a table written before its first row) is an empty DataFrame. ``numeric``:
+    the columns that must hold numbers, for a table of words and numbers (``algorithms.csv``)."""
     import pandas
 
     path = Path(path)
     text = read_text(path, fix)
     if blank_ok and not text.strip():
         return pandas.DataFrame()
-    body = _checked_rows(path, text, fix, required, None, ALL_COLUMNS)
+    body = _checked_rows(path, text, fix, required, None, ALL_COLUMNS if numeric is None else numeric)
     if rows is not None and len(body) != rows:
         fail(path, f"holds {len(body)} rows where the run wrote {rows} (truncated or edited)", fix)
     return pandas.read_csv(io.StringIO(text))

@@ -199,7 +199,7 @@ def test_per_run_files_are_read_only_through_the_checked_reader_class(tmp_path):
     package = Path(provenance.__file__).parent
     readers = [str(p.relative_to(package)) for p in package.rglob("*.py")
                if "read_csv(" in p.read_text() and p.name not in ("files.py", "results.py")]
-    assert sorted(readers) == ["data/defaults.py", "data/table.py", "doctables.py"], readers  # user tables, docs
+    assert sorted(readers) == ["data/table.py"], readers  # the user's own tables
 
 
 # ---------------------------------------------- class 4: one damaged runs.csv stops the other reports

@@ -123,7 +123,7 @@ def test_a_real_sweep_records_every_outcome_and_a_rerun_skips_the_finished(tmp_p
 def test_a_second_sweep_on_the_same_results_is_refused(tmp_path):
     configs = expand_sweep({"experiment": "locked", "base": {**TINY, "results_dir": str(tmp_path)}})
     with experiment_lock(tmp_path / "locked"):
-        with pytest.raises(UserError, match="another sweep, tune or comparison is running"):
+        with pytest.raises(UserError, match="another sweep is running on this results folder"):
             run_sweep(configs, workers=1, progress=False)
     assert not (tmp_path / "locked" / "runs.csv").exists()
 
