@@ -293,6 +293,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         status, diverged_at = "diverged", iteration
     if not writer:  # rank 0 writes the run's files; the other ranks get its summary
         return distributed.from_writer(None)
+    wall = elapsed + time.perf_counter() - began
     summary = results.summary_row(
         cfg, status="finished" if status == "running" else status, iterations_done=iteration,
         diverged_at=diverged_at,
@@ -302,8 +303,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         **extra.get("floor", {}),
         tested_checkpoint=extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
         test_episodes=cfg.test_episodes, test_by_inner_steps=by_steps, **generalisation(seen, test, cfg),
-        wall_time_s=elapsed + time.perf_counter() - began, **meter.row(),
-        time_split=timing.split(elapsed + time.perf_counter() - began, meter.counts, clock.spent),
+        wall_time_s=wall, **meter.row(), time_split=timing.split(wall, meter.counts, clock.spent),
         floor_episodes=scoring.floor_count(cfg),
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
