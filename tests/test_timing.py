@@ -84,7 +84,7 @@ def test_own_data_defaults_give_reptile_the_processes_and_batch_their_scoring(tm
     frame.to_csv(tmp_path / "t.csv", index=False)
     one, two = data_config(tmp_path / "t.csv", ways=3), data_config(tmp_path / "t.csv", ways=3, procs=2)
     assert "inner_chains" not in one["per_algorithm"]["reptile"] and two["per_algorithm"]["reptile"]["inner_chains"] == 2
-    assert one["eval_batch"] == 50 and one["floor_episodes"] == 200
+    assert one["eval_batch"] == 50 and one["floor_episodes"] == 100 and one["eval_episodes"] == 50
     from metacompare import distributed
 
     reptile = expand({k: v for k, v in two.items() if k != "algorithm"} | {"algorithm": "reptile"})[0]
