@@ -105,14 +105,14 @@ def run_all(configs: list, train_one: Callable[[Any], dict], finished: Callable[
     pending = sum(not finished(c) for c in configs)
     bar = tqdm(total=pending, desc="compare", unit="run", disable=not progress or pending == 0,
                file=sys.stderr, dynamic_ncols=True, position=0)
-    began, summaries, trained = time.perf_counter(), [], 0
+    began, summaries, trained, own = time.perf_counter(), [], 0, 0.0
     try:
         for cfg in configs:
             done = finished(cfg)
             bar.set_postfix_str(f"{cfg.algorithm} seed {cfg.seed}", refresh=True)
             summaries.append(train_one(cfg))
             if not done:
-                trained += 1
+                trained, own = trained + 1, own + summaries[-1].get("wall_time_s", 0.0)
                 bar.update(1)
                 if not progress:  # a plain line instead of the bar
                     spent = time.perf_counter() - began
@@ -120,6 +120,10 @@ def run_all(configs: list, train_one: Callable[[Any], dict], finished: Callable[
                           f"{duration_words(spent / trained * (pending - trained))} left", file=sys.stderr)
     finally:
         bar.close()
+    if trained:  # what the runs' own clocks miss: starting processes, reading the data and the results
+        print(f"compare: {trained} run(s) took {duration_words(time.perf_counter() - began)} on the wall clock; "
+              f"their own wall times add up to {duration_words(own)} (the rest: starting processes, reading "
+              f"data)", file=sys.stderr)
     return summaries
 
 
