@@ -84,3 +84,11 @@ def test_compare_at_a_budget_too_small_to_learn_says_no_algorithm_learned(tmp_pa
     assert out.split("\n")[1].startswith("**Answer: no algorithm learned within this budget.**"), out
     assert "on 30 paired test episodes" in out and "--budget work:12000" in out
     assert "compare: 4 algorithms x 1 seed(s) = 4 runs at --budget work:3000" in err
+    assert "compare: 4/4 runs done" in err and "their own wall times add up to" in err
+    # the report splits each run's wall time (metacompare.timing), the parts adding up to the run's
+    folder = tmp_path / "r" / "table_noise_compare_work3000" / "compare"
+    split = pd.read_csv(folder / "time_split.csv")
+    assert sorted(split["algorithm"]) == ["fomaml", "maml", "pretrain", "reptile"]
+    parts = split[[f"{p}_s" for p in ("training", "validation", "test", "floor", "train_tasks", "logging", "waiting")]]
+    assert np.allclose(parts.sum(axis=1), split["wall_s"], atol=0.5)
+    assert "## Where the time went" in (folder / "report.md").read_text()
