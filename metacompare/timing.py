@@ -95,7 +95,8 @@ def plan_words(runs: list[tuple[str, int, bool]], bound_text: str, bound: dict[s
     if len(pending) < len(runs):
         words += f"; {len(runs) - len(pending)} run(s) already finished"
     return words + (f"; estimated wall time {duration_words(known)} (training plus about {OVERHEAD:.0%} for "
-                    f"scoring)" if known is not None else "; wall time: known after the first run (a work budget)")
+                    f"scoring; scoring takes about the same time at any budget, so a small budget takes longer)"
+                    if known is not None else "; wall time: known after the first run (a work budget)")
 
 
 def run_all(configs: list, train_one: Callable[[Any], dict], finished: Callable[[Any], bool],
