@@ -257,7 +257,8 @@ def _config_or_data(args: argparse.Namespace, folder_of) -> str:
         return args.config
     from metacompare.data.defaults import data_config, write_config
 
-    raw = data_config(args.data, args.form, args.ways or 5, args.shots or 1, args.label_column, args.text_column)
+    raw = data_config(args.data, args.form, args.ways or 5, args.shots or 1, args.label_column, args.text_column,
+                      procs=getattr(args, "procs", 1) if args.func is _cmd_compare else 1)
     folder = Path(args.results_dir or "results") / folder_of(raw["experiment"])
     path = write_config(raw, folder / "data_config.yaml")
     print(f"data: {args.data} as dataset {raw['dataset']}; config: {path}")

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from metacompare import budget, distributed, doctables, executors, files, results, tune
+from metacompare import budget, distributed, doctables, executors, files, headline, results, timing, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
 from metacompare.runner import run_dir, train_and_evaluate
@@ -49,6 +49,10 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
+    plan = tune.final_configs(configs, source["chosen"] if source else {}, seeds or spec.seeds, bound)
+    tuning = (spec.trials * len(configs), spec.trial_budget) if tuned and source is None else None
+    print(timing.plan_words([(c.algorithm, processes(c, procs), _finished(c)) for c in plan], budget_text, bound,
+                            tuning), file=sys.stderr)
     with results.experiment_lock(Path(configs[0].results_dir) / configs[0].experiment, "compare"):
         try:
             chosen = source["chosen"] if source else tune.tune(configs, spec, progress, workers, executor, address) \
@@ -64,13 +68,16 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
 
 def train_all(finals: list[RunConfig], procs: int = 1, progress: bool = True, workers: int = 1,
               executor: str = "local", address: str | None = None) -> list[dict[str, Any]]:
-    """Every final run (one after another, or on ``workers`` / Ray); a stop says how many finished
-    runs are kept (a rerun skips them)."""
+    """Every final run: one after another here with one progress line and its ETA
+    (:func:`metacompare.timing.run_all`), or on ``workers`` / Ray (:func:`metacompare.executors.train_runs`).
+    A stop says how many finished runs are kept (a rerun skips them)."""
     try:
+        if executor == "local" and workers == 1:
+            return timing.run_all(finals, lambda c: train(c, procs, progress), _finished, progress)
         return executors.train_runs(finals, functools.partial(train, procs=procs), workers, executor, address,
                                     procs, progress)
     except KeyboardInterrupt as err:
-        kept = sum((run_dir(c) / "summary.json").is_file() for c in finals)
+        kept = sum(_finished(c) for c in finals)
         raise Interrupted(f"{kept} of {len(finals)} final runs finished and are kept, the ones under "
                           f"way are checkpointed; rerun the same command to resume") from err
 
@@ -81,6 +88,15 @@ class Interrupted(KeyboardInterrupt):
     @property
     def user_message(self) -> str:
         return str(self)
+
+
+def _finished(cfg: RunConfig) -> bool:
+    return (run_dir(cfg) / "summary.json").exists()
+
+
+def processes(cfg: RunConfig, procs: int) -> int:
+    """The processes :func:`train` gives ``cfg``: ``procs``, or one where the split is refused."""
+    return procs if distributed.refusal(cfg, procs) is None else 1
 
 
 def train(cfg: RunConfig, procs: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -179,8 +195,11 @@ def _short(value: Any) -> str:
 
 
 def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataFrame | None,
-           higher_is_better: bool, name: str, bound: dict, percent: bool) -> str:
-    """The first paragraph: which is best, by how much, at what cost, how sure."""
+           higher_is_better: bool, name: str, bound: dict, percent: bool,
+           against_floor: pd.DataFrame | None = None) -> str:
+    """The first paragraph: which is best, by how much, at what cost, how sure; opened by
+    :func:`metacompare.headline.opening` where the best did not learn (``against_floor``: per-episode
+    scores and floors, :func:`metacompare.headline.floor_pairs`) or is no better than pre-training."""
     scored = table[np.isfinite(table["score"])]
     if scored.empty:
         return "**Answer: none.** No algorithm finished a run under this budget; see the table below."
@@ -188,7 +207,11 @@ def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataF
     best = ranked.iloc[0]
     show = (lambda v: f"{100 * v:.2f}%") if percent else (lambda v: f"{v:.4g}")
     gap = (lambda v: f"{100 * v:.2f} points") if percent else (lambda v: f"{v:.4g}")
-    text = [f"**Answer: {best['algorithm']}.** Under the same budget of {_budget_words(bound)} per run, "
+    tests = headline.floor_tests(against_floor, higher_is_better) if against_floor is not None else {}
+    baseline = _pair(pairs, best["algorithm"], headline.BASELINE) if pairs is not None else None
+    opening = headline.opening(best["algorithm"], tests, baseline, bound, show, gap)
+    lead = opening or f"**Answer: {best['algorithm']}.**"
+    text = [f"{lead} Under the same budget of {_budget_words(bound)} per run, "
             f"{best['algorithm']} reaches {name} {show(best['score'])} {_spread(best, gap)}; "
             f"untrained network: {show(best['floor'])}), "
             f"after {best['iterations_done']:.0f} meta-iterations, {_seconds_words(best)} of training "
@@ -264,6 +287,8 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     column, higher, name = metric(configs[0])
     table = algorithm_table(configs, summaries, column, chosen)
     scores = episode_scores(configs, column)
+    against_floor = headline.floor_pairs([(c.algorithm, c.seed, results.read_episodes(run_dir(c), c.test_episodes))
+                                          for c in configs if (run_dir(c) / "episodes.csv").is_file()], column)
     pairs, seed_pairs = (paired_table(scores, over, higher) if not scores.empty else None
                          for over in ("episode", "seed"))
     results.write_csv(out / "algorithms.csv", table.to_dict("records"), list(table.columns))
@@ -274,7 +299,7 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
                              "train_cpu_seconds" if "cpu_seconds" in bound else "train_seconds")
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
-             answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification), "",
+             answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification, against_floor), "",
              "## Algorithms", "", _table(out, "algorithms", cfg.is_classification),
              "Score: mean over seeds of each run's mean over the same test episodes, with its 95% interval across "
              "seeds (with one seed: over that run's test episodes); untrained floor: the network before any training, "
@@ -295,9 +320,22 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
                   f"`tune/tuning_curve.csv`.", ""]
     if curves:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    lines += _time_lines(configs, summaries, out)
     report = out / "report.md"
     results.atomic_write(report, "\n".join(lines))
     return report
+
+
+def _time_lines(configs: list[RunConfig], summaries: list[dict], out: Path) -> list[str]:
+    """The report's wall-time split per run (:mod:`metacompare.timing`), also as ``time_split.csv``."""
+    rows = timing.split_table([(c.algorithm, c.seed, s.get("time_split"), s.get("wall_time_s", math.nan))
+                               for c, s in zip(configs, summaries)])
+    results.write_csv(out / "time_split.csv", rows, list(rows[0]))
+    return ["## Where the time went", "", _markdown(pd.DataFrame(rows).fillna("n/a")), "",
+            "Wall seconds per run: training (the budget's), validation, test, floor (the untrained network), "
+            "train_tasks (the training-task score of the generalisation gap), logging (the logged training fit) "
+            "and waiting (building, checkpoints, files, other processes); training_share: training over the "
+            "run's wall time. Runs recorded before the split existed show n/a.", ""]
 
 
 def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:

@@ -51,6 +51,9 @@ FIELD_DOCS: dict[str, str] = {
     "eval_interval": "Validate every this many iterations (unless `budget.evaluations` is set).",
     "eval_episodes": "Validation episodes per validation.",
     "test_episodes": "Test episodes, the same for every algorithm of a comparison (drawn from `eval_seed`).",
+    "floor_episodes": "The untrained network (the floor) and the training-task score (the generalisation gap) "
+                      "on the first this many test episodes and as many training-class episodes; 0: all "
+                      "`test_episodes`.",
     "eval_inner_steps": "Adaptation steps of the algorithm's own test procedure.",
     "seed": "Training seed (task draws, initial weights, mini-batch order).",
     "eval_seed": "Seed of the validation and test episodes, a stream apart from training's: no `seed` value "

@@ -195,6 +195,9 @@ class RunConfig:
     eval_interval: int = 100
     eval_episodes: int = 100
     test_episodes: int = 600
+    # the untrained floor and the training-task gap on the first this many test (and training-class)
+    # episodes; 0: all test_episodes (metacompare.scoring.floor_count)
+    floor_episodes: int = 0
     eval_inner_steps: int = 10
     seed: int = 0
     eval_seed: int = 2018
@@ -276,6 +279,8 @@ def identity_of(values: dict[str, Any]) -> dict[str, Any]:
         body["user_data"] = {k: v for k, v in body["user_data"].items() if k != "root"}  # its digest guards it
     if body.get("compile") is False:  # added after results were recorded, likewise
         body.pop("compile")
+    if body.get("floor_episodes") == 0:  # likewise
+        body.pop("floor_episodes")
     if body.get("inner_chains") == 1:  # likewise
         body.pop("inner_chains")
     if body.get("outer_lr_schedule") == "linear":  # likewise (issue 25)

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from metacompare import files, provenance, results, tracking
-from metacompare import budget, distributed, precision, scoring
+from metacompare import budget, distributed, precision, scoring, timing
 from metacompare.build import build_run
 from metacompare.scoring import evaluate
 from metacompare.config import RunConfig, dump, identity_of
@@ -213,13 +213,15 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                          cfg, tasks.train.rng, status, diverged_at, extra, train_time,
                          max(peak_mb, peak_memory_mb(device)))
 
+    began = time.perf_counter()  # the run's wall clock: the floor, training, scoring (timing.split)
+    clock = timing.PhaseClock(extra)
     if "floor" not in extra:  # the untrained network under the same test procedures: the floor
         extra["floor_episodes"] = {}
-        extra["floor"] = scoring.score_test(algorithm, tasks.test, cfg, device, dtype, "floor_",
-                                            extra["floor_episodes"])
+        with clock.phase("floor"):  # on the first floor_episodes test episodes (scoring.floor_count)
+            extra["floor"] = scoring.score_test(algorithm, tasks.test[:scoring.floor_count(cfg)], cfg, device,
+                                                dtype, "floor_", extra["floor_episodes"])
 
     meter = budget.BudgetMeter(cfg, algorithm.task_work() * cfg.meta_batch_size, extra)
-    began = time.perf_counter()
     iteration = start_iteration
     timed = cfg.budget.seconds is not None or cfg.budget.cpu_seconds is not None  # no iteration count to show
     bar = tqdm(total=None if timed else meter.planned, initial=start_iteration,
@@ -274,13 +276,15 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
             episode_columns: dict[str, list] = {}
             if status == "running" and cfg.test_checkpoint == "best" and "best_state" in extra:
                 algorithm.load_state_dict(extra["best_state"])
-            test = scoring.score_test(algorithm, tasks.test, cfg, device, dtype, "test_", episode_columns) \
-                if status == "running" else {}
-            by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
-                        for steps in cfg.test_inner_steps} if status == "running" else {}
+            with clock.phase("test"):
+                test = scoring.score_test(algorithm, tasks.test, cfg, device, dtype, "test_", episode_columns) \
+                    if status == "running" else {}
+                by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
+                            for steps in cfg.test_inner_steps} if status == "running" else {}
             # generalisation (outline 9.4): the same score on fresh tasks of the training classes
-            seen = scoring.evaluate(algorithm, tasks.train_episodes, cfg.eval_inner_steps, device, dtype) \
-                if status == "running" else {}
+            with clock.phase("train_tasks"):
+                seen = scoring.evaluate(algorithm, tasks.train_episodes[:scoring.floor_count(cfg)],
+                                        cfg.eval_inner_steps, device, dtype) if status == "running" else {}
     except BaseException as err:
         tracker.close(err)
         raise
@@ -291,6 +295,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         status, diverged_at = "diverged", iteration
     if not writer:  # rank 0 writes the run's files; the other ranks get its summary
         return distributed.from_writer(None)
+    wall = elapsed + time.perf_counter() - began
     summary = results.summary_row(
         cfg, status="finished" if status == "running" else status, iterations_done=iteration,
         diverged_at=diverged_at,
@@ -300,7 +305,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         **extra.get("floor", {}),
         tested_checkpoint=extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
         test_episodes=cfg.test_episodes, test_by_inner_steps=by_steps, **generalisation(seen, test, cfg),
-        wall_time_s=elapsed + time.perf_counter() - began, **meter.row(),
+        wall_time_s=wall, **meter.row(), time_split=timing.split(wall, meter.counts, clock.spent),
+        floor_episodes=scoring.floor_count(cfg),
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
         peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
@@ -311,7 +317,9 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
     if status == "running":  # per-episode scores, for paired comparisons across algorithms
         columns = {**extra.get("floor_episodes", {}), **episode_columns}
-        results.write_csv(out / "episodes.csv", [{"episode": i, **{k: v[i] for k, v in columns.items()}}
+        # the floor's columns are empty past its floor_episodes (the first episodes, shared by every run)
+        results.write_csv(out / "episodes.csv", [{"episode": i, **{k: v[i] if i < len(v) else math.nan
+                                                                   for k, v in columns.items()}}
                                                  for i in range(len(tasks.test))], ["episode", *columns])
     if status == "running":  # final weights, for `metacompare evaluate` (e.g. Lake's one-shot runs)
         buffer = io.BytesIO()

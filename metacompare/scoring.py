@@ -24,6 +24,14 @@ def score_key(cfg: RunConfig) -> str:
     return "accuracy" if cfg.is_classification else "loss"
 
 
+def floor_count(cfg: RunConfig) -> int:
+    """How many episodes score the untrained floor and the training-task gap: the first
+    ``floor_episodes`` test episodes (and fresh training-class episodes), all ``test_episodes`` when 0.
+    Both are references, not the answer, so fewer episodes (a wider, stated interval) buy back scoring
+    time; the floor's episodes stay the test's first ones, so every run is paired with its floor on them."""
+    return min(cfg.floor_episodes or cfg.test_episodes, cfg.test_episodes)
+
+
 def better(cfg: RunConfig, new: float, old: float | None) -> bool:
     """Is validation score ``new`` better than ``old`` for this dataset?"""
     if old is None or math.isnan(old):

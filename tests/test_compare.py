@@ -55,7 +55,10 @@ def test_compare_trains_everyone_under_the_same_work_budget_and_answers_first(tm
     report = (folder / "compare" / "report.md").read_text()
     answer = report.split("\n\n")[1]
     best = table["score"].idxmin()
-    assert answer.startswith(f"**Answer: {best}.**") and "600 example-passes" in answer
+    # the best named first, or (10 iterations: no better than untrained) the honest opening that names it
+    assert answer.startswith((f"**Answer: {best}.**", "**Answer: no algorithm learned within this budget.**"))
+    assert f"{best} scores best" in answer or answer.startswith(f"**Answer: {best}.**")
+    assert "600 example-passes" in answer
     assert "fomaml beats reptile" in answer and "p = 0.001" in answer
     assert "## Paired comparisons over test episodes" in report
     # the tables as the docs render them: a titled score column with its interval, no raw float dump

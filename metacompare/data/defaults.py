@@ -25,6 +25,11 @@ from metacompare.data.table import CSV_SUFFIXES, PARQUET_SUFFIXES, read_frame
 from metacompare.errors import DataError
 
 ALGORITHMS = ["reptile", "fomaml", "maml", "pretrain"]
+# Scoring costs less than training (measured: experiments/time_to_answer.py): 50 episodes adapted at a time
+# (metacompare.batch_eval; not for texts, whose bag of embeddings has no grouped form), 50 validation
+# episodes (they only pick the tested checkpoint), the floor and the training-task gap on the first 100
+# test episodes (their intervals stated beside them); the test keeps all its episodes
+EVAL_BATCH, EVAL_EPISODES, FLOOR_EPISODES = 50, 50, 100
 FRACTIONS = ((0.2, 0.2), (0.0, 0.3), (0.0, 0.5))  # (validation, test): the first that serves the tasks
 NAME_LENGTH = 100  # characters of the data's name in the experiment name: room for "_compare_<budget>"
 REPTILE = {"train_shots": 10, "query": 0, "inner_optimizer": "adam", "inner_betas": [0.0, 0.999],
@@ -74,8 +79,10 @@ def _model(form: str, algorithm: str, channels: int) -> dict[str, Any]:
 
 
 def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots: int = 1,
-                label_column: str = "label", text_column: str = "text") -> dict[str, Any]:
-    """A complete raw config (the mapping a YAML file would hold) for comparing on this data."""
+                label_column: str = "label", text_column: str = "text", procs: int = 1) -> dict[str, Any]:
+    """A complete raw config (the mapping a YAML file would hold) for comparing on this data; ``procs``:
+    the processes ``compare --procs`` gives each run, which Reptile's carried Adam state can use only as
+    that many chains (``inner_chains``, :mod:`metacompare.algorithms.chains`)."""
     from metacompare.config import expand
     from metacompare.data.user import image_shape, load_source
 
@@ -96,12 +103,15 @@ def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots:
                      "fomaml": {**_model(form, "fomaml", channels), **MAML},
                      "maml": {**_model(form, "maml", channels), **MAML},
                      "pretrain": {**_model(form, "pretrain", channels), **PRETRAIN}}
+    if 1 < procs <= REPTILE["meta_batch_size"]:  # else Reptile would train on one process, the others on procs
+        per_algorithm["reptile"]["inner_chains"] = procs
     if form != "folder":
         for name in ("fomaml", "maml"):
             per_algorithm[name].update(inner_lr=0.1, inner_loss="mean")
     return {"experiment": experiment_name(path, form), "algorithm": list(ALGORITHMS), **raw,
             "ways": ways, "shots": shots, "test_query": 1, "iterations": 500, "eval_interval": 100,
-            "eval_episodes": 100, "test_episodes": 300 if colour else 600, "test_checkpoint": "best",
+            "eval_episodes": EVAL_EPISODES, "test_episodes": 300 if colour else 600, "test_checkpoint": "best",
+            "eval_batch": 0 if form == "text" else EVAL_BATCH, "floor_episodes": FLOOR_EPISODES,
             "checkpoint_interval": 500, "seed": 0, "per_algorithm": per_algorithm}
 
 
