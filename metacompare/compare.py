@@ -19,19 +19,23 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from metacompare import budget, distributed, files, results, tune
+from metacompare import budget, distributed, files, ladder, results, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
+from metacompare.report import budgets
 from metacompare.runner import run_dir, train_and_evaluate
 
 
 def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
             overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True,
-            chosen_file: str | Path | None = None, procs: int = 1) -> Path:
+            chosen_file: str | Path | None = None, procs: int = 1, rungs: int | None = None,
+            target: float | None = None) -> Path:
     """Tune (or not, or take ``chosen_file``'s settings), train every algorithm under one budget with
     ``seeds`` seeds, write the report. ``procs`` > 1 trains each final run data-parallel on that many
     local processes where its engine allows it (:func:`train`); tuning trials stay on one.
-    Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips."""
+    Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips.
+    ``rungs``: the budget ladder's rung count (default: the config's ``budget_rungs``, else 5), ``target``
+    the time-to-target score (default: 95% of the best final score); :mod:`metacompare.report.budgets`."""
     if chosen_file is not None and not tuned:
         raise UserError("--chosen and --no-tune conflict: --chosen takes an earlier tune's settings, "
                         "--no-tune the config's; give one of them")
@@ -46,8 +50,12 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
     chosen = source["chosen"] if source else tune.tune(configs, spec, progress) if tuned else {}
     finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
+    finals = [with_overrides(c, budget_rungs=rungs or c.budget_rungs or DEFAULT_RUNGS) for c in finals]
     summaries = [train(c, procs, progress) for c in finals]
-    return write_report(finals, summaries, bound, chosen, spec if tuned else None, source)
+    return write_report(finals, summaries, bound, chosen, spec if tuned else None, source, target)
+
+
+DEFAULT_RUNGS = 5  # B/16, B/8, B/4, B/2 and B
 
 
 def train(cfg: RunConfig, procs: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -222,7 +230,7 @@ def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series | None:
 
 # ------------------------------------------------------------------------------------- writing
 def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, chosen: dict,
-                 spec: tune.TuneSpec | None, source: dict | None = None) -> Path:
+                 spec: tune.TuneSpec | None, source: dict | None = None, target: float | None = None) -> Path:
     """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``; ``source``:
     the earlier tune's record the settings came from (:func:`read_chosen`), if any."""
     out = Path(configs[0].results_dir) / configs[0].experiment / "compare"
@@ -238,9 +246,14 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
             results.write_csv(out / f"{label}.csv", frame.to_dict("records"), list(frame.columns))
     curves = learning_curves(configs, out / "learning_curves.png",
                              "train_cpu_seconds" if "cpu_seconds" in bound else "train_seconds")
+    rungs, kind = ladder_table(configs, summaries, column, bound, higher, table), next(iter(bound))
+    results.write_csv(out / "budgets.csv", rungs.to_dict("records"), list(rungs.columns))
+    drawn = budgets.figure(rungs, out, kind, higher)
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
-             answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification), "",
+             " ".join(filter(None, [answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification),
+                                    budgets.winner_words(rungs, kind),
+                                    budgets.target_words(rungs, kind, higher, target)])), "",
              "## Algorithms", "", _markdown(_shown(table)), "",
              "Score: mean over seeds of each run's mean over the same test episodes; floor: the untrained network "
              "under the same test procedure; seconds exclude validation (timed apart); work in example-passes "
@@ -257,9 +270,25 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
                   f"`tune/tuning_curve.csv`.", ""]
     if curves:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    if drawn:
+        lines += ["## The answer at every budget", "", LADDER_WORDS, "", _markdown(rungs.round(4)), "",
+                  f"![test score against budget]({drawn}.png)", ""]
     report = out / "report.md"
     results.atomic_write(report, "\n".join(lines))
     return report
+
+
+LADDER_WORDS = ("Each smaller budget is a snapshot of the same run, taken when its training crossed that budget, "
+                "and scored on the same test episodes; verdicts compare each algorithm with that budget's best, "
+                "paired over the shared episodes, Holm-corrected within the budget (`budgets.csv`). A schedule "
+                "that follows the budget (an annealed outer step, a cosine rate) is mid-way at a snapshot.")
+
+
+def ladder_table(configs: list[RunConfig], summaries: list[dict], column: str, bound: dict, higher: bool,
+                 table: pd.DataFrame) -> pd.DataFrame:
+    """``budgets.csv``: every algorithm at every rung of the ladder (:mod:`metacompare.report.budgets`)."""
+    scores = ladder.stack([(c, s, run_dir(c)) for c, s in zip(configs, summaries)], column)
+    return budgets.table(scores, dict(zip(table["algorithm"], table["floor"])), bound, higher)
 
 
 def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:

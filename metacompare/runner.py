@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from metacompare import files, provenance, results, tracking
 from metacompare import budget, distributed, precision, scoring
+from metacompare.ladder import Ladder
 from metacompare.build import build_run
 from metacompare.scoring import evaluate
 from metacompare.config import RunConfig, dump, identity_of
@@ -217,6 +218,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                             extra["floor_episodes"])
 
     meter = budget.BudgetMeter(cfg, algorithm.task_work() * cfg.meta_batch_size, extra)
+    ladder = Ladder(cfg, meter.per_iteration, extra, out)  # snapshots at smaller budgets (budget_rungs)
+    ladder.cross(start_iteration, algorithm, extra)  # a rung too small for one iteration: the initial weights
     began = time.perf_counter()
     iteration = start_iteration
     timed = cfg.budget.seconds is not None or cfg.budget.cpu_seconds is not None  # no iteration count to show
@@ -244,6 +247,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                     bar.write(f"{cfg.algorithm}: training loss became non-finite at iteration {iteration}; "
                               f"run recorded as diverged")
                     break
+                ladder.cross(iteration, algorithm, extra)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
                 tracker.train(iteration, metrics)
@@ -279,6 +283,9 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
             # generalisation (outline 9.4): the same score on fresh tasks of the training classes
             seen = scoring.evaluate(algorithm, tasks.train_episodes, cfg.eval_inner_steps, device, dtype) \
                 if status == "running" else {}
+            tick = time.perf_counter()
+            rung_rows = ladder.score(algorithm, tasks.test, device, dtype) if status == "running" else []
+            rung_seconds = time.perf_counter() - tick
     except BaseException as err:
         tracker.close(err)
         raise
@@ -302,13 +309,14 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
         peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
-        processes=distributed.world_size(),
+        processes=distributed.world_size(), rung_test_seconds=rung_seconds,
         **provenance.record(out), versions=results.library_versions())  # git_commit, dirty; environment.txt
     results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
     if status == "running":  # per-episode scores, for paired comparisons across algorithms
         columns = {**extra.get("floor_episodes", {}), **episode_columns}
         results.write_csv(out / "episodes.csv", [{"episode": i, **{k: v[i] for k, v in columns.items()}}
                                                  for i in range(len(tasks.test))], ["episode", *columns])
+        ladder.write(out, rung_rows, {"iteration": iteration, **meter.row()}, episode_columns)
     if status == "running":  # final weights, for `metacompare evaluate` (e.g. Lake's one-shot runs)
         buffer = io.BytesIO()
         torch.save({"config": cfg.to_dict(), "algorithm": algorithm.state_dict(),
