@@ -271,7 +271,7 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     if curves:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     if drawn:
-        lines += ["## The answer at every budget", "", LADDER_WORDS, "", _markdown(rungs.round(4)), "",
+        lines += ["## The answer at every budget", "", LADDER_WORDS, "", _markdown(budgets.shown(rungs, kind, higher)), "",
                   f"![test score against budget]({drawn}.png)", ""]
     report = out / "report.md"
     results.atomic_write(report, "\n".join(lines))

@@ -172,6 +172,22 @@ def target_words(frame: pd.DataFrame, kind: str, higher_is_better: bool, target:
     return f"Time to target ({how}; the smallest budget that reaches it): {', '.join(parts)}."
 
 
+def shown(frame: pd.DataFrame, kind: str, higher_is_better: bool) -> pd.DataFrame:
+    """``budgets.csv`` as the report prints it: budgets with their unit, scores with theirs, the interval
+    with what it is over, and each verdict with its Holm-adjusted p-value (none for the best)."""
+    metric = metric_of(higher_is_better)
+    score = lambda v: metric.show(v * metric.scale)  # noqa: E731
+    return pd.DataFrame({
+        "budget": [amount_words(b, kind) for b in frame["budget"]], "algorithm": frame["algorithm"],
+        "iterations": [f"{v:.0f}" for v in frame["iterations"]],
+        "score": [score(v) for v in frame["score"]],
+        "95% interval": [f"± {metric.gap(i * metric.scale)} ({over})" if math.isfinite(i) else f"n/a ({over})"
+                         for i, over in zip(frame["interval"], frame["interval_over"])],
+        "floor": [score(v) for v in frame["floor"]],
+        "against the best": [v if not math.isfinite(p) else f"{v} (p = {p:.3g})"
+                             for v, p in zip(frame["verdict"], frame["p_holm"])]})
+
+
 # ------------------------------------------------------------------------------------------ figure
 def figure(frame: pd.DataFrame, out: Path, kind: str, higher_is_better: bool, stem: str = "budgets") -> str | None:
     """``<out>/budgets.png`` and ``.svg``: test score against the rung budget (log axis), one line per
