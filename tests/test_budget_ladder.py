@@ -182,3 +182,13 @@ def test_rungs_outside_one_to_sixteen_are_refused(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["compare", "configs/sine.yaml", "--budget", "work:100", "--rungs", "0"])
     assert stop.value.code == 2 and "argument --rungs: must be from 1 to 16, got 0" in capsys.readouterr().err
+
+
+def test_runs_without_snapshots_are_named_and_one_rung_says_nothing_more():
+    """Runs finished before they kept snapshots give the full budget only: the words say which."""
+    partial = pd.concat([LADDER, pd.DataFrame([{"budget": 1800, "algorithm": "reptile", "score": 0.5,
+                                                "verdict": "maml beats reptile"}])])
+    assert budgets.winner_words(partial, "seconds").endswith(
+        "Not scored below 1,800 s: reptile (runs finished without snapshots; delete them to retrain with the ladder).")
+    top = LADDER[LADDER["budget"] == 1800]
+    assert budgets.winner_words(top, "seconds") == "" and budgets.target_words(top, "seconds", True) == ""

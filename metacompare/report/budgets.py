@@ -114,7 +114,7 @@ def winner_words(frame: pd.DataFrame, kind: str) -> str:
     """Which algorithm is best at which budgets, where the winner changes, and where its lead over
     another algorithm is not significant (paired over the test episodes, Holm within the budget)."""
     ranks = winners(frame)
-    if not ranks:
+    if len(ranks) < 2:  # the full budget alone: the answer above says it all
         return ""
     spans = [[ranks[0]]]
     for rank in ranks[1:]:
@@ -132,7 +132,18 @@ def winner_words(frame: pd.DataFrame, kind: str) -> str:
     if unclear:
         where = "any budget" if len(unclear) == len(ranks) else listed(unclear, kind)
         text += f" The best is not significantly ahead of every other algorithm at {where}."
-    return text
+    return text + _missing(frame, kind)
+
+
+def _missing(frame: pd.DataFrame, kind: str) -> str:
+    """The algorithms scored at the full budget but not below it (runs that kept no snapshots)."""
+    top = frame["budget"].max()
+    everyone = set(frame.loc[frame["budget"] == top, "algorithm"])
+    lacking = sorted(everyone - set(frame.loc[frame["budget"] < top, "algorithm"]))
+    if not lacking:
+        return ""
+    return (f" Not scored below {amount_words(top, kind)}: {', '.join(lacking)} (runs finished without "
+            f"snapshots; delete them to retrain with the ladder).")
 
 
 def target_of(frame: pd.DataFrame, higher_is_better: bool, target: float | None) -> tuple[float, str]:
@@ -161,7 +172,7 @@ def time_to_target(frame: pd.DataFrame, target: float, higher_is_better: bool) -
 
 def target_words(frame: pd.DataFrame, kind: str, higher_is_better: bool, target: float | None = None) -> str:
     """Time-to-target of every algorithm, fastest first, as MLPerf reports it."""
-    if frame.empty:
+    if frame["budget"].nunique() < 2:
         return ""
     value, how = target_of(frame, higher_is_better, target)
     times = time_to_target(frame, value, higher_is_better)
