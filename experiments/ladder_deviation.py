@@ -88,28 +88,32 @@ def main() -> None:
     bound = budget.parse_budget(args.budget)
     configs = {c.algorithm: c for c in load_experiment(args.config)}
     rows, episodes = [], []
-    for setting in args.settings:
-        algorithm, changes = SETTINGS[setting]
-        for seed in args.seeds:
+    (out / "conditions.txt").write_text(
+        f"config {args.config}, longer run {args.budget} with {RUNGS} rungs, rung {args.rung}, seeds {args.seeds}, "
+        f"settings {args.settings}, {args.test_episodes} test episodes, one torch thread, CPU\n"
+        f"commit {state.label()}, torch {torch.__version__}, Python {platform.python_version()}\n")
+    for seed in args.seeds:  # every setting at one seed, then the next seed
+        for setting in args.settings:
+            algorithm, changes = SETTINGS[setting]
             cfg = with_overrides(configs[algorithm], **changes, seed=seed, iterations=10**9, results_dir=runs_dir,
                                  experiment="ladder_deviation", test_episodes=args.test_episodes,
                                  budget={"seconds": None, "cpu_seconds": None, "work": None, **bound})
             row, paired = compare_one(cfg, fraction)
             rows.append({"setting": setting, "seed": seed, **row})
             episodes.append(paired.assign(setting=setting, seed=seed))
+            write(out, rows, episodes, configs)  # after each pair: a stopped script keeps what it measured
             print(f"{setting:17s} seed {seed}: snapshot {row['score_snapshot']:.4f} ({row['iterations_snapshot']} its), "
                   f"own run {row['score_own']:.4f} ({row['iterations_own']} its), difference "
                   f"{row['snapshot_minus_own']:+.4f} ± {row['ci95']:.4f} (p = {row['t_p']:.3g})", flush=True)
-    table, stacked = pd.DataFrame(rows), pd.concat(episodes, ignore_index=True)
-    table.to_csv(out / "deviation.csv", index=False)
-    stacked.to_csv(out / "episodes.csv", index=False)
-    seeds = across_seeds(table, next(iter(configs.values())).is_classification)
-    seeds.to_csv(out / "paired_seeds.csv", index=False)
-    (out / "conditions.txt").write_text(
-        f"config {args.config}, longer run {args.budget} with {RUNGS} rungs, rung {args.rung}, seeds {args.seeds}, "
-        f"{args.test_episodes} test episodes, one torch thread, CPU\n"
-        f"commit {state.label()}, torch {torch.__version__}, Python {platform.python_version()}\n")
     print(f"written: {out}/deviation.csv, episodes.csv, paired_seeds.csv, conditions.txt")
+
+
+def write(out: Path, rows: list[dict], episodes: list[pd.DataFrame], configs: dict) -> None:
+    """The tables so far: per (setting, seed), per episode, and snapshot against own run across seeds."""
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "deviation.csv", index=False)
+    pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
+    across_seeds(table, next(iter(configs.values())).is_classification).to_csv(out / "paired_seeds.csv", index=False)
 
 
 def across_seeds(table: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
