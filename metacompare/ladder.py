@@ -14,6 +14,7 @@ a lower rung; ``experiments/ladder_deviation.py`` measures how far that moves th
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ class Ladder:
     def score(self, algorithm, episodes: list, device, dtype) -> list[dict[str, Any]]:
         """Per-episode test scores of every rung taken, on ``episodes`` with the run's test procedures
         (batched where ``eval_batch`` is set, as the run's own test); the algorithm's state is restored."""
-        kept = algorithm.state_dict()
+        kept = copy.deepcopy(algorithm.state_dict())  # state_dict() shares the live tensors loading overwrites
         rows = []
         for name, taken in sorted(self.taken.items(), key=lambda item: item[1]["fraction"]):
             if name not in self.meters:  # taken under another budget_rungs before a resume

@@ -78,6 +78,22 @@ def test_a_snapshot_is_the_run_of_its_own_when_no_schedule_follows_the_budget(tm
         assert (snapshot["test_loss"].tolist() == episodes["test_loss"].tolist()) is same
 
 
+def test_scoring_the_snapshots_leaves_the_final_weights_in_model_pt(tmp_path):
+    """model.pt (what `evaluate` reads) holds the run's last weights, as without the ladder."""
+    import torch
+
+    with_ladder = ladder_config(tmp_path, "fomaml", 600)
+    without = with_overrides(with_ladder, budget_rungs=0, results_dir=str(tmp_path / "plain"))
+    weights = []
+    for cfg in (with_ladder, without):
+        train_and_evaluate(cfg, progress=False)
+        weights.append(torch.load(run_dir(cfg) / "model.pt", weights_only=True)["algorithm"]["model"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    first = torch.load(run_dir(with_ladder) / "snapshots" / "budget_1-16.pt", weights_only=True)["model"]
+    assert not all(torch.equal(first[k], weights[0][k]) for k in first)  # the snapshots are other weights
+
+
 def test_an_interrupted_run_keeps_its_snapshots_and_ends_with_the_uninterrupted_ladder(tmp_path, monkeypatch):
     """Stopped between checkpoints after two rungs were taken: the rerun resumes from the checkpoint
     before them, retakes them on the same iterations, and writes the ladder of a run never stopped."""
