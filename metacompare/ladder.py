@@ -87,11 +87,13 @@ class Ladder:
     def score(self, algorithm, episodes: list, device, dtype) -> list[dict[str, Any]]:
         """Per-episode test scores of every rung taken, on ``episodes`` with the run's test procedures
         (batched where ``eval_batch`` is set, as the run's own test); the algorithm's state is restored."""
+        todo = sorted((item for item in self.taken.items() if item[0] in self.meters),  # not: another budget_rungs
+                      key=lambda item: item[1]["fraction"])
+        if not todo:
+            return []
         kept = copy.deepcopy(algorithm.state_dict())  # state_dict() shares the live tensors loading overwrites
         rows = []
-        for name, taken in sorted(self.taken.items(), key=lambda item: item[1]["fraction"]):
-            if name not in self.meters:  # taken under another budget_rungs before a resume
-                continue
+        for name, taken in todo:
             snapshot = distributed.from_writer(files.load_torch(self.path(name), SNAPSHOT_FIX)
                                                if distributed.is_writer() else None)
             algorithm.load_state_dict(snapshot)
