@@ -239,7 +239,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     path = _config_or_data(args, lambda experiment: f"{experiment}_compare_{label}")
     report = compare(path, args.budget, tuned=not args.no_tune, seeds=args.seeds, overrides=args.set,
                      results_dir=args.results_dir, progress=not args.no_progress, chosen_file=args.chosen,
-                     procs=args.procs, workers=args.workers, executor=args.executor, address=args.address)
+                     procs=args.procs, workers=args.workers, executor=args.executor, address=args.address,
+                     rungs=args.rungs, target=args.target)
     print(report.read_text().split("\n\n")[1])  # the answer paragraph
     print(f"report: {report}")
     return 0
@@ -340,6 +341,13 @@ def _add_tune_and_compare(sub) -> None:
     compare.add_argument("--procs", type=bounded(int, 1, 256), default=1,
                          help="train each final run data-parallel on this many local processes where its engine "
                               "allows (inner_state: carry needs inner_chains >= N); a cpu: budget counts every process's time")
+    compare.add_argument("--rungs", type=bounded(int, 1, 16), default=None,
+                         help="the budget ladder: also score every algorithm at budget/2, budget/4, ... (this many "
+                              "rungs, the full budget included), as snapshots of the same runs; 1: the full budget "
+                              "only (default: the config's budget_rungs, else 5)")
+    compare.add_argument("--target", type=bounded(float, 0, 1e12), default=None,
+                         help="time-to-target: the smallest rung budget reaching this test accuracy (a fraction, "
+                              "0.9 for 90%%) or MSE (default: 95%% of the best final score)")
     compare.set_defaults(func=_cmd_compare)
 
 

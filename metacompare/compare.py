@@ -20,22 +20,25 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from metacompare import budget, distributed, doctables, executors, files, headline, results, timing, tune
+from metacompare import budget, distributed, doctables, executors, files, headline, ladder, results, timing, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
+from metacompare.report import budgets
 from metacompare.runner import run_dir, train_and_evaluate
 
 
 def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
             overrides: Sequence[str] = (), results_dir: str | None = None, progress: bool = True,
             chosen_file: str | Path | None = None, procs: int = 1, workers: int = 1, executor: str = "local",
-            address: str | None = None) -> Path:
+            address: str | None = None, rungs: int | None = None, target: float | None = None) -> Path:
     """Tune (or not, or take ``chosen_file``'s settings), train every algorithm under one budget with
     ``seeds`` seeds, write the report. ``procs`` > 1 trains each final run data-parallel on that many
     local processes where its engine allows it (:func:`train`); tuning trials stay on one.
     ``workers`` local processes or Ray tasks (``executor``, ``address``) run trials and final runs at
     once, placed fairly (:mod:`metacompare.executors`).
-    Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips."""
+    Results go to ``<results_dir>/<experiment>_compare_<budget>/``; rerunning resumes and skips.
+    ``rungs``: the budget ladder's rung count (default: the config's ``budget_rungs``, else 5), ``target``
+    the time-to-target score (default: 95% of the best final score); :mod:`metacompare.report.budgets`."""
     if chosen_file is not None and not tuned:
         raise UserError("--chosen and --no-tune conflict: --chosen takes an earlier tune's settings, "
                         "--no-tune the config's; give one of them")
@@ -61,9 +64,13 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
             raise Interrupted(f"tuning stopped; its finished trials are kept in {tune.tune_dir(configs[0])}: "
                               f"rerun the same command to resume") from err
         finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
+        finals = [with_overrides(c, budget_rungs=rungs or c.budget_rungs or DEFAULT_RUNGS) for c in finals]
         summaries = train_all(finals, procs, progress, workers, executor, address)
         return write_report(finals, summaries, bound, chosen, spec if tuned else None, source,
-                            executors.placement_words(workers, procs, executor, address))
+                            executors.placement_words(workers, procs, executor, address), target)
+
+
+DEFAULT_RUNGS = 5  # B/16, B/8, B/4, B/2 and B
 
 
 def train_all(finals: list[RunConfig], procs: int = 1, progress: bool = True, workers: int = 1,
@@ -278,7 +285,8 @@ def _pair(pairs: pd.DataFrame, a: str, b: str) -> pd.Series | None:
 
 # ------------------------------------------------------------------------------------- writing
 def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, chosen: dict,
-                 spec: tune.TuneSpec | None, source: dict | None = None, placement: str | None = None) -> Path:
+                 spec: tune.TuneSpec | None, source: dict | None = None, placement: str | None = None,
+                 target: float | None = None) -> Path:
     """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``; ``source``:
     the earlier tune's record the settings came from (:func:`read_chosen`), if any; ``placement``: the
     line saying where the runs trained (:func:`metacompare.executors.placement_words`)."""
@@ -297,9 +305,15 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
             results.write_csv(out / f"{label}.csv", frame.to_dict("records"), list(frame.columns))
     curves = learning_curves(configs, out / "learning_curves.png",
                              "train_cpu_seconds" if "cpu_seconds" in bound else "train_seconds")
+    rungs, kind = ladder_table(configs, summaries, column, bound, higher, table), next(iter(bound))
+    results.write_csv(out / "budgets.csv", rungs.to_dict("records"), list(rungs.columns))
+    drawn = budgets.figure(rungs, out, kind, higher)
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
-             answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification, against_floor), "",
+             " ".join(filter(None, [answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification,
+                                           against_floor),
+                                    budgets.winner_words(rungs, kind),
+                                    budgets.target_words(rungs, kind, higher, target)])), "",
              "## Algorithms", "", _table(out, "algorithms", cfg.is_classification),
              "Score: mean over seeds of each run's mean over the same test episodes, with its 95% interval across "
              "seeds (with one seed: over that run's test episodes); untrained floor: the network before any training, "
@@ -320,6 +334,9 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
                   f"`tune/tuning_curve.csv`.", ""]
     if curves:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
+    if drawn:
+        lines += ["## The answer at every budget", "", LADDER_WORDS, "", doctables.frame_table(budgets.shown(rungs, kind, higher)), "",
+                  f"![test score against budget]({drawn}.png)", ""]
     lines += _time_lines(configs, summaries, out)
     report = out / "report.md"
     results.atomic_write(report, "\n".join(lines))
@@ -331,11 +348,24 @@ def _time_lines(configs: list[RunConfig], summaries: list[dict], out: Path) -> l
     rows = timing.split_table([(c.algorithm, c.seed, s.get("time_split"), s.get("wall_time_s", math.nan))
                                for c, s in zip(configs, summaries)])
     results.write_csv(out / "time_split.csv", rows, list(rows[0]))
-    return ["## Where the time went", "", _markdown(pd.DataFrame(rows).fillna("n/a")), "",
+    return ["## Where the time went", "", doctables.frame_table(pd.DataFrame(rows)), "",
             "Wall seconds per run: training (the budget's), validation, test, floor (the untrained network), "
             "train_tasks (the training-task score of the generalisation gap), logging (the logged training fit) "
             "and waiting (building, checkpoints, files, other processes); training_share: training over the "
             "run's wall time. Runs recorded before the split existed show n/a.", ""]
+
+
+LADDER_WORDS = ("Each smaller budget is a snapshot of the same run, taken when its training crossed that budget, "
+                "and scored on the same test episodes; verdicts compare each algorithm with that budget's best, "
+                "paired over the shared episodes, Holm-corrected within the budget (`budgets.csv`). A schedule "
+                "that follows the budget (an annealed outer step, a cosine rate) is mid-way at a snapshot.")
+
+
+def ladder_table(configs: list[RunConfig], summaries: list[dict], column: str, bound: dict, higher: bool,
+                 table: pd.DataFrame) -> pd.DataFrame:
+    """``budgets.csv``: every algorithm at every rung of the ladder (:mod:`metacompare.report.budgets`)."""
+    scores = ladder.stack([(c, s, run_dir(c)) for c, s in zip(configs, summaries)], column)
+    return budgets.table(scores, dict(zip(table["algorithm"], table["floor"])), bound, higher)
 
 
 def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:

@@ -137,6 +137,11 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def frame_table(frame: pd.DataFrame) -> str:
+    """Any DataFrame as a markdown table, every cell by :func:`fmt` (the compare report's extra tables)."""
+    return _markdown_table([str(c) for c in frame.columns], [[fmt(v) for v in row] for row in frame.itertuples(index=False)])
+
+
 def _read(root: Path, source: str) -> pd.DataFrame:
     """A CSV file, or with a ``*`` in the path every matching JSON file (run summaries) as one row
     each, nested keys dotted (``test_by_inner_steps.1.loss_mean``), in path order."""

@@ -67,6 +67,10 @@ FIELD_DOCS: dict[str, str] = {
     "precision": "`float32`, `float64`, or `bfloat16` (meta-training under autocast with float32 master "
                  "weights; evaluation stays float32).",
     "checkpoint_interval": "Write a resumable checkpoint every this many iterations (and on Ctrl-C / SIGTERM).",
+    "budget_rungs": "The budget ladder: with n > 1, the run also saves its weights when its training crosses "
+                    "each of the budgets B/2^(n-1), ..., B/4, B/2 (B its budget, or its iterations without one) and "
+                    "scores those snapshots on its test episodes (`rungs.csv`); `compare` sets 5 unless given "
+                    "`--rungs`. 0: off. Not part of the run id.",
     "results_dir": "Root folder of the results; not part of the run id.",
     "omniglot": "Where Omniglot comes from and how it is split (fields below).",
     "evaluation": "`transductive` (the query set is scored as one batch, so BatchNorm uses its statistics, as "

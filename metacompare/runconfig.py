@@ -231,6 +231,9 @@ class RunConfig:
     tracker: str = "tensorboard"
     tracking_uri: str = ""  # MLflow server or store; empty: <results_dir>/mlruns
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    # The budget ladder (metacompare.ladder): snapshots at B/2^(n-1), ..., B/2, scored on the test episodes
+    # beside the run's own score at B; 0: none. Observes training without changing it: not in the run id.
+    budget_rungs: int = 0
     user_data: UserDataConfig = field(default_factory=UserDataConfig)
     mamlpp: MamlPlusPlusConfig | None = None  # MAML++'s options; null: the algorithm's own (see the class)
     resnet12: ResNet12Config = field(default_factory=ResNet12Config)  # model: resnet12's widths, DropBlock
@@ -263,8 +266,10 @@ class RunConfig:
 
 # Where files and logs go and which device computes: a moved folder, another GPU or another tracker is
 # the same run (the numbers are pinned by one torch thread per run, see runner.pin_threads).
-# ``eval_batch`` likewise: how many episodes are evaluated at once, not what they score.
-NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri", "eval_batch")
+# ``eval_batch`` likewise: how many episodes are evaluated at once, not what they score; ``budget_rungs``:
+# which snapshots are kept and scored, not what is trained.
+NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri", "eval_batch",
+                 "budget_rungs")
 
 
 def identity_of(values: dict[str, Any]) -> dict[str, Any]:

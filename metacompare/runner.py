@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from metacompare import files, provenance, results, tracking
 from metacompare import budget, distributed, precision, scoring, timing
+from metacompare.ladder import Ladder
 from metacompare.build import build_run
 from metacompare.scoring import evaluate
 from metacompare.config import RunConfig, dump, identity_of
@@ -222,6 +223,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                                                 dtype, "floor_", extra["floor_episodes"])
 
     meter = budget.BudgetMeter(cfg, algorithm.task_work() * cfg.meta_batch_size, extra)
+    ladder = Ladder(cfg, meter.per_iteration, extra, out)  # snapshots at smaller budgets (budget_rungs)
+    ladder.cross(start_iteration, algorithm, extra)  # a rung too small for one iteration: the initial weights
     iteration = start_iteration
     timed = cfg.budget.seconds is not None or cfg.budget.cpu_seconds is not None  # no iteration count to show
     bar = tqdm(total=None if timed else meter.planned, initial=start_iteration,
@@ -248,6 +251,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                     bar.write(f"{cfg.algorithm}: training loss became non-finite at iteration {iteration}; "
                               f"run recorded as diverged")
                     break
+                ladder.cross(iteration, algorithm, extra)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
                 tracker.train(iteration, metrics)
@@ -285,6 +289,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
             with clock.phase("train_tasks"):
                 seen = scoring.evaluate(algorithm, tasks.train_episodes[:scoring.floor_count(cfg)],
                                         cfg.eval_inner_steps, device, dtype) if status == "running" else {}
+            with clock.phase("rungs"):  # the budget ladder's snapshots on the same test episodes
+                rung_rows = ladder.score(algorithm, tasks.test, device, dtype) if status == "running" else []
     except BaseException as err:
         tracker.close(err)
         raise
@@ -310,7 +316,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=train_time / iteration if iteration else math.nan,
         peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
-        processes=distributed.world_size(),
+        processes=distributed.world_size(), rung_test_seconds=clock.spent.get("rungs", 0.0),
         # what it answered for: provenance.check_answer compares it whenever the run is read back
         data={k: tasks.record[k] for k in ("form", "root", "digest")} if tasks.record else None,
         **provenance.record(out), versions=results.library_versions())  # git_commit, dirty; environment.txt
@@ -321,6 +327,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
         results.write_csv(out / "episodes.csv", [{"episode": i, **{k: v[i] if i < len(v) else math.nan
                                                                    for k, v in columns.items()}}
                                                  for i in range(len(tasks.test))], ["episode", *columns])
+        ladder.write(out, rung_rows, {"iteration": iteration, **meter.row()}, episode_columns)
     if status == "running":  # final weights, for `metacompare evaluate` (e.g. Lake's one-shot runs)
         buffer = io.BytesIO()
         torch.save({"config": cfg.to_dict(), "algorithm": algorithm.state_dict(),

@@ -4,7 +4,7 @@ A run's wall time is split into phases, each charged at one point of :mod:`metac
 ``training`` (meta-iterations, the budget's seconds), ``validation``, ``logging`` (the forward pass that
 measures the logged training fit; both timed by :class:`metacompare.budget.BudgetMeter`), ``floor`` (the
 untrained network on the test episodes), ``test``, ``train_tasks`` (the training-task score behind the
-generalisation gap) and ``waiting``: the rest of the run's wall clock (building tasks and network,
+generalisation gap), ``rungs`` (the budget ladder's snapshots scored on the test episodes) and ``waiting``: the rest of the run's wall clock (building tasks and network,
 checkpoints, files, other processes). A user who asks for 300 CPU-seconds of training learns here
 what the other parts of the answer cost.
 """
@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-PHASES = ("training", "validation", "test", "floor", "train_tasks", "logging", "waiting")
+PHASES = ("training", "validation", "test", "rungs", "floor", "train_tasks", "logging", "waiting")
 METERED = {"training": "train_seconds", "validation": "validation_seconds", "logging": "logging_seconds"}
-TIMED = ("test", "floor", "train_tasks")
+TIMED = ("test", "rungs", "floor", "train_tasks")
 
 
 class PhaseClock:

@@ -38,7 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tracker": tuple(TRACKERS),
 }
 NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size", "eval_batch",
-                "floor_episodes")
+                "floor_episodes", "budget_rungs")
 POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
             "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters")
 POSITIVE_FLOAT = ("inner_lr", "outer_lr")
@@ -49,7 +49,7 @@ AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000
            "task_chunk": 10_000, "num_tasks": 10**8, "iterations": 10**9, "eval_interval": 10**9,
            "checkpoint_interval": 10**9, "train_shots": 1000, "test_query": 1000, "inner_batch_size": 10**6,
            "eval_inner_batch_size": 10**6, "eval_batch": 100_000,
-           "floor_episodes": 100_000}
+           "floor_episodes": 100_000, "budget_rungs": 16}
 EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the examples one meta-batch holds
 # Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
 # non-default value for an algorithm that would ignore it is refused rather than recorded as used.
