@@ -156,7 +156,7 @@ def test_the_words_name_the_winner_changes_and_the_time_to_target():
     assert budgets.target_words(LADDER, "cpu_seconds", True, target=0.85).endswith(
         "pretrain 450 CPU-s, maml 900 CPU-s.")
     steady = LADDER[LADDER["algorithm"] == "maml"].assign(verdict=budgets.BEST)
-    assert budgets.winner_words(steady, "work").endswith("maml from 225 to 1.8e+03 example-passes; the winner never "
+    assert budgets.winner_words(steady, "work").endswith("maml from 225 to 1,800 example-passes; the winner never "
                                                          "changes.")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from metacompare import headline
+from metacompare import headline, timing
 from tests.faults import cli
 from tests.test_tune import one_thread  # noqa: F401 (autouse fixture)
 
@@ -89,6 +89,6 @@ def test_compare_at_a_budget_too_small_to_learn_says_no_algorithm_learned(tmp_pa
     folder = tmp_path / "r" / "table_noise_compare_work3000" / "compare"
     split = pd.read_csv(folder / "time_split.csv")
     assert sorted(split["algorithm"]) == ["fomaml", "maml", "pretrain", "reptile"]
-    parts = split[[f"{p}_s" for p in ("training", "validation", "test", "floor", "train_tasks", "logging", "waiting")]]
+    parts = split[[f"{p}_s" for p in timing.PHASES]]
     assert np.allclose(parts.sum(axis=1), split["wall_s"], atol=0.5)
     assert "## Where the time went" in (folder / "report.md").read_text()

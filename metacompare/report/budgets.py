@@ -82,8 +82,8 @@ def _against_best(rung: pd.DataFrame, best: str, others: list[str], higher_is_be
 
 # ------------------------------------------------------------------------------------------ words
 def number_words(value: float, kind: str) -> str:
-    """A budget's number: ``225``, ``3,600``, ``3.75e+04`` (work)."""
-    return f"{value:,.0f}" if kind != "work" and value >= 10 else f"{value:.3g}"
+    """A budget's number: ``225``, ``3,600``, ``37,500``; ``2.5e+09`` past ten million, ``0.5`` below ten."""
+    return f"{value:,.0f}" if 10 <= value < 1e7 else f"{value:.3g}"
 
 
 def amount_words(value: float, kind: str) -> str:
