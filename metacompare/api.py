@@ -100,27 +100,31 @@ def run(config: str | Path | RunConfig | Sequence[RunConfig], settings: Settings
 def compare(config: str | Path | None = None, *, budget: str, data: str | Path | None = None,
             ways: int | None = None, shots: int | None = None, tune: bool = True, chosen: str | Path | None = None,
             seeds: int | None = None, settings: Settings = None, results_dir: str | Path | None = None,
-            progress: bool = False) -> Comparison:
+            progress: bool = False, procs: int = 1, workers: int = 1, rungs: int | None = None,
+            target: float | None = None) -> Comparison:
     """Which algorithm is best under one ``budget`` (``"300"`` seconds, ``"cpu:300"``, ``"work:2e6"``), on a
     config or tune file or, with ``data``, on your own folder or table with the default config for it,
-    as ``metacompare compare`` does (a rerun resumes and skips finished runs). Returns its tables."""
+    as ``metacompare compare`` does (a rerun resumes and skips finished runs). Returns its tables.
+    ``procs``, ``workers``, ``rungs`` and ``target`` are the command's ``--procs`` (processes per run),
+    ``--workers`` (runs at once), ``--rungs`` (the budget ladder) and ``--target`` (time to target)."""
     if (config is None) == (data is None):
         raise UserError("compare: give a config file or data=PATH (one of them)")
     overrides = _overrides(settings)
     if data is None:
         overrides = [*(f"{k}={v}" for k, v in (("ways", ways), ("shots", shots)) if v), *overrides]
     else:
-        config = _data_config_file(data, ways or 5, shots or 1, budget, results_dir)
+        config = _data_config_file(data, ways or 5, shots or 1, budget, results_dir, procs)
     report = comparing.compare(config, budget, tuned=tune, seeds=seeds, overrides=overrides,
                                results_dir=None if results_dir is None else str(results_dir), progress=progress,
-                               chosen_file=chosen)
+                               chosen_file=chosen, procs=procs, workers=workers, rungs=rungs, target=target)
     return load_comparison(report.parent)
 
 
-def _data_config_file(data: str | Path, ways: int, shots: int, budget: str, results_dir: str | Path | None) -> Path:
+def _data_config_file(data: str | Path, ways: int, shots: int, budget: str, results_dir: str | Path | None,
+                      procs: int = 1) -> Path:
     """The default config for ``data`` (metacompare.data.defaults), written where the command line
     writes it: ``<results>/<experiment>_compare_<budget>/data_config.yaml``."""
-    raw = data_config(data, ways=ways, shots=shots)
+    raw = data_config(data, ways=ways, shots=shots, procs=procs)
     label = budgets.label(budgets.parse_budget(budget))
     folder = Path(results_dir or "results") / f"{raw['experiment']}_compare_{label}"
     return write_config(raw, folder / "data_config.yaml")
