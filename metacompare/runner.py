@@ -290,7 +290,8 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                 seen = scoring.evaluate(algorithm, tasks.train_episodes[:scoring.floor_count(cfg)],
                                         cfg.eval_inner_steps, device, dtype) if status == "running" else {}
             with clock.phase("rungs"):  # the budget ladder's snapshots on the same test episodes
-                rung_rows = ladder.score(algorithm, tasks.test, device, dtype) if status == "running" else []
+                rung_rows = ladder.score(algorithm, tasks.test[:scoring.floor_count(cfg)], device, dtype) \
+                    if status == "running" else []  # on the floor's episodes: references, like the floor
     except BaseException as err:
         tracker.close(err)
         raise
