@@ -203,10 +203,11 @@ def _short(value: Any) -> str:
 
 def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataFrame | None,
            higher_is_better: bool, name: str, bound: dict, percent: bool,
-           against_floor: pd.DataFrame | None = None) -> str:
+           against_floor: pd.DataFrame | None = None, learned_at: dict[str, list[str]] | None = None) -> str:
     """The first paragraph: which is best, by how much, at what cost, how sure; opened by
     :func:`metacompare.headline.opening` where the best did not learn (``against_floor``: per-episode
-    scores and floors, :func:`metacompare.headline.floor_pairs`) or is no better than pre-training."""
+    scores and floors, :func:`metacompare.headline.floor_pairs`; ``learned_at``: :func:`learned_at`) or is
+    no better than pre-training."""
     scored = table[np.isfinite(table["score"])]
     if scored.empty:
         return "**Answer: none.** No algorithm finished a run under this budget; see the table below."
@@ -216,7 +217,7 @@ def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataF
     gap = (lambda v: f"{100 * v:.2f} points") if percent else (lambda v: f"{v:.4g}")
     tests = headline.floor_tests(against_floor, higher_is_better) if against_floor is not None else {}
     baseline = _pair(pairs, best["algorithm"], headline.BASELINE) if pairs is not None else None
-    opening = headline.opening(best["algorithm"], tests, baseline, bound, show, gap)
+    opening = headline.opening(best["algorithm"], tests, baseline, bound, show, gap, learned_at)
     lead = opening or f"**Answer: {best['algorithm']}.**"
     text = [f"{lead} Under the same budget of {_budget_words(bound)} per run, "
             f"{best['algorithm']} reaches {name} {show(best['score'])} {_spread(best, gap)}; "
@@ -305,13 +306,14 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
             results.write_csv(out / f"{label}.csv", frame.to_dict("records"), list(frame.columns))
     curves = learning_curves(configs, out / "learning_curves.png",
                              "train_cpu_seconds" if "cpu_seconds" in bound else "train_seconds")
-    rungs, kind = ladder_table(configs, summaries, column, bound, higher, table), next(iter(bound))
+    stacked = ladder.stack([(c, s, run_dir(c)) for c, s in zip(configs, summaries)], column)
+    rungs, kind = budgets.table(stacked, dict(zip(table["algorithm"], table["floor"])), bound, higher), next(iter(bound))
     results.write_csv(out / "budgets.csv", rungs.to_dict("records"), list(rungs.columns))
     drawn = budgets.figure(rungs, out, kind, higher)
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {_budget_words(bound)} each", "",
              " ".join(filter(None, [answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification,
-                                           against_floor),
+                                           against_floor, learned_at(stacked, against_floor, bound, higher)),
                                     budgets.winner_words(rungs, kind),
                                     budgets.target_words(rungs, kind, higher, target)])), "",
              "## Algorithms", "", _table(out, "algorithms", cfg.is_classification),
@@ -361,11 +363,18 @@ LADDER_WORDS = ("Each smaller budget is a snapshot of the same run, taken when i
                 "that follows the budget (an annealed outer step, a cosine rate) is mid-way at a snapshot.")
 
 
-def ladder_table(configs: list[RunConfig], summaries: list[dict], column: str, bound: dict, higher: bool,
-                 table: pd.DataFrame) -> pd.DataFrame:
-    """``budgets.csv``: every algorithm at every rung of the ladder (:mod:`metacompare.report.budgets`)."""
-    scores = ladder.stack([(c, s, run_dir(c)) for c, s in zip(configs, summaries)], column)
-    return budgets.table(scores, dict(zip(table["algorithm"], table["floor"])), bound, higher)
+def learned_at(stacked: pd.DataFrame, against_floor: pd.DataFrame, bound: dict, higher: bool) -> dict[str, list[str]]:
+    """Per smaller rung of the ladder (``--budget`` text, smallest first): the algorithms whose snapshot
+    beats their untrained network, paired over the episodes both were scored on, Holm-corrected within
+    the rung (:func:`metacompare.headline.floor_tests`), for the no-learning headline."""
+    floors = against_floor[["algorithm", "seed", "episode", "floor"]]
+    out: dict[str, list[str]] = {}
+    for fraction, group in stacked[stacked["fraction"] < 1].groupby("fraction"):
+        units = group[["algorithm", "seed", "episode", "score"]].astype({"seed": int, "episode": int})
+        pairs = units.merge(floors.astype({"seed": int, "episode": int}), on=["algorithm", "seed", "episode"])
+        tests = headline.floor_tests(pairs, higher)
+        out[headline.suggested_budget(bound, fraction)] = [t.algorithm for t in tests.values() if t.learned]
+    return out
 
 
 def _source_words(source: dict, spec: tune.TuneSpec | None) -> str:

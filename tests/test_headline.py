@@ -92,3 +92,24 @@ def test_compare_at_a_budget_too_small_to_learn_says_no_algorithm_learned(tmp_pa
     parts = split[[f"{p}_s" for p in timing.PHASES]]
     assert np.allclose(parts.sum(axis=1), split["wall_s"], atol=0.5)
     assert "## Where the time went" in (folder / "report.md").read_text()
+
+
+def test_the_no_learning_headline_names_the_smallest_rung_where_an_algorithm_learned():
+    """The ladder's smaller rungs are tested against each run's floor on the same episodes: at half the
+    budget maml's snapshot is well above its floor, at a quarter nothing is, at the full budget nothing
+    is either; the headline says the budget is too small and names work:500 where maml did learn."""
+    from metacompare.compare import learned_at
+
+    episodes = range(30)
+    floor = [0.4 + 0.01 * (e % 3) for e in episodes]
+    against_floor = pd.DataFrame([{"algorithm": a, "seed": 0, "episode": e, "score": floor[e], "floor": floor[e]}
+                                  for a in ("maml", "reptile") for e in episodes])
+    stacked = pd.DataFrame([{"algorithm": a, "seed": 0, "rung": r, "fraction": f, "episode": float(e),
+                             "score": floor[e] + (0.3 + 0.02 * (e % 5) if (a, f) == ("maml", 0.5) else 0.0)}
+                            for a in ("maml", "reptile") for r, f in (("1/4", 0.25), ("1/2", 0.5)) for e in episodes])
+    found = learned_at(stacked, against_floor, {"work": 1000.0}, higher=True)
+    assert found == {"work:250": [], "work:500": ["maml"]}
+    tests = headline.floor_tests(against_floor, True)
+    words = headline.opening("maml", tests, None, {"work": 1000.0}, str, str, found)
+    assert words.startswith("**Answer: no algorithm learned within this budget.**")
+    assert "at the smaller budget work:500, maml did" in words
