@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ZIP = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"  # where the tests find it
-PARTS = ("training", "validation", "test", "floor", "train_tasks", "logging", "waiting")
+PARTS = ("training", "validation", "test", "rungs", "floor", "train_tasks", "logging", "waiting")  # timing.PHASES
 
 
 def run_compare(data: Path, results: Path, budget: str, procs: int, extra: list[str]) -> float:
@@ -59,12 +59,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="append the runs' rows to this CSV")
     parser.add_argument("--set", action="append", default=[], help="passed to compare as --set")
     parser.add_argument("--zip", type=Path, default=None, help="the small1 zip (default: ../shared/data/omniglot/, beside the project)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="keep the comparison here (default: a temporary folder, removed afterwards)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="time-to-answer-") as folder:
         data = Path(folder) / "small1"
         with zipfile.ZipFile(args.zip or ZIP) as archive:
             archive.extractall(data)
-        results = Path(folder) / "results"
+        results = args.results.resolve() if args.results else Path(folder) / "results"
         wall = run_compare(data / "images_background_small1", results, args.budget, args.procs,
                            [x for s in args.set for x in ("--set", s)])
         runs = summaries(results)
