@@ -251,7 +251,6 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                     bar.write(f"{cfg.algorithm}: training loss became non-finite at iteration {iteration}; "
                               f"run recorded as diverged")
                     break
-                ladder.cross(iteration, algorithm, extra)
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
                 tracker.train(iteration, metrics)
@@ -269,6 +268,9 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
                     tracker.validation(iteration, rows[-1], peak_memory_mb(device))
                     if on_validation is not None:
                         on_validation(len(rows), val)
+                # after this iteration's validation: under test_checkpoint: best a run of its own that
+                # stopped here would test the best state including it
+                ladder.cross(iteration, algorithm, extra)
                 stopping = distributed.any_rank(stop.signal is not None)  # every rank stops at one iteration
                 if iteration % cfg.checkpoint_interval == 0 or stopping:
                     checkpoint(iteration)
