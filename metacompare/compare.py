@@ -20,10 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from metacompare import budget, distributed, doctables, executors, files, headline, ladder, results, timing, tune
+from metacompare import budget, distributed, executors, files, headline, ladder, results, timing, tune
 from metacompare.config import RunConfig, with_overrides
 from metacompare.errors import ConfigError, UserError
-from metacompare.report import budgets
+from metacompare.report import budgets, tables
 from metacompare.runner import run_dir, train_and_evaluate
 
 
@@ -337,7 +337,7 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     if curves:
         lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     if drawn:
-        lines += ["## The answer at every budget", "", LADDER_WORDS, "", doctables.frame_table(budgets.shown(rungs, kind, higher)), "",
+        lines += ["## The answer at every budget", "", LADDER_WORDS, "", tables.frame_table(budgets.shown(rungs, kind, higher)), "",
                   f"![test score against budget]({drawn}.png)", ""]
     lines += _time_lines(configs, summaries, out)
     report = out / "report.md"
@@ -350,7 +350,7 @@ def _time_lines(configs: list[RunConfig], summaries: list[dict], out: Path) -> l
     rows = timing.split_table([(c.algorithm, c.seed, s.get("time_split"), s.get("wall_time_s", math.nan))
                                for c, s in zip(configs, summaries)])
     results.write_csv(out / "time_split.csv", rows, list(rows[0]))
-    return ["## Where the time went", "", doctables.frame_table(pd.DataFrame(rows)), "",
+    return ["## Where the time went", "", tables.frame_table(pd.DataFrame(rows)), "",
             "Wall seconds per run: training (the budget's), validation, test, floor (the untrained network), "
             "train_tasks (the training-task score of the generalisation gap), logging (the logged training fit) "
             "and waiting (building, checkpoints, files, other processes); training_share: training over the "
@@ -397,10 +397,10 @@ PAIRED_WORDS = ("Difference: first minus second, the mean over the shared test e
 
 
 def _table(out: Path, label: str, percent: bool) -> str:
-    """``<label>.csv``, just written, as the documentation renders it (:mod:`metacompare.doctables`:
+    """``<label>.csv``, just written, as the documentation renders it (:mod:`metacompare.report.tables`:
     percent, rounded, thousands separators), so the report and the docs show one table alike."""
     source = f"{out.parent.name}/compare/{label}.csv"  # relative to the results folder
-    view = doctables.view_pairwise if label.startswith("pairwise") else doctables.view_compare
+    view = tables.view_pairwise if label.startswith("pairwise") else tables.view_compare
     return view(out.parent.parent, source, {"spec": "~.2f" if percent else ".3g"}, out / "report.md")
 
 

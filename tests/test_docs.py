@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from metacompare import doctables, reference
+from metacompare.report import tables
 from metacompare.cli import build_parser
 from metacompare.errors import UserError
 from metacompare.runconfig import RunConfig
@@ -117,9 +118,9 @@ def test_bad_markers_are_one_line_errors(tmp_path):
 
 def test_figures_link_from_docs_pages_through_the_mounted_results(tmp_path):
     (tmp_path / "docs" / "guide").mkdir(parents=True)
-    assert doctables._link(tmp_path, "results/x/a.png", tmp_path / "README.md") == "results/x/a.png"
-    assert doctables._link(tmp_path, "results/x/a.png", tmp_path / "docs" / "p.md") == "results/x/a.png"
-    assert doctables._link(tmp_path, "results/x/a.png", tmp_path / "docs" / "guide" / "p.md") == "../results/x/a.png"
+    assert tables._link(tmp_path, "results/x/a.png", tmp_path / "README.md") == "results/x/a.png"
+    assert tables._link(tmp_path, "results/x/a.png", tmp_path / "docs" / "p.md") == "results/x/a.png"
+    assert tables._link(tmp_path, "results/x/a.png", tmp_path / "docs" / "guide" / "p.md") == "../results/x/a.png"
 
 
 def _dotted_fields(cls: type, prefix: str = "") -> list[str]:
