@@ -141,6 +141,9 @@ class Folder(UserSource):
         channels = cfg.user_data.channels
         return [self.input_shape(cfg, c) for c in ((channels,) if channels else (1, 3))]
 
+    def digest(self, root: Path) -> str:
+        return index_folder(root).digest
+
     def prepare(self, cfg: RunConfig, source: Source, train: list[int]) -> tuple[int, int]:
         return image_shape(cfg, source.payload)
 

@@ -60,6 +60,11 @@ class Sine(DataSource):
     def input_shape(self, cfg: RunConfig, channels: int | None = None) -> tuple[int, ...]:
         return (1,)
 
+    def episode_fields(self, config: dict, data: str | None) -> dict:
+        """The functions' points (:meth:`splits`): nothing is read from disk."""
+        shots, query = config.get("shots"), config.get("test_query") or config.get("query")
+        return {"sine points": max(50, (config.get("train_shots") or shots) + config.get("query"), shots + query)}
+
     def check(self, cfg: RunConfig) -> None:
         if cfg.model != "mlp":
             raise ConfigError(f"model: sine regression uses the 'mlp' model, got '{cfg.model}'")

@@ -11,6 +11,7 @@ and what ``inspect`` prints (:meth:`DataSource.describe`).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -63,6 +64,18 @@ class DataSource:
             return (f"model: {self.name} needs a conv model; set model: conv4 or conv4_strided "
                     f"(or metamodel, the seed's MLP)")
         return f"model: dataset {self.name} takes model: {' or '.join(self.networks)}, got '{cfg.model}'"
+
+    def episode_fields(self, config: dict[str, Any], data: str | None) -> dict[str, Any]:
+        """What fixes this data's evaluation episodes beyond the tasks' sizes and seeds
+        (:func:`metacompare.provenance.episode_identity`), read from a run's recorded ``config``:
+        its section's settings (not where the files lie) and where the data is (``data``: its digest)."""
+        out = {f"{self.section}.{key}": value for key, value in sorted((config.get(self.section) or {}).items())
+               if self.section and key not in ("root", "download", "cache_mb", "embedding_dim")}
+        return {**out, "data_root": config.get("data_root")}
+
+    def digest(self, root: Path) -> str:
+        """A digest of the data at ``root`` now (sources with :attr:`content_digest`)."""
+        raise NotImplementedError(f"{self.name} records no digest of its data")
 
     def describe(self, cfg: RunConfig, verify: bool = False) -> list[str]:
         """What ``inspect`` prints: the input shape and each split's classes and examples."""

@@ -100,6 +100,17 @@ class UserSource(DataSource):
         if not cfg.user_data.root:
             raise ConfigError(f"user_data.root: empty; set it to the {self.holds} of dataset: {self.name}")
 
+    def episode_fields(self, config: dict[str, Any], data: str | None) -> dict[str, Any]:
+        fields = super().episode_fields(config, data)
+        del fields["data_root"]
+        return {**fields, "data": data or (config.get("user_data") or {}).get("root")}
+
+    def digest(self, root: Path) -> str:
+        """A table's digest (:func:`file_digest`); a folder's is its index's."""
+        if not root.is_file():
+            raise DataError(f"{root}: no such file; user_data.root names the table the runs were made on")
+        return file_digest(root)
+
     def load(self, cfg: RunConfig) -> Source:
         ud = cfg.user_data
         if not ud.root:
