@@ -80,7 +80,7 @@ def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots:
 
     raw = base_config(path, form, label_column, text_column)
     form = source_of(raw["dataset"])
-    probe = expand({**raw, "model": form.defaults("maml", 1)["model"], "ways": ways, "shots": shots},
+    probe = expand({**raw, "model": form.network_for("maml", 1)["model"], "ways": ways, "shots": shots},
                    source="--data")[0]
     source = form.load(probe)
     fractions = _fractions(source, ways)
@@ -92,10 +92,8 @@ def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots:
     colour = channels == 3
     protocols = {"reptile": {**REPTILE, "train_shots": max(shots, min(10, smallest_train))},
                  "fomaml": MAML, "maml": MAML, "pretrain": PRETRAIN}
-    per_algorithm = {}
-    for name, protocol in protocols.items():
-        own = form.defaults(name, channels)  # written first (the network), and winning over the protocol
-        per_algorithm[name] = {**own, **protocol, **own}
+    per_algorithm = {name: {**form.network_for(name, channels), **protocol, **form.protocol_changes(name)}
+                     for name, protocol in protocols.items()}
     if 1 < procs <= REPTILE["meta_batch_size"]:  # else Reptile would train on one process, the others on procs
         per_algorithm["reptile"]["inner_chains"] = procs
     return {"experiment": experiment_name(path, form.name), "algorithm": list(ALGORITHMS), **raw,

@@ -160,7 +160,7 @@ class Folder(UserSource):
     def channels(self, cfg: RunConfig, source: Source) -> int:
         return image_shape(cfg, source.payload)[0]
 
-    def defaults(self, algorithm: str, channels: int) -> dict:
+    def network_for(self, algorithm: str, channels: int) -> dict:
         """Nichol et al.'s network for Reptile, Finn et al.'s for the others; 32 filters on colour."""
         return {"model": "conv4_nichol" if algorithm == "reptile" else "conv4_finn",
                 **({"filters": 32} if channels == 3 else {})}

@@ -20,7 +20,7 @@ def inspect(path: str | Path, form: str | None = None, label_column: str = "labe
 
     raw = base_config(path, form, label_column, text_column)
     form = source_of(raw["dataset"])
-    raw["model"] = form.defaults("maml", 1)["model"]
+    raw["model"] = form.network_for("maml", 1)["model"]
     cfg = expand({**raw, "ways": ways, "shots": shots, "query": query, "test_query": query}, overrides, source="inspect")[0]
     source = form.load(cfg)
     if not any(o.split("=")[0].strip() in ("user_data.validation_fraction", "user_data.test_fraction")

@@ -222,11 +222,10 @@ class Table(UserSource):
             values = (values - prepared[0]) / prepared[1]
         return Vectors(torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)), labels)
 
-    def defaults(self, algorithm: str, channels: int) -> dict:
+    def protocol_changes(self, algorithm: str) -> dict:
         """MAML's inner loop takes SGD steps of 0.1 on the mean loss: Finn's 0.4 on a summed loss is
-        untested on vectors."""
-        tuned = {"inner_lr": 0.1, "inner_loss": "mean"} if algorithm in ("fomaml", "maml") else {}
-        return {"model": self.networks[0], **tuned}
+        untested on vectors (and texts)."""
+        return {"inner_lr": 0.1, "inner_loss": "mean"} if algorithm in ("fomaml", "maml") else {}
 
     def payload_lines(self, cfg: RunConfig, source: Source, verify: bool) -> list[str]:
         return [f"  vectors: {source.payload.features.shape[1]} features per row"

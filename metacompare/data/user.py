@@ -91,9 +91,13 @@ class UserSource(DataSource):
     def channels(self, cfg: RunConfig, source: Source) -> int:
         return 1
 
-    def defaults(self, algorithm: str, channels: int) -> dict[str, Any]:
-        """The fields ``--data`` sets for ``algorithm`` on this form (its network first)."""
+    def network_for(self, algorithm: str, channels: int) -> dict[str, Any]:
+        """The network ``--data`` gives ``algorithm`` on this form (``model``, and its width where it matters)."""
         return {"model": self.networks[0]}
+
+    def protocol_changes(self, algorithm: str) -> dict[str, Any]:
+        """What ``--data`` changes in ``algorithm``'s recorded protocol for this form (:mod:`.defaults`)."""
+        return {}
 
     def check(self, cfg: RunConfig) -> None:
         super().check(cfg)
