@@ -139,3 +139,12 @@ def test_an_unregistered_source_is_gone(toy):
         data.register(toy)  # the fixture unregisters it
     with pytest.raises(ValueError, match="registered twice"):
         data.register(ToyBlobs())
+
+
+def test_models_and_validation_know_data_only_through_the_registry():
+    from tests.test_imports import imports_of, modules
+
+    known = set(modules())
+    for name in ("metacompare.models", "metacompare.validation"):
+        used = {m for m in imports_of(name, modules()[name], known) if m.startswith("metacompare.data")}
+        assert used <= {"metacompare.data", "metacompare.data.source"}, (name, used)
