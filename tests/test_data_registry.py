@@ -55,6 +55,28 @@ def test_every_config_dataset_is_a_registered_source():
     assert all(data.SOURCES[name].name == name for name in CHOICES["dataset"])
 
 
+@pytest.mark.parametrize("name", list(data.SOURCES))
+def test_every_source_declares_what_the_rest_reads(name, tmp_path):
+    """The contract over the registry: its networks are models, its fields are config fields, and its
+    shapes (known without reading images) are images exactly when it says so."""
+    from dataclasses import replace
+
+    from metacompare.config import CHOICES, RunConfig
+
+    source = data.SOURCES[name]
+    assert source.name == name and source.networks and set(source.networks) <= set(CHOICES["model"])
+    base = RunConfig()
+    section, _, field = source.size_field.rpartition(".")
+    assert source.size_field == "model" or hasattr(getattr(base, section), field)
+    assert source.section is None or hasattr(base, source.section)
+    table = tmp_path / "t.csv"
+    table.write_text("label,a,b\nx,1,2\ny,3,4\n")
+    cfg = replace(base, dataset=name, user_data=replace(base.user_data, root=str(table)))
+    shapes = source.possible_shapes(cfg)
+    assert shapes and all(s and all(isinstance(n, int) and n > 0 for n in s) for s in shapes)
+    assert all(len(s) == 3 for s in shapes) == source.images
+
+
 # ------------------------------------------------------------------------------------- a toy source
 WIDTH = 4
 

@@ -2,10 +2,11 @@
 source's datasets (:class:`TaskSampler`) and the training sampler and fixed evaluation episodes of a
 config (:func:`build_tasks`).
 
-Every source's datasets are plain ``torch`` datasets wrapped in ``l2l.data.MetaDataset`` and sampled by an
-``l2l.data.TaskDataset`` with ``NWays`` / ``KShots`` / ``LoadData``; labels are remapped to 0..ways-1 per task. learn2learn draws tasks with Python's ``random``; every
-draw here happens under an explicitly seeded ``random.Random`` state, so the set of training tasks
-(``num_tasks``) and the evaluation episodes depend on the config's seeds alone.
+Every source's datasets are plain ``torch`` datasets wrapped in ``l2l.data.MetaDataset`` and sampled
+by an ``l2l.data.TaskDataset`` with ``NWays`` / ``KShots`` / ``LoadData``; labels are remapped to
+0..ways-1 per task. learn2learn draws tasks with Python's ``random``; every draw here happens under an
+explicitly seeded ``random.Random`` state, so the set of training tasks (``num_tasks``) and the
+evaluation episodes depend on the config's seeds alone.
 """
 
 from __future__ import annotations
