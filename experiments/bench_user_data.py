@@ -142,7 +142,7 @@ def sampling(temporary: Path, args) -> None:
 
 def _test_keys(cfg, characters):
     """The built-in loader's test characters for ``cfg`` (its character split, seed 0)."""
-    from metacompare.data import _character_split
+    from metacompare.data.omniglot import _character_split
 
     return _character_split(characters, cfg.omniglot)["test"]
 

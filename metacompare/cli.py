@@ -122,7 +122,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from metacompare.data.lake import evaluate_checkpoint, format_result
+    from metacompare.workflows.lake import evaluate_checkpoint, format_result
 
     result = evaluate_checkpoint(args.checkpoint, args.lake_runs, steps=args.steps,
                                  overrides=[f"device={args.device}", *args.set])
@@ -155,10 +155,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from metacompare import download
+    from metacompare import data, download
 
     root = Path(args.root or f"data/{args.dataset}")
-    if args.dataset == "miniimagenet":
+    if data.source_of(args.dataset).files_per_split:
         splits = args.sources or ["train", "validation", "test"]
         mirrors = {s: [f"{args.url.rstrip('/')}/mini-imagenet-cache-{s}.pkl"] for s in splits} if args.url else None
         paths = download.download_miniimagenet(root, splits, mirrors, timeout=args.timeout)
@@ -378,7 +378,7 @@ def _add_run_and_sweep(sub) -> None:
 
 
 def _add_evaluate_and_report(sub) -> None:
-    """The ``evaluate`` (metacompare.data.lake) and ``report`` (metacompare.report) subcommands."""
+    """The ``evaluate`` (metacompare.workflows.lake) and ``report`` (metacompare.report) subcommands."""
     evaluate = _subcommand(sub, "evaluate", "score a trained Omniglot model on Lake's 20 one-shot runs", _cmd_evaluate)
     evaluate.add_argument("checkpoint", help="a run folder results/<experiment>/<run_id>, or its model.pt")
     evaluate.add_argument("--lake-runs", required=True, metavar="DIR",

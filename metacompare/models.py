@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metacompare.data.digits import DIGIT_DATASETS, IMAGE_SIZE as DIGIT_SIZE
-from metacompare.data.miniimagenet import IMAGE_SHAPE as MINIIMAGENET_SHAPE
+from metacompare.data.source import IMAGE_NETWORKS, source_of
 from metacompare.errors import ConfigError
 from metacompare.resnet12 import resnet12
 from metacompare.runconfig import RunConfig
@@ -25,8 +24,7 @@ __all__ = ["BatchNormOffset", "SpatialMean", "build_model", "check_input", "conv
            "input_shape", "metamodel", "mlp", "offset_batch_norm", "refusal", "resnet12"]
 
 
-IMAGE_MODELS = ("conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "resnet12", "metamodel")
-SIZE_FIELDS = {"omniglot": "omniglot.image_size", "folder": "user_data.image_size"}  # elsewhere the size is fixed
+IMAGE_MODELS = IMAGE_NETWORKS  # the networks that take images (a source's default networks)
 MAX_SIZE = 512  # the largest image_size a config may set
 
 
@@ -170,23 +168,11 @@ def bag_of_embeddings(ways: int, buckets: int = 8192, dim: int = 32) -> nn.Seque
 
 
 def input_shape(cfg: RunConfig, channels: int | None = None) -> tuple[int, ...]:
-    """What one example of ``cfg``'s data is: ``(channels, size, size)`` for images, ``(width,)`` or
-    ``(max_tokens,)`` otherwise. A user's folder with ``user_data.channels: 0`` has its channels
-    detected from a few images' headers, unless ``channels`` says which to assume."""
-    if cfg.dataset == "sine":
-        return (1,)
-    if cfg.dataset == "omniglot":
-        return 1, cfg.omniglot.image_size, cfg.omniglot.image_size
-    if cfg.dataset == "miniimagenet":
-        return MINIIMAGENET_SHAPE
-    if cfg.dataset in DIGIT_DATASETS:
-        return 1, DIGIT_SIZE, DIGIT_SIZE
-    from metacompare.data.user import image_size, input_shape as user_shape
-
-    if cfg.dataset == "folder" and channels:
-        size = image_size(cfg, channels)
-        return channels, size, size
-    return user_shape(cfg)
+    """What one example of ``cfg``'s data is (its source's
+    :meth:`~metacompare.data.source.DataSource.input_shape`): ``(channels, size, size)`` for images,
+    ``(width,)`` or ``(max_tokens,)`` otherwise. A user's folder with ``user_data.channels: 0`` has its
+    channels detected from a few images' headers, unless ``channels`` says which to assume."""
+    return tuple(source_of(cfg).input_shape(cfg, channels))
 
 
 def _network(cfg: RunConfig, shape: tuple[int, ...]) -> nn.Module:
@@ -234,7 +220,7 @@ def refusal(cfg: RunConfig, shape: tuple[int, ...]) -> str | None:
     channels, size = shape[0], shape[-1]
     smallest = next((s for s in range(size + 1, MAX_SIZE + 1) if _takes(cfg.model, (channels, s, s))), None)
     others = [m for m in IMAGE_MODELS if m != cfg.model and _takes(m, shape)]
-    field = SIZE_FIELDS.get(cfg.dataset, "model")
+    field = source_of(cfg).size_field
     need = f"at least {smallest} pixels per side" if smallest else "larger images"
     fix = (f"raise {field} to {smallest} or more, or " if smallest and field != "model" else "") + \
         (f"set model: {' or '.join(others)}" if others else "choose another model")

@@ -142,22 +142,20 @@ def report_warning(commits: Iterable[Any]) -> str:
 
 
 # ------------------------------------------------------------------ what a finished run answered for
-USER_FORMS = ("folder", "table", "text")  # the data forms with a content digest (metacompare.data.user)
+def digested(dataset: str | None) -> bool:
+    """Whether runs of ``dataset`` record a digest of its data (a user's own data; its source says)."""
+    from metacompare.data import SOURCES
+
+    source = SOURCES.get(str(dataset))
+    return source is not None and source.content_digest
 
 
 def data_digest(dataset: str, root: str | Path) -> str:
     """The digest a run of ``dataset`` records for the data at ``root`` now (names, sizes and times of
     its files, :mod:`metacompare.data.index`): cheap, it opens no image."""
-    from metacompare.data.index import index_folder
-    from metacompare.data.user import file_digest
-    from metacompare.errors import DataError
+    from metacompare.data import source_of
 
-    path = Path(root)
-    if dataset == "folder":
-        return index_folder(path).digest
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; user_data.root names the table the runs were made on")
-    return file_digest(path)
+    return source_of(dataset).digest(Path(root))
 
 
 def recorded_data(summary: dict[str, Any], run_folder: Path) -> dict[str, Any] | None:
@@ -187,7 +185,7 @@ def check_answer(summary: dict[str, Any], cfg, run_folder: Path) -> None:
         changed = sorted(k for k in set(ours) | set(theirs) if theirs.get(k) != ours.get(k)) or ["run_id"]
         raise UserError(f"{run_folder / 'summary.json'}: written for other settings than this run's (fields "
                         f"differ: {', '.join(changed[:SHOWN])}); delete the folder {run_folder} to redo the run")
-    if cfg.dataset not in USER_FORMS:
+    if not digested(cfg.dataset):
         return
     recorded = recorded_data(summary, run_folder)
     now = data_digest(cfg.dataset, cfg.user_data.root)
@@ -204,23 +202,14 @@ def episode_identity(config: dict[str, Any], data: str | None = None) -> dict[st
     they are scored: the data (``data``, its digest where known, else where it lies), its split, ways,
     shots and test query per class, the numbers of test and validation episodes, ``eval_seed`` and
     the evaluation mode. Runs compared or paired per episode must agree on all of it."""
+    from metacompare.data import SOURCES, DataSource
+
     dataset = config.get("dataset")
     shots, query = config.get("shots"), config.get("test_query") or config.get("query")
     out: dict[str, Any] = {"dataset": dataset, "ways": config.get("ways"), "shots": shots, "test_query": query,
                            "test_episodes": config.get("test_episodes"), "eval_seed": config.get("eval_seed"),
                            "eval_episodes": config.get("eval_episodes"), "evaluation": config.get("evaluation")}
-    if dataset == "sine":  # the test functions' points (data.build_tasks)
-        out["sine points"] = max(50, (config.get("train_shots") or shots) + config.get("query"), shots + query)
-        return out
-    section = "user_data" if dataset in USER_FORMS else "digits" if dataset == "mnist" else dataset
-    for key, value in sorted((config.get(section) or {}).items()):
-        if key not in ("root", "download", "cache_mb", "embedding_dim"):  # where, not what
-            out[f"{section}.{key}"] = value
-    if dataset in USER_FORMS:
-        out["data"] = data or (config.get("user_data") or {}).get("root")
-    else:
-        out["data_root"] = config.get("data_root")
-    return out
+    return {**out, **SOURCES.get(str(dataset), DataSource()).episode_fields(config, data)}
 
 
 def episode_difference(first: dict[str, Any], other: dict[str, Any]) -> str:

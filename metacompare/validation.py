@@ -18,13 +18,13 @@ import torch
 
 from metacompare import compiled, models, paths
 from metacompare.algorithms import ALGORITHMS, BACKENDS
-from metacompare.data.digits import check_digit_split
+from metacompare.data import SOURCES, source_of
 from metacompare.errors import ConfigError, UserError
 from metacompare.runconfig import RunConfig, _plain
 from metacompare.tracking import TRACKERS
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("sine", "omniglot", "miniimagenet", "mnist", "digits", "folder", "table", "text"),
+CHOICES: dict[str, typing.Collection[str]] = {
+    "dataset": SOURCES.keys(),  # a live view: a source registered later is a choice too
     "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel", "bag_of_embeddings", "resnet12"),
     "inner_optimizer": ("sgd", "adam"),
     "outer_optimizer": ("adam", "sgd"),
@@ -142,22 +142,9 @@ def _check_numbers(cfg: RunConfig) -> None:
 
 
 def _check_dataset(cfg: RunConfig) -> None:
-    """The model fits the dataset, and the dataset's own section is usable."""
-    if cfg.dataset == "sine":
-        if cfg.model != "mlp":
-            raise ConfigError(f"model: sine regression uses the 'mlp' model, got '{cfg.model}'")
-        if cfg.ways != 1:
-            raise ConfigError(f"ways: sine regression tasks have one function, set ways: 1 (got {cfg.ways})")
-    elif cfg.dataset in ("table", "text"):
-        wanted = "metamodel" if cfg.dataset == "table" else "bag_of_embeddings"
-        if cfg.model != wanted:
-            raise ConfigError(f"model: dataset {cfg.dataset} takes model: {wanted}, got '{cfg.model}'")
-    elif cfg.model in ("mlp", "bag_of_embeddings"):
-        raise ConfigError(f"model: {cfg.dataset} needs a conv model; set model: conv4 or conv4_strided "
-                          f"(or metamodel, the seed's MLP)")
+    """The model fits the dataset, and the dataset's own section is usable (its source's checks)."""
+    source_of(cfg).check(cfg)
     _check_user_data(cfg)
-    if cfg.dataset in ("mnist", "digits"):
-        check_digit_split(cfg)
     if not cfg.omniglot.sources:
         raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")
     _check_resnet12(cfg)
@@ -165,21 +152,20 @@ def _check_dataset(cfg: RunConfig) -> None:
 
 
 def _check_input(cfg: RunConfig) -> None:
-    """The network takes the data's images, by the one rule of :func:`metacompare.models.refusal`. A
-    folder whose channels are detected is refused here only if neither grey nor colour images would
-    fit; otherwise its images decide when the network is built (:func:`metacompare.models.build_model`)."""
-    if cfg.dataset in ("sine", "table", "text"):
+    """The network takes the data's images, by the one rule of :func:`metacompare.models.refusal`, for
+    every shape the source's images may have. A folder whose channels are detected is refused here only
+    if neither grey nor colour images would fit; otherwise its images decide when the network is built
+    (:func:`metacompare.models.build_model`)."""
+    source = source_of(cfg)
+    if not source.images:
         return  # these networks are sized to the data's width
-    if cfg.dataset == "folder" and not cfg.user_data.channels:
-        reasons = [models.refusal(cfg, models.input_shape(cfg, channels)) for channels in (1, 3)]
-        reason = reasons[0] if all(reasons) else None
-        if any(reasons) and not all(reasons):  # grey or colour decides: read a few images' headers
-            try:
-                reason = models.refusal(cfg, models.input_shape(cfg))
-            except UserError:
-                reason = None  # the run itself reports the data's problem
-    else:
-        reason = models.refusal(cfg, models.input_shape(cfg))
+    reasons = [models.refusal(cfg, shape) for shape in source.possible_shapes(cfg)]
+    reason = reasons[0] if all(reasons) else None
+    if any(reasons) and not all(reasons):  # grey or colour decides: read a few images' headers
+        try:
+            reason = models.refusal(cfg, models.input_shape(cfg))
+        except UserError:
+            reason = None  # the run itself reports the data's problem
     if reason:
         raise ConfigError(reason)
 
@@ -188,7 +174,7 @@ def _check_resnet12(cfg: RunConfig) -> None:
     """The ``resnet12`` section: four positive widths, a DropBlock rate in [0, 1), read only by that model."""
     r = cfg.resnet12
     if r != type(r)() and cfg.model != "resnet12":
-        fix = " or set model: resnet12" if cfg.dataset not in ("sine", "table", "text") else ""
+        fix = " or set model: resnet12" if "resnet12" in source_of(cfg).networks else ""
         raise ConfigError(f"resnet12: only model: resnet12 reads this section, and model is '{cfg.model}'; "
                           f"remove it{fix}")
     if len(r.widths) != 4 or not all(0 < w <= AT_MOST["filters"] for w in r.widths):
@@ -201,11 +187,8 @@ def _check_resnet12(cfg: RunConfig) -> None:
 
 
 def _check_user_data(cfg: RunConfig) -> None:
-    """The ``user_data`` section (metacompare.data.user): a root for the user forms, sane fractions and sizes."""
+    """The ``user_data`` section (metacompare.data.user): sane fractions and sizes (its source checks the root)."""
     ud = cfg.user_data
-    if cfg.dataset in ("folder", "table", "text") and not ud.root:
-        what = "image folder" if cfg.dataset == "folder" else "CSV or Parquet file"
-        raise ConfigError(f"user_data.root: empty; set it to the {what} of dataset: {cfg.dataset}")
     if not (0 < ud.test_fraction < 1 and 0 <= ud.validation_fraction < 1 and ud.test_fraction + ud.validation_fraction < 1):
         raise ConfigError(f"user_data.test_fraction, validation_fraction: need 0 < test < 1, 0 <= validation < 1 and "
                           f"their sum below 1, got {ud.test_fraction} and {ud.validation_fraction}")

@@ -6,7 +6,7 @@ import torch
 
 from metacompare.build import build_for, build_network, build_run, placement
 from metacompare.config import RunConfig, expand, with_overrides
-from metacompare.data.lake import load_trained
+from metacompare.workflows.lake import load_trained
 from metacompare.runner import run_dir, train_and_evaluate
 
 

@@ -12,7 +12,8 @@ from metacompare.cli import main
 from metacompare.config import expand
 from metacompare.data import DataError, load_omniglot
 from metacompare.errors import UserError
-from metacompare.data.lake import evaluate_checkpoint, load_image, read_run, read_runs
+from metacompare.data.lake_runs import load_image, read_run, read_runs
+from metacompare.workflows.lake import evaluate_checkpoint
 from metacompare.models import build_model
 
 

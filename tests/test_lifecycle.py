@@ -255,7 +255,7 @@ def trained(tmp_path):
 
 
 def test_evaluate_loads_a_bfloat16_run(trained):
-    from metacompare.data.lake import load_trained
+    from metacompare.workflows.lake import load_trained
 
     algorithm, cfg = load_trained(trained)
     assert cfg.precision == "bfloat16" and next(algorithm.model.parameters()).dtype == torch.float32
@@ -269,7 +269,7 @@ def test_evaluate_loads_a_bfloat16_run(trained):
 ])
 def test_evaluate_refuses_a_set_that_changes_the_network(trained, override, allowed):
     from metacompare.errors import UserError
-    from metacompare.data.lake import load_trained
+    from metacompare.workflows.lake import load_trained
 
     if allowed:
         assert load_trained(trained, [override])[1].to_dict() != load_trained(trained)[1].to_dict()
@@ -292,7 +292,7 @@ def test_evaluate_refuses_a_weights_file_that_would_run_code(tmp_path, capsys):
                                             (b"", "lists no test items")])
 def test_a_broken_class_labels_file_names_itself(tmp_path, content, needle):
     from metacompare.errors import UserError
-    from metacompare.data.lake import read_run
+    from metacompare.data.lake_runs import read_run
     from tests.test_lake import write_run
 
     write_run(tmp_path, 1, list(range(20)), list(range(20)), seed=0)

@@ -147,9 +147,9 @@ def test_special_file_named_like_a_table_is_refused_not_waited_on(tmp_path, caps
 def test_special_files_in_builtin_datasets_and_lake_runs_are_refused(tmp_path):
     """Class: special files. The loaders of Omniglot (unpacked or zip), MNIST, mini-ImageNet and Lake's
     runs refuse a FIFO where a data file should be, instead of blocking on it."""
-    from metacompare.data import _source_entries
+    from metacompare.data.omniglot import _source_entries
     from metacompare.data.digits import load_mnist
-    from metacompare.data.lake import read_run
+    from metacompare.data.lake_runs import read_run
     from metacompare.data.miniimagenet import load_split
 
     unpacked = tmp_path / "omni" / "images_background" / "Alpha" / "ch1"

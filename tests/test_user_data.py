@@ -25,7 +25,8 @@ from metacompare.data.folder import FolderImages
 from metacompare.data.index import index_folder
 from metacompare.data.splits import split_classes
 from metacompare.data.text import token_ids
-from metacompare.data.user import load_source, user_splits
+from metacompare.data.source import source_of
+from metacompare.data.user import load_source
 from metacompare.models import build_model
 from tests.faults import cli, one_torch_thread, snapshot
 
@@ -258,7 +259,7 @@ def test_digits_table_standardised_by_training_classes_only(tmp_path):
     path, bunch = digits_csv(tmp_path / "digits.csv")
     cfg = expand({"dataset": "table", "model": "metamodel", "ways": 5, "shots": 1, "query": 2,
                   "user_data": {"root": str(path), "validation_fraction": 0.0, "test_fraction": 0.5}})[0]
-    datasets, record = user_splits(cfg)
+    datasets, record = source_of(cfg).splits(cfg)
     train_digits = [int(c) for c in record["classes"]["train"]]
     rows = np.isin(bunch.target, train_digits)
     mean, std = bunch.data[rows].mean(0), bunch.data[rows].std(0)
@@ -422,7 +423,7 @@ def test_recorded_run_ids_are_unchanged():
 def test_sampler_serves_user_data_like_any_dataset(tmp_path):
     root = make_folder(tmp_path / "d", classes=12, per_class=4)
     cfg = folder_cfg(root, tmp_path)
-    datasets, _ = user_splits(cfg)
+    datasets, _ = source_of(cfg).splits(cfg)
     sampler = TaskSampler(datasets["test"], cfg, -1, stream_seed(0, "x"), "test", 1, 2)
     task = sampler.sample()
     assert task.support_x.shape == (3, 1, 28, 28) and task.query_x.shape == (6, 1, 28, 28)

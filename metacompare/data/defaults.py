@@ -21,6 +21,7 @@ import yaml
 
 from metacompare import paths
 from metacompare.data import splits
+from metacompare.data.source import source_of
 from metacompare.data.table import CSV_SUFFIXES, PARQUET_SUFFIXES, read_frame
 from metacompare.errors import DataError
 
@@ -70,48 +71,35 @@ def base_config(path: str | Path, form: str | None = None, label_column: str = "
     return {"dataset": form, "user_data": {"root": str(path), "label_column": label_column, "text_column": text_column}}
 
 
-def _model(form: str, algorithm: str, channels: int) -> dict[str, Any]:
-    if form == "table":
-        return {"model": "metamodel"}
-    if form == "text":
-        return {"model": "bag_of_embeddings"}
-    return {"model": "conv4_nichol" if algorithm == "reptile" else "conv4_finn", **({"filters": 32} if channels == 3 else {})}
-
-
 def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots: int = 1,
                 label_column: str = "label", text_column: str = "text", procs: int = 1) -> dict[str, Any]:
     """A complete raw config (the mapping a YAML file would hold) for comparing on this data; ``procs``:
     the processes ``compare --procs`` gives each run, which Reptile's carried Adam state can use only as
     that many chains (``inner_chains``, :mod:`metacompare.algorithms.chains`)."""
     from metacompare.config import expand
-    from metacompare.data.user import image_shape, load_source
 
     raw = base_config(path, form, label_column, text_column)
-    form = raw["dataset"]
-    probe = expand({**raw, "model": _model(form, "maml", 1)["model"], "ways": ways, "shots": shots},
+    form = source_of(raw["dataset"])
+    probe = expand({**raw, "model": form.network_for("maml", 1)["model"], "ways": ways, "shots": shots},
                    source="--data")[0]
-    source = load_source(probe)
+    source = form.load(probe)
     fractions = _fractions(source, ways)
     raw["user_data"].update({"validation_fraction": fractions[0], "test_fraction": fractions[1]})
     probe = expand({**raw, "model": probe.model, "ways": ways, "shots": shots}, source="--data")[0]
     split = splits.split_classes(source.classes, source.groups, *fractions, probe.user_data.split_seed)
     smallest_train = min(source.per_class[c] for c in split["train"])
-    channels = image_shape(probe, source.payload)[0] if form == "folder" else 1
+    channels = form.channels(probe, source)
     colour = channels == 3
-    per_algorithm = {"reptile": {**_model(form, "reptile", channels), **REPTILE,
-                                 "train_shots": max(shots, min(10, smallest_train))},
-                     "fomaml": {**_model(form, "fomaml", channels), **MAML},
-                     "maml": {**_model(form, "maml", channels), **MAML},
-                     "pretrain": {**_model(form, "pretrain", channels), **PRETRAIN}}
+    protocols = {"reptile": {**REPTILE, "train_shots": max(shots, min(10, smallest_train))},
+                 "fomaml": MAML, "maml": MAML, "pretrain": PRETRAIN}
+    per_algorithm = {name: {**form.network_for(name, channels), **protocol, **form.protocol_changes(name)}
+                     for name, protocol in protocols.items()}
     if 1 < procs <= REPTILE["meta_batch_size"]:  # else Reptile would train on one process, the others on procs
         per_algorithm["reptile"]["inner_chains"] = procs
-    if form != "folder":
-        for name in ("fomaml", "maml"):
-            per_algorithm[name].update(inner_lr=0.1, inner_loss="mean")
-    return {"experiment": experiment_name(path, form), "algorithm": list(ALGORITHMS), **raw,
+    return {"experiment": experiment_name(path, form.name), "algorithm": list(ALGORITHMS), **raw,
             "ways": ways, "shots": shots, "test_query": 1, "iterations": 500, "eval_interval": 100,
             "eval_episodes": EVAL_EPISODES, "test_episodes": 300 if colour else 600, "test_checkpoint": "best",
-            "eval_batch": 0 if form == "text" else EVAL_BATCH, "floor_episodes": FLOOR_EPISODES,
+            "eval_batch": EVAL_BATCH if form.grouped_eval else 0, "floor_episodes": FLOOR_EPISODES,
             "checkpoint_interval": 500, "seed": 0, "per_algorithm": per_algorithm}
 
 

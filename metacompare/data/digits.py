@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from metacompare import paths
+from metacompare.data.source import DataSource, register
 from metacompare.errors import ConfigError, DataError
 from metacompare.runconfig import RunConfig
 
-DIGIT_DATASETS = ("mnist", "digits")
 IMAGE_SIZE = 28  # MNIST's size; the seed's MetaModel takes 28*28 inputs
 
 
@@ -113,12 +113,43 @@ def check_digit_split(cfg: RunConfig) -> None:
                               f"disjoint (empty validation_classes validates on the training digits)")
 
 
-def digit_splits(cfg: RunConfig) -> dict[str, DigitImages]:
-    """Class-disjoint train / validation / test datasets of ``cfg.dataset`` as ``cfg.digits`` splits them."""
+def digit_splits(cfg: RunConfig, images: torch.Tensor, digits: torch.Tensor) -> dict[str, DigitImages]:
+    """Class-disjoint train / validation / test datasets of ``images`` as ``cfg.digits`` splits them."""
     check_digit_split(cfg)
-    images, digits = load_mnist(cfg.data_root, cfg.digits.download) if cfg.dataset == "mnist" \
-        else load_sklearn_digits()
     dc = cfg.digits
     train = DigitImages(images, digits, dc.train_classes)
     validation = DigitImages(images, digits, dc.validation_classes) if dc.validation_classes else train
     return {"train": train, "validation": validation, "test": DigitImages(images, digits, dc.test_classes)}
+
+
+class Digits(DataSource):
+    """scikit-learn's 8x8 digits, upsampled to 28x28 grey images: offline."""
+
+    name = "digits"
+    section = "digits"
+
+    def load_images(self, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_sklearn_digits()
+
+    def splits(self, cfg: RunConfig) -> tuple[dict[str, DigitImages], None]:
+        return digit_splits(cfg, *self.load_images(cfg)), None
+
+    def input_shape(self, cfg: RunConfig, channels: int | None = None) -> tuple[int, ...]:
+        return 1, IMAGE_SIZE, IMAGE_SIZE
+
+    def check(self, cfg: RunConfig) -> None:
+        super().check(cfg)
+        check_digit_split(cfg)
+
+
+class Mnist(Digits):
+    """LeCun et al.'s MNIST from ``<data_root>/MNIST/raw`` (fetched first with ``digits.download``)."""
+
+    name = "mnist"
+
+    def load_images(self, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_mnist(cfg.data_root, cfg.digits.download)
+
+
+register(Mnist())
+register(Digits())

@@ -20,12 +20,17 @@ import torch
 from PIL import Image
 
 from metacompare import paths
-from metacompare.errors import DataError
+from metacompare.data.index import FolderIndex, index_folder
 from metacompare.data.labelled import Labelled
+from metacompare.data.source import register
+from metacompare.data.user import Source, UserSource, members
+from metacompare.errors import DataError
+from metacompare.runconfig import RunConfig
 
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 T = TypeVar("T")
+PROBE_FILES = 16  # image headers read to tell grey from colour
 
 
 def unreadable(path: Path, err: Exception, root: Path) -> DataError:
@@ -89,3 +94,100 @@ class FolderImages(Labelled):
             if len(self.cache) > self.capacity:
                 self.cache.popitem(last=False)
         return x, self.labels[index]
+
+
+def image_shape(cfg: RunConfig, index: FolderIndex | None = None) -> tuple[int, int]:
+    """(channels, size) of a folder's images: configured, or detected from a few files' headers."""
+    ud = cfg.user_data
+    channels = ud.channels
+    if channels == 0:
+        index = index or index_folder(ud.root)
+        modes = {mode for mode, _ in _probe(index)}
+        channels = 1 if modes <= GREY_MODES else 3
+    return channels, image_size(cfg, channels)
+
+
+def _probe(index: FolderIndex) -> list[tuple[str, tuple[int, int]]]:
+    """(mode, size) of a few images spread over the folder, read from their headers."""
+    step = max(1, len(index.files) // PROBE_FILES)
+    return [header(index.root / name, index.root) for name in index.files[::step][:PROBE_FILES]]
+
+
+def image_size(cfg: RunConfig, channels: int) -> int:
+    """The side images are resized to: configured, or Omniglot's 28 (grey) and mini-ImageNet's 84 (colour)."""
+    return cfg.user_data.image_size or (28 if channels == 1 else 84)
+
+
+class Folder(UserSource):
+    """A folder of images, ``ROOT/<class>/`` or ``ROOT/<group>/<class>/``, grey or colour."""
+
+    name = "folder"
+    size_field = "user_data.image_size"
+    holds = "image folder"
+    label_column = False
+
+    def read(self, cfg: RunConfig, path: Path) -> Source:
+        index = index_folder(path)
+        return Source("folder", path, index.classes, index.groups, index.labels, index.digest, index)
+
+    def input_shape(self, cfg: RunConfig, channels: int | None = None) -> tuple[int, ...]:
+        if channels:
+            size = image_size(cfg, channels)
+        else:
+            channels, size = image_shape(cfg)
+        return channels, size, size
+
+    def possible_shapes(self, cfg: RunConfig) -> list[tuple[int, ...]]:
+        channels = cfg.user_data.channels
+        return [self.input_shape(cfg, c) for c in ((channels,) if channels else (1, 3))]
+
+    def digest(self, root: Path) -> str:
+        return index_folder(root).digest
+
+    def prepare(self, cfg: RunConfig, source: Source, train: list[int]) -> tuple[int, int]:
+        return image_shape(cfg, source.payload)
+
+    def dataset(self, cfg: RunConfig, source: Source, chosen: list[int], prepared: tuple[int, int]) -> FolderImages:
+        indices, labels = members(source.labels, chosen)
+        ud = cfg.user_data
+        channels, size = prepared
+        return FolderImages(source.path, [source.payload.files[i] for i in indices], labels, channels, size,
+                            ud.invert, ud.cache_mb)
+
+    def recorded(self, prepared: tuple[int, int]) -> dict:
+        return {"image": {"channels": prepared[0], "size": prepared[1]}}
+
+    def channels(self, cfg: RunConfig, source: Source) -> int:
+        return image_shape(cfg, source.payload)[0]
+
+    def network_for(self, algorithm: str, channels: int) -> dict:
+        """Nichol et al.'s network for Reptile, Finn et al.'s for the others; 32 filters on colour."""
+        return {"model": "conv4_nichol" if algorithm == "reptile" else "conv4_finn",
+                **({"filters": 32} if channels == 3 else {})}
+
+    def payload_lines(self, cfg: RunConfig, source: Source, verify: bool) -> list[str]:
+        index = source.payload
+        sampled = _probe(index)
+        sizes = sorted({size for _, size in sampled})
+        channels, size = image_shape(cfg, index)
+        lines = [f"  images ({len(sampled)} headers read): sizes {', '.join(f'{w}x{h}' for w, h in sizes[:4])}"
+                 f"{' ...' if len(sizes) > 4 else ''}; modes {', '.join(sorted({m for m, _ in sampled}))} -> "
+                 f"{'grey' if channels == 1 else 'colour'}, resized to {size}x{size}"
+                 + (f"; {index.ignored} hidden/system files left out" if index.ignored else "")]
+        return lines + (_verified(index) if verify else [])
+
+
+def _verified(index: FolderIndex) -> list[str]:
+    """Decode every image (``inspect --verify``); a DataError names the unreadable ones."""
+    bad = []
+    for name in index.files:
+        try:
+            verify(index.root / name, index.root)
+        except DataError as err:
+            bad.append(str(err))
+    if bad:
+        raise DataError(f"{len(bad)} of {len(index.files)} images are unreadable; the first: {bad[0]}")
+    return [f"  verified: all {len(index.files)} images decode"]
+
+
+register(Folder())

@@ -19,6 +19,7 @@ import torch
 from metacompare import paths
 from metacompare._l2l import l2l
 from metacompare.data.labelled import Labelled
+from metacompare.data.source import DataSource, register
 from metacompare.errors import DataError
 from metacompare.runconfig import RunConfig
 
@@ -78,3 +79,20 @@ def load_split(root: Path, split: str, download: bool = False) -> MiniImagenetIm
 def miniimagenet_splits(cfg: RunConfig) -> dict[str, MiniImagenetImages]:
     """The three class-disjoint splits of the learn2learn files in ``cfg.data_root``."""
     return {split: load_split(Path(cfg.data_root), split, cfg.miniimagenet.download) for split in SPLITS}
+
+
+class MiniImagenet(DataSource):
+    """Colour 84x84 images in the three fixed class splits."""
+
+    name = "miniimagenet"
+    section = "miniimagenet"
+    files_per_split = True
+
+    def splits(self, cfg: RunConfig) -> tuple[dict[str, MiniImagenetImages], None]:
+        return miniimagenet_splits(cfg), None
+
+    def input_shape(self, cfg: RunConfig, channels: int | None = None) -> tuple[int, ...]:
+        return IMAGE_SHAPE
+
+
+register(MiniImagenet())

@@ -11,15 +11,20 @@ their trainable embeddings, as fastText does (Joulin et al. 2017), so every meta
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils import murmurhash3_32
 
-from metacompare.data.table import labels_of, read_frame
+from metacompare.data.source import register
+from metacompare.data.table import Table, Vectors, labels_of, read_frame
+from metacompare.data.user import Source, file_digest, members
 from metacompare.errors import DataError
+from metacompare.runconfig import RunConfig
 
 
 def tokenizer():
@@ -65,3 +70,34 @@ def read_texts(path: str | Path, text_column: str, label_column: str, buckets: i
         raise DataError(f"{path}: row {wordless[0] + 1} (line {wordless[0] + 2}) has no word of two or more "
                         f"letters ({texts[wordless[0]][:40]!r}); drop it or give it words")
     return TextSource(path, token_ids(texts, buckets, max_tokens), classes, labels, counts)
+
+
+class Text(Table):
+    """A table of texts, hashed into ``user_data.vocab_buckets`` token ids, one column naming each row's class."""
+
+    name = "text"
+    networks = ("bag_of_embeddings",)
+    grouped_eval = False  # the bag of embeddings has no grouped form (metacompare.batch_eval)
+
+    def read(self, cfg: RunConfig, path: Path) -> Source:
+        ud = cfg.user_data
+        texts = read_texts(path, ud.text_column, ud.label_column, ud.vocab_buckets, ud.max_tokens)
+        return Source("text", path, texts.classes, [""] * len(texts.classes), texts.labels, file_digest(path), texts)
+
+    def input_shape(self, cfg: RunConfig, channels: int | None = None) -> tuple[int, ...]:
+        return (cfg.user_data.max_tokens,)
+
+    def prepare(self, cfg: RunConfig, source: Source, train: list[int]) -> None:
+        return None
+
+    def dataset(self, cfg: RunConfig, source: Source, chosen: list[int], prepared: None) -> Vectors:
+        indices, labels = members(source.labels, chosen)
+        return Vectors(torch.from_numpy(source.payload.ids[indices]), labels)
+
+    def payload_lines(self, cfg: RunConfig, source: Source, verify: bool) -> list[str]:
+        tokens = source.payload.tokens
+        return [f"  tokens per text: min {min(tokens)}, median {statistics.median(tokens):g}, max {max(tokens)}; "
+                f"kept: the first user_data.max_tokens = {cfg.user_data.max_tokens}"]
+
+
+register(Text())

@@ -81,7 +81,7 @@ def _episodes_key(run_folder: Path, digests: dict[tuple[str, str], str]) -> str:
     config = summary.get("config") if isinstance(summary.get("config"), dict) else _config_yaml(run_folder)
     if not config or summary.get("status") != "finished":
         return ""
-    data = provenance.recorded_data(summary, run_folder) if config.get("dataset") in provenance.USER_FORMS else None
+    data = provenance.recorded_data(summary, run_folder) if provenance.digested(config.get("dataset")) else None
     if data is not None and Path(str(data["root"])).exists():
         where = (config["dataset"], str(data["root"]))
         now = digests[where] = digests.get(where) or provenance.data_digest(*where)

@@ -1,0 +1,1 @@
+"""What a user runs on top of training: compare, tune, sweep, bench, the Lake evaluation."""
