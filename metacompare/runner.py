@@ -1,10 +1,10 @@
 """Train and evaluate one configuration, in named phases, with checkpoints so that nothing is lost on a crash.
 
-``train_and_evaluate(cfg)`` is the whole job, and reads as its phases: :func:`start` (build tasks,
-model and algorithm; resume from the last checkpoint), :func:`score_floor` (the untrained network),
-:func:`train` (meta-iterations charged to the budget, each followed where due by :func:`validate`
-and the budget ladder's snapshots), :func:`test`, :func:`score_rungs` and :func:`record` (the run's
-files and its row in the experiment's ``runs.csv``). A run's state between phases is one
+``train_and_evaluate(cfg)`` is the whole job, and reads as its phases: :func:`prepare` (build tasks,
+model and algorithm), :func:`resume` (from the last checkpoint), :func:`score_floor` (the untrained
+network), :func:`train` (meta-iterations charged to the budget, each followed where due by
+:func:`validate` and the budget ladder's snapshots), :func:`run_test`, :func:`score_rungs` and
+:func:`record` (the run's files and its row in the experiment's ``runs.csv``). A run's state between phases is one
 :class:`~metacompare.training.checkpoint.RunState`, which also decides its status. Re-running a
 finished configuration returns its summary (once :func:`metacompare.provenance.check_answer` finds
 the same settings and data); re-running an interrupted one resumes from its last checkpoint and
@@ -108,27 +108,35 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     distributed.start(cfg.device)  # under torchrun: join the group (one process: nothing)
     if distributed.from_writer((out / "summary.json").exists() and not force):
         return finished_run(out, cfg=cfg) if distributed.is_writer() else results.read_summary(out / "summary.json")
-    run = start(cfg, out, force)
+    built = prepare(cfg, out, force)
+    run = resume(cfg, out, built)
     with tracked(run.tracker):
         score_floor(run)
         train(run, progress, on_validation)
         with stop_signals_raise():  # the last checkpoint is whole, so scoring may stop at any point
-            scores = test(run)
+            scores = run_test(run)
             rungs = score_rungs(run)
     return record(run, scores, rungs)
 
 
-def start(cfg: RunConfig, out: Path, force: bool) -> Run:
-    """Build the run (data errors surface here, before anything is written), clear what a dead writer
-    left, and resume from the last checkpoint (a fresh state without one)."""
+def prepare(cfg: RunConfig, out: Path, force: bool) -> Built:
+    """Build the run (data errors surface here, before anything is written) and clear what a dead
+    writer left (see :func:`_start_clean`)."""
     pin_threads()
     distributed.check(cfg)
-    built, writer = build_run(cfg), distributed.is_writer()
-    if writer:
+    built = build_run(cfg)
+    if distributed.is_writer():
         with results.removed_if_refused(out):
             _start_clean(out, cfg, force)
             if built.tasks.record is not None:  # a user dataset: its split into the run, its digest checked
                 write_record(built.tasks.record, out)
+    return built
+
+
+def resume(cfg: RunConfig, out: Path, built: Built) -> Run:
+    """The run where its last checkpoint left it (a fresh state without one), with its tracker, budget
+    meter, ladder and phase clock carrying on from their checkpointed counters."""
+    writer = distributed.is_writer()
     state = checkpoint.resume(out / checkpoint.FILE, cfg, built.algorithm, built.tasks.train.rng)
     tracker = tracking.open_tracker(cfg, out, state.iteration) if writer else tracking.Tracker()
     if writer:
@@ -239,7 +247,7 @@ def validate(run: Run, metrics: dict[str, float], on_validation: Callable[[int, 
         on_validation(len(state.rows), val)
 
 
-def test(run: Run) -> dict[str, Any]:
+def run_test(run: Run) -> dict[str, Any]:
     """Score the tested state (the last, or the best-validated under test_checkpoint: best) on the test
     episodes with every test procedure, and on fresh tasks of the training classes (generalisation).
     A non-finite test loss marks the run diverged; a diverged run is not scored."""
