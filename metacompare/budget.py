@@ -17,8 +17,9 @@ conv4_nichol and conv4_finn), equal work is not equal compute, and a seconds bud
 
 Seconds are training seconds: task sampling and meta-updates, without validation and checkpoint
 writes, which are timed separately (``validation_seconds``), and without the forward pass that measures
-the logged training fit (``logging_seconds``, :meth:`MetaAlgorithm.logging_fit`; not separable inside a
-``compile: true`` step, which is charged for it). ``cpu_seconds`` counts them in this
+the logged training fit (``logging_seconds``; an algorithm reports it, :meth:`MetaAlgorithm.logging_fit`;
+not separable inside a ``compile: true`` step, which is charged for it). :meth:`BudgetMeter.charge` is
+the one place that decides what an iteration costs: algorithms report, the meter charges. ``cpu_seconds`` counts them in this
 process's CPU time (all its threads) rather than on the wall clock: on a shared CPU machine, runs that
 happen to overlap other work are then not charged for the time they waited for a core. They are still
 slowed while they run (shared caches and memory bandwidth): on this project's 2-core machine a
@@ -29,7 +30,10 @@ Reptile run did 2,739-3,203 iterations per 600 CPU-s beside other work and 3,642
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
+
+from metacompare import distributed
 
 FORWARD, BACKWARD = 1, 2  # example-pass costs (Kaplan et al. 2020: 2N and 4N FLOPs per token)
 STEP = FORWARD + BACKWARD  # one inner or outer gradient step, per example
@@ -66,6 +70,18 @@ def task_work(rule: str, cfg, second_order: bool) -> int:
     raise ValueError(f"unknown work rule '{rule}'")
 
 
+def iteration_work(algorithm, cfg) -> int:
+    """Work of one meta-iteration: ``meta_batch_size`` tasks under the algorithm's declared ``work_rule``
+    (second order unless it declares ``first_order``)."""
+    second_order = not getattr(algorithm, "first_order", False)
+    return task_work(algorithm.work_rule, cfg, second_order) * cfg.meta_batch_size
+
+
+def clock() -> tuple[float, float]:
+    """Now, on the wall clock and in this process's CPU time: where an iteration's charge starts."""
+    return time.perf_counter(), time.process_time()
+
+
 class BudgetMeter:
     """Counts a run's training seconds, validation seconds and work, and says when the budget is spent.
 
@@ -96,18 +112,25 @@ class BudgetMeter:
     def spent(self, iteration: int) -> bool:
         return self.fraction(iteration) >= 1.0
 
-    def trained(self, seconds: float, cpu_seconds: float = 0.0) -> None:
-        """One iteration done in ``seconds`` of wall clock and ``cpu_seconds`` of this process's CPU time."""
-        self.counts["train_seconds"] += seconds
-        self.counts["train_cpu_seconds"] += cpu_seconds
+    def charge(self, began: tuple[float, float], stepped: float, algorithm) -> float:
+        """Charge one iteration that began at ``began`` (:func:`clock`) and whose meta-update began at
+        ``stepped`` (``time.perf_counter()``, after drawing its tasks): its wall and CPU seconds less
+        those the algorithm reports for measuring its logged training fit (kept apart in
+        ``logging_seconds``, as validation is), and its work. A data-parallel run is charged its slowest
+        process's wall time and all its processes' CPU time, the same on every process, so budgets and
+        the outer learning-rate schedule step the replicas alike. Returns the meta-update's own seconds."""
+        logging_wall, logging_cpu = algorithm.take_logging_seconds()
+        now, now_cpu = clock()
+        times = distributed.gather([(now - began[0] - logging_wall, now_cpu - began[1] - logging_cpu)])
+        self.counts["train_seconds"] += max(s for s, _ in times)
+        self.counts["train_cpu_seconds"] += sum(c for _, c in times)
+        self.counts["logging_seconds"] += logging_wall
         self.counts["work"] += self.per_iteration
+        return now - stepped - logging_wall
 
     def validated(self, seconds: float) -> None:
+        """Wall seconds of one validation: counted, not charged."""
         self.counts["validation_seconds"] += seconds
-
-    def logged(self, seconds: float) -> None:
-        """Wall seconds of one iteration spent measuring the logged training fit, not charged either."""
-        self.counts["logging_seconds"] += seconds
 
     def due(self, iteration: int) -> bool:
         """Validate now? At the end, and every ``eval_interval`` iterations, or with ``budget.evaluations``

@@ -131,13 +131,6 @@ def any_rank(flag: bool) -> bool:
     return any(gather([bool(flag)]))
 
 
-def iteration_times(seconds: float, cpu_seconds: float) -> tuple[float, float]:
-    """One iteration's wall time (the slowest rank's) and CPU time (all ranks' together), identical on
-    every rank, so budgets and the outer learning-rate schedule step the replicas alike."""
-    times = gather([(seconds, cpu_seconds)])
-    return max(s for s, _ in times), sum(c for _, c in times)
-
-
 def check(cfg, procs: int | None = None) -> None:
     """Refuse what cannot be split across ``procs`` ranks (default: this run's) without changing the
     maths (ConfigError)."""

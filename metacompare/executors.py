@@ -194,7 +194,7 @@ def run_all(configs: list, workers: int, executor: str = "local", address: str |
     or this process's death, stop every worker within an iteration (each checkpoints first); no
     queued run starts after a stop, and a rerun resumes: finished runs keep their one row each.
     ``locked``: the caller (``compare``, ``tune``) already holds the folder's lock."""
-    from metacompare.runner import stop_signals_raise
+    from metacompare.training.checkpoint import stop_signals_raise
 
     experiment_dir = Path(configs[0].results_dir) / configs[0].experiment
     if any(Path(c.results_dir) / c.experiment != experiment_dir for c in configs):

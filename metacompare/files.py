@@ -231,7 +231,7 @@ def load_torch(path: Path | str, fix: str, required: Iterable[str] = ()) -> dict
     """A ``torch.save``'d dict loaded with ``weights_only=True``: no code from the file ever runs.
 
     Our checkpoints hold only tensors, numbers, text, lists, tuples and dicts (RNG states are stored
-    as such, see :mod:`metacompare.runner`), all within PyTorch's default allow-list.
+    as such, see :mod:`metacompare.training.checkpoint`), all within PyTorch's default allow-list.
     """
     import pickle
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from metacompare import budget, distributed, files, results, scoring
 from metacompare.runconfig import RunConfig
+from metacompare.training import checkpoint
 
 FOLDER = "snapshots"
 RUNGS_FILE = "rungs.csv"
@@ -81,7 +81,7 @@ class Ladder:
             if distributed.is_writer():
                 state = extra.get("best_state") if self.cfg.test_checkpoint == "best" else None
                 self.folder.mkdir(parents=True, exist_ok=True)
-                save(self.path(name), state or algorithm.state_dict())
+                checkpoint.write(self.path(name), state or algorithm.state_dict())
             self.taken[name] = {"fraction": fraction, "iteration": iteration, **meter.row()}
 
     def score(self, algorithm, episodes: list, device, dtype) -> list[dict[str, Any]]:
@@ -110,15 +110,6 @@ class Ladder:
             return
         rows = rows + _rows("1", {"fraction": 1.0, **top}, final)
         results.write_csv(out / RUNGS_FILE, rows, RUNG_COLUMNS + list(final))
-
-
-def save(path: Path, state: dict[str, Any]) -> None:
-    """One snapshot, written atomically (a kill mid-write leaves the previous file or none)."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    results.atomic_write(path, buffer.getvalue())
 
 
 def _rows(name: str, taken: dict[str, float], columns: dict[str, list]) -> list[dict[str, Any]]:

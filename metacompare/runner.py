@@ -1,41 +1,42 @@
-"""Train and evaluate one configuration, with checkpoints so that nothing is lost on a crash.
+"""Train and evaluate one configuration, in named phases, with checkpoints so that nothing is lost on a crash.
 
-``train_and_evaluate(cfg)`` is the whole job: build tasks, model and algorithm; meta-train with a
-progress bar and periodic validation; score the fixed test episodes; write the run's files and its
-row in the experiment's ``runs.csv``. Re-running a finished configuration returns its summary (once
-:func:`metacompare.provenance.check_answer` finds the same settings and data); re-running
-an interrupted one resumes from its last checkpoint and ends with the same numbers as an
-uninterrupted run (CPU, same seed).
+``train_and_evaluate(cfg)`` is the whole job, and reads as its phases: :func:`prepare` (build tasks,
+model and algorithm), :func:`resume` (from the last checkpoint), :func:`score_floor` (the untrained
+network), :func:`train` (meta-iterations charged to the budget, each followed where due by
+:func:`validate` and the budget ladder's snapshots), :func:`run_test`, :func:`score_rungs` and
+:func:`record` (the run's files and its row in the experiment's ``runs.csv``). A run's state between phases is one
+:class:`~metacompare.training.checkpoint.RunState`, which also decides its status. Re-running a
+finished configuration returns its summary (once :func:`metacompare.provenance.check_answer` finds
+the same settings and data); re-running an interrupted one resumes from its last checkpoint and
+ends with the same numbers as an uninterrupted run (CPU, same seed).
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import math
-import random
 import resource
-import signal
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from metacompare import files, provenance, results, tracking
+from metacompare import provenance, results, tracking
 from metacompare import budget, distributed, precision, scoring, timing
-from metacompare.ladder import Ladder
-from metacompare.build import build_run
-from metacompare.scoring import evaluate
-from metacompare.config import RunConfig, dump, identity_of
-from metacompare.data import Task
+from metacompare.build import Run as Built, build_run
+from metacompare.config import RunConfig, dump
 from metacompare.data.splits import write_record
-from metacompare.errors import UserError
+from metacompare.ladder import Ladder
+from metacompare.scoring import evaluate
+from metacompare.training import checkpoint
+from metacompare.training.checkpoint import RunState, stop_signals_raise
 
+RUN_THREADS = 1  # torch threads per run, whatever --workers is: see pin_threads
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -48,113 +49,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-@contextmanager
-def stop_signals_raise() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so that it, like Ctrl-C, ends in a saved checkpoint."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler) if _main_thread() else None
-    try:
-        yield
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-class StopRequest:
-    """Set by SIGINT/SIGTERM during training; the loop checkpoints at the end of the iteration and stops."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-
-@contextmanager
-def deferred_stop() -> Iterator[StopRequest]:
-    """The first SIGINT or SIGTERM only asks the training loop to stop, so the checkpoint it then
-    writes holds a whole iteration (model, optimiser, sampler state and metrics agree); a second one
-    stops at once, keeping the last checkpoint. SIGINT is left alone where it is ignored (sweep workers)."""
-    request = StopRequest()
-
-    def handler(signum, frame):
-        if request.signal is not None:
-            raise KeyboardInterrupt(f"signal {signum}")
-        request.signal = signum
-
-    previous = {}
-    if _main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if sig == signal.SIGINT and signal.getsignal(sig) is not signal.default_int_handler:
-                continue
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield request
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-RUN_THREADS = 1  # torch threads per run, whatever --workers is: see pin_threads
-CHECKPOINT_FIX = "delete it to start this run afresh"
-
-
 def pin_threads() -> None:
     """One torch thread per run, so that a run's numbers do not depend on how many cores or sweep
     workers there are (a parallel reduction sums in a thread-count-dependent order). Parallelism
     comes from running several runs at once (``sweep --workers``)."""
     if torch.get_num_threads() != RUN_THREADS:
         torch.set_num_threads(RUN_THREADS)
-
-
-def _rng_states(sampler_rng: random.Random) -> dict[str, Any]:
-    """Every RNG state as tensors, numbers and tuples, which ``torch.load(weights_only=True)`` reads."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"sampler_rng": sampler_rng.getstate(), "torch_rng": torch.get_rng_state(),
-            "numpy_rng": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "python_rng": random.getstate()}
-
-
-def _restore_rng_states(state: dict[str, Any], sampler_rng: random.Random) -> None:
-    name, keys, pos, has_gauss, gauss = state["numpy_rng"]
-    sampler_rng.setstate(state["sampler_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    random.setstate(state["python_rng"])
-
-
-def _save_checkpoint(path: Path, algorithm, iteration: int, rows: list[dict], elapsed: float, cfg: RunConfig,
-                     sampler_rng: random.Random, status: str = "running", diverged_at: int | None = None,
-                     extra: dict | None = None, train_time: float = 0.0, peak_mb: float = 0.0) -> None:
-    buffer = io.BytesIO()
-    torch.save({"config": cfg.to_dict(), "iteration": iteration, "algorithm": algorithm.state_dict(),
-                "metrics": rows, "elapsed": elapsed, "train_time": train_time, "peak_memory_mb": peak_mb,
-                **_rng_states(sampler_rng), "status": status, "diverged_at": diverged_at,
-                "extra": extra or {}}, buffer)
-    results.atomic_write(path, buffer.getvalue())
-
-
-CHECKPOINT_KEYS = ("config", "iteration", "algorithm", "metrics", "elapsed", "sampler_rng", "torch_rng",
-                   "numpy_rng", "python_rng", "status", "diverged_at")
-
-
-def _load_checkpoint(path: Path, cfg: RunConfig) -> dict[str, Any] | None:
-    if not path.is_file() and not path.is_dir():
-        return None
-    state = files.load_torch(path, CHECKPOINT_FIX, required=CHECKPOINT_KEYS)
-    theirs, ours = state["config"], cfg.identity()
-    theirs = identity_of(theirs) if isinstance(theirs, dict) else {}
-    if theirs != ours:
-        changed = sorted(k for k in set(ours) | set(theirs) if theirs.get(k) != ours.get(k))
-        raise UserError(f"{path}: the checkpoint was made with a different config (fields differ: "
-                        f"{', '.join(changed)}); delete the run folder {path.parent} or restore the "
-                        f"original config to resume")
-    return state
 
 
 def _start_clean(out: Path, cfg: RunConfig, force: bool) -> None:
@@ -171,176 +71,266 @@ def _start_clean(out: Path, cfg: RunConfig, force: bool) -> None:
         results.forget_run(out.parent, cfg.run_id())
 
 
+@dataclass
+class Run:
+    """What every phase works on: the built run, its folder, its state and its instruments."""
+
+    cfg: RunConfig
+    out: Path
+    built: Built
+    state: RunState
+    writer: bool  # rank 0, the only process that writes files
+    tracker: tracking.Tracker
+    clock: timing.PhaseClock  # the floor, test, train_tasks and rungs phases' wall seconds
+    meter: budget.BudgetMeter
+    ladder: Ladder
+    began: float  # this session's start on the wall clock
+
+    @property
+    def algorithm(self):
+        return self.built.algorithm
+
+    def wall(self) -> float:
+        """The run's wall seconds, over every session: the floor, training, scoring (timing.split)."""
+        return self.state.elapsed + time.perf_counter() - self.began
+
+    def save_checkpoint(self) -> None:
+        if self.writer:
+            checkpoint.save(self.out / checkpoint.FILE, self.state, self.algorithm, self.cfg,
+                            self.built.tasks.train.rng, self.wall(), peak_memory_mb(self.built.device))
+
+
 def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = False,
                        on_validation: Callable[[int, dict], None] | None = None) -> dict[str, Any]:
     """Run ``cfg`` to the end (or resume it) and return its summary; see the module docstring.
     ``on_validation(evaluation_index, scores)`` follows each validation (a tuner's pruner may raise there)."""
     out = run_dir(cfg)
-    summary_path, checkpoint_path = out / "summary.json", out / "checkpoint.pt"
     distributed.start(cfg.device)  # under torchrun: join the group (one process: nothing)
-    writer = distributed.is_writer()  # only rank 0 writes files
-    if distributed.from_writer(summary_path.exists() and not force):
-        return finished_run(out, cfg=cfg) if writer else results.read_summary(summary_path)
+    if distributed.from_writer((out / "summary.json").exists() and not force):
+        return finished_run(out, cfg=cfg) if distributed.is_writer() else results.read_summary(out / "summary.json")
+    built = prepare(cfg, out, force)
+    run = resume(cfg, out, built)
+    with tracked(run.tracker):
+        score_floor(run)
+        train(run, progress, on_validation)
+        with stop_signals_raise():  # the last checkpoint is whole, so scoring may stop at any point
+            scores = run_test(run)
+            rungs = score_rungs(run)
+    return record(run, scores, rungs)
+
+
+def prepare(cfg: RunConfig, out: Path, force: bool) -> Built:
+    """Build the run (data errors surface here, before anything is written) and clear what a dead
+    writer left (see :func:`_start_clean`)."""
     pin_threads()
     distributed.check(cfg)
-
-    run = build_run(cfg)  # data errors surface here, before anything is written
-    device, dtype, tasks, model, algorithm = run.device, run.dtype, run.tasks, run.model, run.algorithm
-    if writer:
+    built = build_run(cfg)
+    if distributed.is_writer():
         with results.removed_if_refused(out):
             _start_clean(out, cfg, force)
-            if tasks.record is not None:  # a user dataset: its split into the run, its digest checked (data.splits)
-                write_record(tasks.record, out)
+            if built.tasks.record is not None:  # a user dataset: its split into the run, its digest checked
+                write_record(built.tasks.record, out)
+    return built
 
-    start_iteration, rows, elapsed, train_time, peak_mb = 0, [], 0.0, 0.0, 0.0
-    status, diverged_at = "running", None
-    extra: dict[str, Any] = {}  # the floor's scores and the best-validation state survive a resume
-    state = distributed.from_writer(_load_checkpoint(checkpoint_path, cfg) if writer else None)
-    if state is not None:
-        algorithm.load_state_dict(state["algorithm"])
-        start_iteration, rows, elapsed = state["iteration"], state["metrics"], state["elapsed"]
-        train_time, peak_mb = state.get("train_time", 0.0), state.get("peak_memory_mb", 0.0)
-        status, diverged_at = state["status"], state["diverged_at"]
-        extra = state.get("extra", {})
-        _restore_rng_states(state, tasks.train.rng)
-    tracker = tracking.open_tracker(cfg, out, start_iteration) if writer else tracking.Tracker()
+
+def resume(cfg: RunConfig, out: Path, built: Built) -> Run:
+    """The run where its last checkpoint left it (a fresh state without one), with its tracker, budget
+    meter, ladder and phase clock carrying on from their checkpointed counters."""
+    writer = distributed.is_writer()
+    state = checkpoint.resume(out / checkpoint.FILE, cfg, built.algorithm, built.tasks.train.rng)
+    tracker = tracking.open_tracker(cfg, out, state.iteration) if writer else tracking.Tracker()
     if writer:
         results.atomic_write(out / "config.yaml", dump(cfg))
+    meter = budget.BudgetMeter(cfg, budget.iteration_work(built.algorithm, cfg), state.extra)
+    ladder = Ladder(cfg, meter.per_iteration, state.extra, out)  # snapshots at smaller budgets (budget_rungs)
+    return Run(cfg, out, built, state, writer, tracker, timing.PhaseClock(state.extra), meter, ladder,
+               time.perf_counter())
 
-    def checkpoint(iteration: int) -> None:
-        if not writer:
-            return
-        _save_checkpoint(checkpoint_path, algorithm, iteration, rows, elapsed + time.perf_counter() - began,
-                         cfg, tasks.train.rng, status, diverged_at, extra, train_time,
-                         max(peak_mb, peak_memory_mb(device)))
 
-    began = time.perf_counter()  # the run's wall clock: the floor, training, scoring (timing.split)
-    clock = timing.PhaseClock(extra)
-    if "floor" not in extra:  # the untrained network under the same test procedures: the floor
-        extra["floor_episodes"] = {}
-        with clock.phase("floor"):  # on the first floor_episodes test episodes (scoring.floor_count)
-            extra["floor"] = scoring.score_test(algorithm, tasks.test[:scoring.floor_count(cfg)], cfg, device,
-                                                dtype, "floor_", extra["floor_episodes"])
-
-    meter = budget.BudgetMeter(cfg, algorithm.task_work() * cfg.meta_batch_size, extra)
-    ladder = Ladder(cfg, meter.per_iteration, extra, out)  # snapshots at smaller budgets (budget_rungs)
-    ladder.cross(start_iteration, algorithm, extra)  # a rung too small for one iteration: the initial weights
-    iteration = start_iteration
-    timed = cfg.budget.seconds is not None or cfg.budget.cpu_seconds is not None  # no iteration count to show
-    bar = tqdm(total=None if timed else meter.planned, initial=start_iteration,
-               desc=f"{cfg.algorithm}", unit="it",
-               disable=not progress or not writer, dynamic_ncols=True, file=sys.stderr,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+@contextmanager
+def tracked(tracker: tracking.Tracker) -> Iterator[None]:
+    """The tracker learns why a run stopped early (an error, a stop signal, a pruned trial)."""
     try:
-        with deferred_stop() as stop:
-            while iteration < cfg.iterations and status == "running" and not meter.spent(iteration):
-                started, started_cpu = time.perf_counter(), time.process_time()
-                batch = [precision.prepare_task(tasks.train.sample().to(device, dtype), cfg)
-                         for _ in range(cfg.meta_batch_size)]
-                tick = time.perf_counter()
-                algorithm.set_outer_lr(meter.fraction(iteration))
-                metrics = algorithm.meta_train_step(batch)
-                logging_wall, logging_cpu = algorithm.take_logging_seconds()  # measurement: not charged
-                train_time += time.perf_counter() - tick - logging_wall
-                meter.trained(*distributed.iteration_times(time.perf_counter() - started - logging_wall,
-                                                           time.process_time() - started_cpu - logging_cpu))
-                meter.logged(logging_wall)
-                iteration += 1
-                if not all(math.isfinite(v) for v in metrics.values()) or not _finite(model):
-                    status, diverged_at = "diverged", iteration
-                    bar.write(f"{cfg.algorithm}: training loss became non-finite at iteration {iteration}; "
-                              f"run recorded as diverged")
-                    break
-                bar.update(1)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
-                tracker.train(iteration, metrics)
-                if meter.due(iteration) or iteration == cfg.iterations:
-                    tick = time.perf_counter()
-                    val = evaluate(algorithm, tasks.validation, cfg.eval_inner_steps, device, dtype)
-                    meter.validated(time.perf_counter() - tick)
-                    rows.append({"iteration": iteration, "wall_time_s": elapsed + time.perf_counter() - began,
-                                 **meter.row(),
-                                 "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
-                                 **{f"val_{k}": v for k, v in val.items()}})
-                    if writer:
-                        results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
-                    _keep_if_best(extra, algorithm, cfg, iteration, val)
-                    tracker.validation(iteration, rows[-1], peak_memory_mb(device))
-                    if on_validation is not None:
-                        on_validation(len(rows), val)
-                # after this iteration's validation: under test_checkpoint: best a run of its own that
-                # stopped here would test the best state including it
-                ladder.cross(iteration, algorithm, extra)
-                stopping = distributed.any_rank(stop.signal is not None)  # every rank stops at one iteration
-                if iteration % cfg.checkpoint_interval == 0 or stopping:
-                    checkpoint(iteration)
-                if stopping:
-                    raise KeyboardInterrupt(f"signal {stop.signal or 'on another process'}")
-            if status == "running" and iteration > start_iteration and iteration % cfg.checkpoint_interval:
-                checkpoint(iteration)  # training is done: a kill during testing need not redo it
-        with stop_signals_raise():  # the checkpoint above is whole, so the test may stop at any point
-            episode_columns: dict[str, list] = {}
-            if status == "running" and cfg.test_checkpoint == "best" and "best_state" in extra:
-                algorithm.load_state_dict(extra["best_state"])
-            with clock.phase("test"):
-                test = scoring.score_test(algorithm, tasks.test, cfg, device, dtype, "test_", episode_columns) \
-                    if status == "running" else {}
-                by_steps = {steps: evaluate(algorithm, tasks.test, steps, device, dtype)
-                            for steps in cfg.test_inner_steps} if status == "running" else {}
-            # generalisation (outline 9.4): the same score on fresh tasks of the training classes
-            with clock.phase("train_tasks"):
-                seen = scoring.evaluate(algorithm, tasks.train_episodes[:scoring.floor_count(cfg)],
-                                        cfg.eval_inner_steps, device, dtype) if status == "running" else {}
-            with clock.phase("rungs"):  # the budget ladder's snapshots on the same test episodes
-                rung_rows = ladder.score(algorithm, tasks.test[:scoring.floor_count(cfg)], device, dtype) \
-                    if status == "running" else []  # on the floor's episodes: references, like the floor
+        yield
     except BaseException as err:
         tracker.close(err)
         raise
+
+
+def score_floor(run: Run) -> None:
+    """The untrained network under the run's test procedures, on the first ``floor_episodes`` test
+    episodes (scoring.floor_count): what training must beat. Once per run, kept across a resume."""
+    extra, built = run.state.extra, run.built
+    if "floor" in extra:
+        return
+    extra["floor_episodes"] = {}
+    with run.clock.phase("floor"):
+        extra["floor"] = scoring.score_test(built.algorithm, built.tasks.test[:scoring.floor_count(run.cfg)],
+                                            run.cfg, built.device, built.dtype, "floor_", extra["floor_episodes"])
+
+
+def train(run: Run, progress: bool, on_validation: Callable[[int, dict], None] | None) -> None:
+    """Meta-train until the iterations or the budget are spent, validating where due, taking the budget
+    ladder's snapshots and checkpointing. A first stop signal ends it after a whole, checkpointed
+    iteration; a non-finite loss ends it as diverged."""
+    cfg, state = run.cfg, run.state
+    resumed_at = state.iteration
+    run.ladder.cross(state.iteration, run.algorithm, state.extra)  # a rung below one iteration: the initial weights
+    with progress_bar(run, progress) as bar, checkpoint.deferred_stop() as stop:
+        while state.healthy and state.iteration < cfg.iterations and not run.meter.spent(state.iteration):
+            metrics = step(run)
+            if not state.healthy:
+                bar.write(f"{cfg.algorithm}: training loss became non-finite at iteration {state.iteration}; "
+                          f"run recorded as diverged")
+                return
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
+            run.tracker.train(state.iteration, metrics)
+            if run.meter.due(state.iteration) or state.iteration == cfg.iterations:
+                validate(run, metrics, on_validation)
+            # after this iteration's validation: under test_checkpoint: best a run of its own that
+            # stopped here would test the best state including it
+            run.ladder.cross(state.iteration, run.algorithm, state.extra)
+            stopping = distributed.any_rank(stop.signal is not None)  # every rank stops at one iteration
+            if state.iteration % cfg.checkpoint_interval == 0 or stopping:
+                run.save_checkpoint()
+            if stopping:
+                raise KeyboardInterrupt(f"signal {stop.signal or 'on another process'}")
+        if state.healthy and state.iteration > resumed_at and state.iteration % cfg.checkpoint_interval:
+            run.save_checkpoint()  # training is done: a kill during testing need not redo it
+
+
+@contextmanager
+def progress_bar(run: Run, progress: bool) -> Iterator[tqdm]:
+    timed = run.cfg.budget.seconds is not None or run.cfg.budget.cpu_seconds is not None  # no count to show
+    bar = tqdm(total=None if timed else run.meter.planned, initial=run.state.iteration, desc=run.cfg.algorithm,
+               unit="it", disable=not progress or not run.writer, dynamic_ncols=True, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    try:
+        yield bar
     finally:
         bar.close()
-    if status == "running" and not math.isfinite(test["test_loss_mean"]):
-        # Training stayed finite but adapting at test time blew up: the run is not a usable result.
-        status, diverged_at = "diverged", iteration
-    if not writer:  # rank 0 writes the run's files; the other ranks get its summary
+
+
+def step(run: Run) -> dict[str, float]:
+    """One meta-iteration on a fresh meta-batch, charged to the budget (budget.BudgetMeter.charge
+    decides what counts). A non-finite loss or weight marks the run diverged."""
+    cfg, built, state = run.cfg, run.built, run.state
+    began = budget.clock()
+    batch = [precision.prepare_task(built.tasks.train.sample().to(built.device, built.dtype), cfg)
+             for _ in range(cfg.meta_batch_size)]
+    stepped = time.perf_counter()
+    built.algorithm.set_outer_lr(run.meter.fraction(state.iteration))
+    metrics = built.algorithm.meta_train_step(batch)
+    state.train_time += run.meter.charge(began, stepped, built.algorithm)
+    state.iteration += 1
+    if not all(math.isfinite(v) for v in metrics.values()) or not _finite(built.model):
+        state.diverge(state.iteration)
+    return metrics
+
+
+def validate(run: Run, metrics: dict[str, float], on_validation: Callable[[int, dict], None] | None) -> None:
+    """Score the validation episodes now: a metrics row, the best state so far (test_checkpoint: best),
+    the tracker and ``on_validation``. Its time is counted apart from the budget."""
+    cfg, built, state = run.cfg, run.built, run.state
+    tick = time.perf_counter()
+    val = evaluate(built.algorithm, built.tasks.validation, cfg.eval_inner_steps, built.device, built.dtype)
+    run.meter.validated(time.perf_counter() - tick)
+    state.rows.append({"iteration": state.iteration, "wall_time_s": run.wall(), **run.meter.row(),
+                       "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
+                       **{f"val_{k}": v for k, v in val.items()}})
+    if run.writer:
+        results.write_csv(run.out / "metrics.csv", state.rows, _metric_columns(state.rows))
+    _keep_if_best(state.extra, built.algorithm, cfg, state.iteration, val)
+    run.tracker.validation(state.iteration, state.rows[-1], peak_memory_mb(built.device))
+    if on_validation is not None:
+        on_validation(len(state.rows), val)
+
+
+def run_test(run: Run) -> dict[str, Any]:
+    """Score the tested state (the last, or the best-validated under test_checkpoint: best) on the test
+    episodes with every test procedure, and on fresh tasks of the training classes (generalisation).
+    A non-finite test loss marks the run diverged; a diverged run is not scored."""
+    cfg, built, state = run.cfg, run.built, run.state
+    scores: dict[str, Any] = {"test": {}, "by_steps": {}, "seen": {}, "episodes": {}}
+    if not state.healthy:
+        return scores
+    if cfg.test_checkpoint == "best" and "best_state" in state.extra:
+        built.algorithm.load_state_dict(state.extra["best_state"])
+    with run.clock.phase("test"):
+        scores["test"] = scoring.score_test(built.algorithm, built.tasks.test, cfg, built.device, built.dtype,
+                                            "test_", scores["episodes"])
+        scores["by_steps"] = {steps: evaluate(built.algorithm, built.tasks.test, steps, built.device, built.dtype)
+                              for steps in cfg.test_inner_steps}
+    with run.clock.phase("train_tasks"):  # generalisation: the same score on fresh tasks of the training classes
+        scores["seen"] = scoring.evaluate(built.algorithm, built.tasks.train_episodes[:scoring.floor_count(cfg)],
+                                          cfg.eval_inner_steps, built.device, built.dtype)
+    if not math.isfinite(scores["test"]["test_loss_mean"]):
+        state.diverge(state.iteration)  # training stayed finite but adapting at test time blew up
+    else:
+        state.tested = True
+    return scores
+
+
+def score_rungs(run: Run) -> list[dict[str, Any]]:
+    """The budget ladder's snapshots on the floor's test episodes (references, like the floor)."""
+    if not run.state.tested:
+        return []
+    built = run.built
+    with run.clock.phase("rungs"):
+        return run.ladder.score(built.algorithm, built.tasks.test[:scoring.floor_count(run.cfg)], built.device,
+                                built.dtype)
+
+
+def record(run: Run, scores: dict[str, Any], rungs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write the run's files (metrics, per-episode scores, rungs, final weights, summary), its row in
+    runs.csv, and remove its checkpoint. Rank 0 writes; every rank returns its summary."""
+    if not run.writer:
         return distributed.from_writer(None)
-    wall = elapsed + time.perf_counter() - began
-    summary = results.summary_row(
-        cfg, status="finished" if status == "running" else status, iterations_done=iteration,
-        diverged_at=diverged_at,
+    state, out, extra = run.state, run.out, run.state.extra
+    summary = summarise(run, scores)
+    results.write_csv(out / "metrics.csv", state.rows, _metric_columns(state.rows))
+    if state.tested:  # per-episode scores, for paired comparisons across algorithms
+        columns = {**extra.get("floor_episodes", {}), **scores["episodes"]}
+        # the floor's columns are empty past its floor_episodes (the first episodes, shared by every run)
+        results.write_csv(out / "episodes.csv", [{"episode": i, **{k: v[i] if i < len(v) else math.nan
+                                                                   for k, v in columns.items()}}
+                                                 for i in range(len(run.built.tasks.test))], ["episode", *columns])
+        run.ladder.write(out, rungs, {"iteration": state.iteration, **run.meter.row()},
+                         scores["episodes"])
+        # final weights, for `metacompare evaluate` (e.g. Lake's one-shot runs)
+        checkpoint.write(out / "model.pt", {"config": run.cfg.to_dict(), "algorithm": run.algorithm.state_dict(),
+                                            "num_classes": run.built.tasks.train.num_classes})
+    results.save_json(out / "summary.json", summary)
+    results.record_run(out.parent, summary)
+    (out / checkpoint.FILE).unlink(missing_ok=True)
+    run.tracker.finish(summary)
+    return distributed.from_writer(summary)
+
+
+def summarise(run: Run, scores: dict[str, Any]) -> dict[str, Any]:
+    """The run's summary.json: its status, test scores, floor, budget counters and where its time went."""
+    cfg, state, extra, test = run.cfg, run.state, run.state.extra, scores["test"]
+    wall, record_ = run.wall(), run.built.tasks.record
+    return results.summary_row(
+        cfg, status=state.status, iterations_done=state.iteration, diverged_at=state.diverged_at,
         **{k: test.get(k, math.nan) for k in ("test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean",
                                                "test_loss_ci95")},
         **{k: v for k, v in test.items() if k.startswith("test_common_")},
         **extra.get("floor", {}),
-        tested_checkpoint=extra.get("best_iteration", iteration) if cfg.test_checkpoint == "best" else iteration,
-        test_episodes=cfg.test_episodes, test_by_inner_steps=by_steps, **generalisation(seen, test, cfg),
-        wall_time_s=wall, **meter.row(), time_split=timing.split(wall, meter.counts, clock.spent),
+        tested_checkpoint=extra.get("best_iteration", state.iteration) if cfg.test_checkpoint == "best"
+        else state.iteration,
+        test_episodes=cfg.test_episodes, test_by_inner_steps=scores["by_steps"],
+        **generalisation(scores["seen"], test, cfg),
+        wall_time_s=wall, **run.meter.row(), time_split=timing.split(wall, run.meter.counts, run.clock.spent),
         floor_episodes=scoring.floor_count(cfg),
         # training time over every session of this run, so a run resumed only to test keeps its rate
-        seconds_per_iteration=train_time / iteration if iteration else math.nan,
-        peak_memory_mb=max(peak_mb, peak_memory_mb(device)), torch_threads=torch.get_num_threads(),
-        processes=distributed.world_size(), rung_test_seconds=clock.spent.get("rungs", 0.0),
+        seconds_per_iteration=state.train_time / state.iteration if state.iteration else math.nan,
+        peak_memory_mb=max(state.peak_mb, peak_memory_mb(run.built.device)), torch_threads=torch.get_num_threads(),
+        processes=distributed.world_size(), rung_test_seconds=run.clock.spent.get("rungs", 0.0),
         # what it answered for: provenance.check_answer compares it whenever the run is read back
-        data={k: tasks.record[k] for k in ("form", "root", "digest")} if tasks.record else None,
-        **provenance.record(out), versions=results.library_versions())  # git_commit, dirty; environment.txt
-    results.write_csv(out / "metrics.csv", rows, _metric_columns(rows))
-    if status == "running":  # per-episode scores, for paired comparisons across algorithms
-        columns = {**extra.get("floor_episodes", {}), **episode_columns}
-        # the floor's columns are empty past its floor_episodes (the first episodes, shared by every run)
-        results.write_csv(out / "episodes.csv", [{"episode": i, **{k: v[i] if i < len(v) else math.nan
-                                                                   for k, v in columns.items()}}
-                                                 for i in range(len(tasks.test))], ["episode", *columns])
-        ladder.write(out, rung_rows, {"iteration": iteration, **meter.row()}, episode_columns)
-    if status == "running":  # final weights, for `metacompare evaluate` (e.g. Lake's one-shot runs)
-        buffer = io.BytesIO()
-        torch.save({"config": cfg.to_dict(), "algorithm": algorithm.state_dict(),
-                    "num_classes": tasks.train.num_classes}, buffer)
-        results.atomic_write(out / "model.pt", buffer.getvalue())
-    results.save_json(summary_path, summary)
-    results.record_run(out.parent, summary)
-    checkpoint_path.unlink(missing_ok=True)
-    tracker.finish(summary)
-    return distributed.from_writer(summary)
+        data={k: record_[k] for k in ("form", "root", "digest")} if record_ else None,
+        **provenance.record(run.out), versions=results.library_versions())  # git_commit, dirty; environment.txt
 
 
 def generalisation(seen: dict[str, float], test: dict[str, float], cfg: RunConfig) -> dict[str, float]:

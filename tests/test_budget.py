@@ -174,3 +174,33 @@ def test_no_budget_keeps_the_run_id_and_bad_budgets_are_refused(tmp_path):
     assert budget.parse_budget("work:2e6") == {"work": 2e6}
     with pytest.raises(UserError, match="--budget"):
         budget.parse_budget("flops:3")
+
+
+class Reporting:
+    """An algorithm that reports 0.5 wall and 0.25 CPU seconds of measuring its logged fit."""
+
+    work_rule = "adapt_then_query"
+
+    def take_logging_seconds(self):
+        return 0.5, 0.25
+
+
+def test_an_iteration_is_charged_its_seconds_less_the_reported_logging_and_its_work(tmp_path):
+    meter = budget.BudgetMeter(tiny(tmp_path), 90, {})
+    now, now_cpu = budget.clock()
+    stepped = time.perf_counter() - 1.0
+    step_seconds = meter.charge((now - 3.0, now_cpu - 2.0), stepped, Reporting())
+    counts = meter.row()
+    assert counts["train_seconds"] == pytest.approx(2.5, abs=0.05)
+    assert counts["train_cpu_seconds"] == pytest.approx(1.75, abs=0.05)
+    assert counts["logging_seconds"] == 0.5 and counts["work"] == 90 and counts["validation_seconds"] == 0
+    assert step_seconds == pytest.approx(0.5, abs=0.05)
+
+
+def test_iteration_work_reads_the_algorithm_s_declarations(tmp_path):
+    cfg = tiny(tmp_path)  # meta-batch 2, one inner step on 5 support points, 10 query points
+    second = Reporting()
+    first = Reporting()
+    first.first_order = True
+    assert budget.iteration_work(second, cfg) == 2 * (3 * 5 + 6 * 5 + 3 * 10)
+    assert budget.iteration_work(first, cfg) == 2 * (3 * 5 + 3 * 10)

@@ -115,8 +115,8 @@ class MetaAlgorithm(ABC):
     backends: ClassVar[tuple[str, ...]] = BACKENDS
     # The optional config fields (config.OPTIONAL_FIELDS) this algorithm reads; others must stay default.
     uses: ClassVar[frozenset[str]] = frozenset()
-    # How a training task's work is counted (metacompare.budget.task_work): adapt_then_query, adapt_all,
-    # supervised or none; second order unless the class sets ``first_order``.
+    # How a training task's work is counted, a declaration the budget reads (metacompare.budget.task_work):
+    # adapt_then_query, adapt_all, supervised or none; second order unless the class sets ``first_order``.
     work_rule: ClassVar[str] = "adapt_then_query"
     # Whether the plug-in has :meth:`pure_gradient`, the form ``compile: true`` runs (metacompare.compiled).
     compilable: ClassVar[bool] = False
@@ -213,13 +213,6 @@ class MetaAlgorithm(ABC):
         for _ in inner.mini_batches(len(examples), loop.batch_size, loop.steps):
             pass
 
-    def task_work(self) -> int:
-        """Work of one training task in example-passes (forward 1, backward 2, a second-order pass
-        through the inner steps at what it costs; Kaplan et al. 2020, see :mod:`metacompare.budget`)."""
-        from metacompare.budget import task_work
-
-        return task_work(self.work_rule, self.cfg, second_order=not getattr(self, "first_order", False))
-
     def set_outer_lr(self, fraction_done: float) -> None:
         """Anneal the outer step from ``outer_lr`` to ``outer_lr_final`` with ``f`` the fraction of training
         done: linearly (Reptile's ``meta_step_final``: lr = f·final + (1 − f)·initial), or along a cosine
@@ -255,10 +248,10 @@ class MetaAlgorithm(ABC):
     @contextmanager
     def logging_fit(self) -> Iterator[None]:
         """Times the extra forward pass that measures the logged training fit, without gradients. It is
-        measurement, not training: a budget in seconds does not charge it (:meth:`take_logging_seconds`),
-        as it does not charge validation. Unequal otherwise: it costs Reptile (one forward over all its
-        50 training images per task) about 17% of its training time on omniglot_minimal, the MAML family
-        less; the authors' code computes its training accuracies only on its print iterations."""
+        measurement, not training: it is reported (:meth:`take_logging_seconds`) and the budget leaves it
+        out (:meth:`metacompare.budget.BudgetMeter.charge`), as it leaves out validation. Unequal
+        otherwise: it costs Reptile (one forward over all its 50 training images per task) about 17% of
+        its training time on omniglot_minimal, the MAML family less; the authors' code computes its training accuracies only on its print iterations."""
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             with torch.no_grad():
@@ -268,7 +261,7 @@ class MetaAlgorithm(ABC):
             self._logging[1] += time.process_time() - cpu
 
     def take_logging_seconds(self) -> tuple[float, float]:
-        """Wall and CPU seconds spent in :meth:`logging_fit` since the last call (the runner's, once per
+        """Wall and CPU seconds spent in :meth:`logging_fit` since the last call (the budget's, once per
         iteration). A compiled step (``compile: true``) measures its fit inside its graph, uncounted here."""
         spent, self._logging = tuple(self._logging), [0.0, 0.0]
         return spent

@@ -1,0 +1,1 @@
+"""Training one configuration: build, run in phases, checkpoints, budgets, scoring."""
