@@ -16,11 +16,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from metacompare.data.splits import SPLITS
 from metacompare.errors import ConfigError
 from metacompare.runconfig import RunConfig
 
-SPLITS = ("train", "validation", "test")
-# The networks that take images of any size their pooling leaves something of (metacompare.models).
+# The networks that take images; metacompare.models checks each against the images' size.
 IMAGE_NETWORKS = ("conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "resnet12", "metamodel")
 
 
