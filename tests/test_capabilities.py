@@ -34,6 +34,8 @@ def test_every_declared_capability_has_its_declared_type():
             assert isinstance(getattr(cls, capability), kind), (name, capability)
         assert set(cls.requires) | set(cls.config_defaults) <= FIELDS, name
         assert bool(cls.requires) == bool(cls.requires_why), name
+        # distributed.refusal reads per-step running statistics from the config's own mamlpp section
+        assert cls.mamlpp_preset is None or not cls.mamlpp_preset.per_step_bn_statistics, name
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))

@@ -14,12 +14,11 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from metacompare import compiled, distributed, grouped, inner
+from metacompare import compiled, grouped, inner
 from metacompare.algorithms import maml_plus
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient, adapted_names, as_batch
 from metacompare.data import Task
-from metacompare.errors import ConfigError
 from metacompare.runconfig import MamlPlusPlusConfig
 
 
@@ -35,10 +34,6 @@ class MAML(MetaAlgorithm):
         # MAML++'s per-step tensors must exist before the base class builds the outer optimiser.
         self.per_step = (maml_plus.PerStep(model, cfg, self.options, adapted_names(model))
                          if maml_plus.needs_graph(self.options) else None)
-        # Not a config check: the number of processes is known only to the run (torchrun's world size).
-        if self.per_step is not None and self.per_step.norm_stats and distributed.world_size() > 1:
-            raise ConfigError("mamlpp.per_step_bn_statistics: each process would keep running statistics of its own "
-                              "slice of the meta-batch; run with --procs 1 or set it to false")
         super().__init__(model, cfg)
         if self.per_step is not None:
             self.adapted = self.per_step.adapted
