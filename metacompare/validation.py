@@ -87,7 +87,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_dataset(cfg)
     _check_place(cfg)
     _check_paths(cfg)
-    compiled.check(cfg, ALGORITHMS[cfg.algorithm].compilable)
+    compiled.check(cfg, sorted(name for name, c in ALGORITHMS.items() if c.compilable))
     if cfg.precision == "bfloat16" and cfg.algorithm in ("maml", "maml++") and cfg.inner_steps > 1:
         # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
         warnings.warn(f"precision: bfloat16 with maml and inner_steps={cfg.inner_steps}: at 5 steps its "

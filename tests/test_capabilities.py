@@ -140,3 +140,18 @@ def test_per_step_batchnorm_on_a_network_without_batchnorm_is_refused_before_bui
     with pytest.raises(ConfigError, match=f"mamlpp.per_step_bn_weights: model {model} has no BatchNorm2d"):
         with_overrides(RunConfig(), algorithm="maml", dataset=dataset, model=model, ways=1 if model == "mlp" else 5,
                        mamlpp={"per_step_bn_weights": True})
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_compile_is_refused_exactly_for_algorithms_that_declare_no_compiled_step(name):
+    raw = sine_config(algorithm=name, compile=True)
+    if ALGORITHMS[name].compilable:
+        try:
+            assert expand(raw)[0].compile
+        except ConfigError as err:  # e.g. no C++ compiler here: refused, but not for want of a compiled step
+            assert "has no compiled step" not in str(err)
+    else:  # maml++ is refused first for its preset's options, which have no compiled form
+        compilable = ", ".join(sorted(n for n, c in ALGORITHMS.items() if c.compilable))
+        with pytest.raises(ConfigError, match=f"compile: ({re.escape(name)} has no compiled step \\(only "
+                                              f"{compilable} have\\)|true has no MAML\\+\\+ form)"):
+            expand(raw)
