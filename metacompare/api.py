@@ -85,7 +85,7 @@ def run(config: str | Path | RunConfig | Sequence[RunConfig], settings: Settings
     else:
         configs = [config] if isinstance(config, RunConfig) else list(config)
         changes = dict(parse_override(text) for text in _overrides(settings))
-        configs = [with_overrides(c, **changes) if changes else c for c in configs]
+        configs = [with_overrides(c, **changes) for c in configs]  # validated: a RunConfig built in code too
     if results_dir is not None:
         configs = [with_overrides(c, results_dir=str(results_dir)) for c in configs]
     folders = sorted({Path(c.results_dir) / c.experiment for c in configs})

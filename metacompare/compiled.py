@@ -64,12 +64,14 @@ def cxx_compiler() -> str | None:
     return next((c for c in found if c), None)
 
 
-def check(cfg, compilable: bool) -> None:
-    """Refuse ``compile: true`` where the compiled step does not exist or would compute something else."""
+def check(cfg, compilable: list[str]) -> None:
+    """Refuse ``compile: true`` where the compiled step does not exist (``compilable``: the algorithms that
+    declare one) or would compute something else."""
     if not cfg.compile:
         return
     reasons = [
-        (not compilable, f"{cfg.algorithm} has no compiled step (maml, fomaml and reptile have); set compile: false"),
+        (cfg.algorithm not in compilable, f"{cfg.algorithm} has no compiled step (only {', '.join(compilable)} "
+                                          f"have); set compile: false"),
         (cfg.backend != "metacompare", f"the compiled step is metacompare's own inner loop, not {cfg.backend}'s; "
                                        f"set backend: metacompare or compile: false"),
         (cfg.inner_batch_size > 0, "inner mini-batches draw shuffles that a compiled graph would draw from "

@@ -169,7 +169,7 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
     configs = []
     for name in algorithms:
         # an algorithm's own defaults (maml++: its cosine outer schedule), under what the file sets
-        values = {**getattr(ALGORITHMS.get(name), "config_defaults", {}), **raw}
+        values = {**(ALGORITHMS[name].config_defaults if name in ALGORITHMS else {}), **raw}
         values["algorithm"] = name
         for key, value in (per_algorithm.get(name) or {}).items():
             values[key] = value

@@ -158,6 +158,9 @@ def refusal(cfg, procs: int) -> str | None:
     if cfg.batch_tasks and cfg.task_chunk and cfg.inner_batch_size:
         return ("task_chunk with inner mini-batches draws one shuffle per chunk, which depends on how the "
                 f"meta-batch is split; set task_chunk: 0 or inner_batch_size: 0 to run on {procs} processes")
+    if cfg.mamlpp is not None and cfg.mamlpp.per_step_bn_statistics:  # no algorithm's preset turns them on (test)
+        return ("mamlpp.per_step_bn_statistics: each process would keep running statistics of its own "
+                "slice of the meta-batch; run with --procs 1 or set it to false")
     return None
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from metacompare.data import Task
+from metacompare.runconfig import RunConfig
 
 # The dtype weights and data are stored in; bfloat16 keeps float32 storage and autocasts the compute.
 STORAGE = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
@@ -30,25 +31,25 @@ def storage_dtype(name: str) -> torch.dtype:
     return STORAGE[name]
 
 
-def autocast(cfg) -> contextlib.AbstractContextManager:
+def autocast(cfg: RunConfig) -> contextlib.AbstractContextManager:
     """bfloat16 autocast when the config asks for it, otherwise nothing."""
-    if getattr(cfg, "precision", "float32") != "bfloat16":
+    if cfg.precision != "bfloat16":
         return contextlib.nullcontext()
     # No cast cache: it keys on the weight tensor, so a weight updated in place inside the region
     # (Reptile's inner optimiser) would keep being read as its stale bfloat16 copy.
     return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, cache_enabled=False)
 
 
-def prepare_model(model: nn.Module, cfg) -> nn.Module:
+def prepare_model(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """Apply the configured memory layout to the model's 4-d weights (in place)."""
-    if getattr(cfg, "memory_format", "contiguous") == "channels_last":
+    if cfg.memory_format == "channels_last":
         model.to(memory_format=torch.channels_last)
     return model
 
 
-def prepare_task(task: Task, cfg) -> Task:
+def prepare_task(task: Task, cfg: RunConfig) -> Task:
     """Apply the configured memory layout to a task's images."""
-    if getattr(cfg, "memory_format", "contiguous") != "channels_last" or task.support_x.dim() != 4:
+    if cfg.memory_format != "channels_last" or task.support_x.dim() != 4:
         return task
     def nhwc(x):
         return x.contiguous(memory_format=torch.channels_last)

@@ -24,6 +24,7 @@ from metacompare.runconfig import RunConfig, _plain
 from metacompare.tracking import TRACKERS
 
 CHOICES: dict[str, typing.Collection[str]] = {
+    "backend": BACKENDS,
     "dataset": SOURCES.keys(),  # a live view: a source registered later is a choice too
     "model": ("mlp", "conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "metamodel", "bag_of_embeddings", "resnet12"),
     "inner_optimizer": ("sgd", "adam"),
@@ -38,9 +39,9 @@ CHOICES: dict[str, typing.Collection[str]] = {
     "tracker": tuple(TRACKERS),
 }
 NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size", "eval_batch",
-                "floor_episodes", "budget_rungs")
+                "floor_episodes", "budget_rungs", "task_chunk")  # task_chunk 0: the whole meta-batch
 POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
-            "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters")
+            "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters", "inner_chains")
 POSITIVE_FLOAT = ("inner_lr", "outer_lr")
 # Upper bounds where a larger value would exhaust memory (episodes are drawn up front; sizes and widths
 # set the activations) or overflow a counter, checked before anything is built.
@@ -55,7 +56,7 @@ EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the exam
 # non-default value for an algorithm that would ignore it is refused rather than recorded as used.
 # batch_tasks: the algorithms with a task-batched form (others would loop); task_chunk: those that chunk it.
 OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp", "batch_tasks", "task_chunk")
-NO_BATCHNORM2D = ("mlp", "metamodel", "conv4_finn")  # conv4_finn normalises with offset-only layers
+NO_BATCHNORM2D = ("mlp", "metamodel", "conv4_finn", "bag_of_embeddings")  # conv4_finn: offset-only layers
 NO_CONV = ("mlp", "metamodel", "bag_of_embeddings")
 # Fields read only under another setting, whatever the algorithm: the setting as a refusal names it,
 # and the test. With _check_used's ``uses``, the one declaration of who reads what.
@@ -76,17 +77,17 @@ def _suggest(name: str, options: typing.Iterable[str]) -> str:
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Range and choice checks that need more than a type; returns ``cfg`` unchanged."""
-    _check_algorithm(cfg)
     _check_choices(cfg)
+    _check_algorithm(cfg)
     _check_bounds(cfg)
     _validate_protocol(cfg)
-    _check_used(cfg, ALGORITHMS)
+    _check_used(cfg)
     _check_mamlpp(cfg)
     _check_numbers(cfg)
     _check_dataset(cfg)
     _check_place(cfg)
     _check_paths(cfg)
-    compiled.check(cfg, ALGORITHMS[cfg.algorithm].compilable)
+    compiled.check(cfg, sorted(name for name, c in ALGORITHMS.items() if c.compilable))
     if cfg.precision == "bfloat16" and cfg.algorithm in ("maml", "maml++") and cfg.inner_steps > 1:
         # allowed, but measured by `bench`: bf16 error compounds through the second-order pass
         warnings.warn(f"precision: bfloat16 with maml and inner_steps={cfg.inner_steps}: at 5 steps its "
@@ -96,13 +97,10 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def _check_algorithm(cfg: RunConfig) -> None:
-    """A registered algorithm on a backend it declares it can run on."""
+    """A registered algorithm on a backend it declares it can run on (a known backend: :data:`CHOICES`)."""
     if cfg.algorithm not in ALGORITHMS:
         raise ConfigError(f"algorithm: unknown '{cfg.algorithm}'{_suggest(cfg.algorithm, ALGORITHMS)}; "
                           f"choose one of {', '.join(sorted(ALGORITHMS))}")
-    if cfg.backend not in BACKENDS:
-        raise ConfigError(f"backend: unknown '{cfg.backend}'{_suggest(cfg.backend, BACKENDS)}; "
-                          f"choose one of {', '.join(BACKENDS)}")
     supported = ALGORITHMS[cfg.algorithm].backends
     if cfg.backend not in supported:
         raise ConfigError(f"backend: {cfg.algorithm} cannot run on '{cfg.backend}'; "
@@ -115,12 +113,11 @@ def _check_choices(cfg: RunConfig) -> None:
         if value not in options:
             raise ConfigError(f"{name}: unknown '{value}'{_suggest(value, options)}; "
                               f"choose one of {', '.join(options)}")
-    for name in POSITIVE:
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"{name}: must be a positive whole number, got {getattr(cfg, name)}")
-    for name in NON_NEGATIVE:
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name}: must be 0 or a positive whole number, got {getattr(cfg, name)}")
+    for names, least, what in ((POSITIVE, 1, "a positive whole number"),
+                               (NON_NEGATIVE, 0, "0 or a positive whole number")):
+        for name in names:
+            if getattr(cfg, name) < least:
+                raise ConfigError(f"{name}: must be {what}, got {getattr(cfg, name)}")
 
 
 def _check_numbers(cfg: RunConfig) -> None:
@@ -130,9 +127,6 @@ def _check_numbers(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if not value > 0 or value == float("inf"):
             raise ConfigError(f"{name}: must be a positive finite number, got {value}")
-    if cfg.task_chunk < 0:
-        raise ConfigError(f"task_chunk: must be 0 (the whole meta-batch) or a positive number of tasks, "
-                          f"got {cfg.task_chunk}")
     if cfg.batch_tasks and cfg.backend != "metacompare":
         raise ConfigError(f"batch_tasks: task batching runs on the metacompare backend only; set backend: "
                           f"metacompare or batch_tasks: false (got backend '{cfg.backend}')")
@@ -238,7 +232,7 @@ def _check_paths(cfg: RunConfig) -> None:
 
 def _validate_protocol(cfg: RunConfig) -> None:
     """The protocol knobs: ranges, and combinations an algorithm or backend cannot run."""
-    if cfg.query == 0 and getattr(ALGORITHMS[cfg.algorithm], "needs_query", True):
+    if cfg.query == 0 and ALGORITHMS[cfg.algorithm].needs_query:
         raise ConfigError(f"query: must be a positive whole number for {cfg.algorithm}, which scores its adapted "
                           f"weights on query examples; got {cfg.query}")
     if cfg.evaluation_query <= 0:
@@ -264,8 +258,6 @@ def _check_chains(cfg: RunConfig) -> None:
     """``inner_chains``: independent carried chains, each over a share of the meta-batch."""
     if cfg.inner_chains == 1:
         return
-    if cfg.inner_chains < 1:
-        raise ConfigError(f"inner_chains: must be a positive number of carried chains, got {cfg.inner_chains}")
     if cfg.inner_state != "carry":
         carry = ("set inner_state: carry or inner_chains: 1" if cfg.inner_optimizer == "adam" else
                  "set inner_chains: 1 (carried chains need inner_optimizer adam and inner_state carry)")
@@ -288,14 +280,10 @@ def _check_common_evaluation(cfg: RunConfig) -> None:
 
 
 def _check_mamlpp(cfg: RunConfig) -> None:
-    """MAML++'s options (runconfig.MamlPlusPlusConfig): ranges, and what each engine and backend can run."""
-    if cfg.mamlpp is not None and "mamlpp" not in ALGORITHMS[cfg.algorithm].uses:
-        why = (" (Reptile takes no gradient through its inner loop, so learned rates and per-step BatchNorm weights "
-               "would get none)" if cfg.algorithm == "reptile" else "")
-        users = sorted(n for n, c in ALGORITHMS.items() if "mamlpp" in c.uses)
-        raise ConfigError(f"mamlpp: {cfg.algorithm} does not read MAML++'s options{why}; only {', '.join(users)} "
-                          f"do; remove the section or set it for those algorithms under per_algorithm:")
-    options = cfg.mamlpp if cfg.mamlpp is not None else getattr(ALGORITHMS[cfg.algorithm], "mamlpp_preset", None)
+    """MAML++'s options (runconfig.MamlPlusPlusConfig): ranges, and what each engine and backend can run.
+    An algorithm that does not read them is refused by :func:`_check_used`, from its ``uses``."""
+    algorithm = ALGORITHMS[cfg.algorithm]
+    options = cfg.mamlpp if cfg.mamlpp is not None else algorithm.mamlpp_preset
     if options is None:
         return
     if not 0 < options.msl_fraction <= 1:
@@ -304,7 +292,7 @@ def _check_mamlpp(cfg: RunConfig) -> None:
     if not 0 <= options.first_order_fraction <= 1:
         raise ConfigError(f"mamlpp.first_order_fraction: must be in [0, 1], the fraction of training run first "
                           f"order (paper: 0.5; 0: never), got {options.first_order_fraction}")
-    if options.first_order_fraction > 0 and getattr(ALGORITHMS.get(cfg.algorithm), "first_order", False):
+    if options.first_order_fraction > 0 and algorithm.first_order:
         raise ConfigError(f"mamlpp.first_order_fraction: {cfg.algorithm} is first order throughout; set it to 0, "
                           f"or use algorithm maml for derivative-order annealing")
     graph = [name for name in ("multi_step_loss", "per_step_bn_weights", "per_step_bn_statistics", "learned_inner_lr")
@@ -364,22 +352,27 @@ def _check_bounds(cfg: RunConfig) -> None:
                           f"meta-batch, more than {EXAMPLES_PER_BATCH:,} fit in memory; lower one of them")
 
 
-def _check_used(cfg: RunConfig, algorithms: dict[str, type]) -> None:
-    """Refuse a setting the run would silently ignore: an optional field the algorithm's class does not
-    list in ``uses``, or a field of :data:`READ_ONLY_WITH` without the setting it needs."""
-    defaults = RunConfig()
+def _check_used(cfg: RunConfig) -> None:
+    """Refuse a setting the run would silently ignore, from the declarations alone: an optional field the
+    algorithm's class does not list in ``uses``, a field of :data:`READ_ONLY_WITH` without the setting it
+    needs, or a field the algorithm ``requires`` at another value."""
+    algorithm, defaults = ALGORITHMS[cfg.algorithm], RunConfig()
     for name in (*OPTIONAL_FIELDS, *READ_ONLY_WITH):
         value, default = getattr(cfg, name), getattr(defaults, name)
         if value == default:
             continue
-        if name in OPTIONAL_FIELDS and name not in getattr(algorithms[cfg.algorithm], "uses", ()):
-            users = sorted(n for n, c in algorithms.items() if name in getattr(c, "uses", ()))
+        if name in OPTIONAL_FIELDS and name not in algorithm.uses:
+            users = sorted(n for n, c in ALGORITHMS.items() if name in c.uses)
             raise ConfigError(f"{name}: {cfg.algorithm} ignores it, so {as_yaml(value)} would be recorded but not "
                               f"used (only {', '.join(users) or 'no algorithm'} reads it); set {name}: "
                               f"{as_yaml(default)}, or set it for those algorithms under per_algorithm:")
         if name in READ_ONLY_WITH and not READ_ONLY_WITH[name][1](cfg):
             raise ConfigError(f"{name}: read only with {READ_ONLY_WITH[name][0]}, so {as_yaml(value)} would be "
                               f"recorded but not used; set {name}: {as_yaml(default)}")
+    for name, wanted in algorithm.requires.items():
+        if getattr(cfg, name) != wanted:
+            raise ConfigError(f"{name}: {cfg.algorithm} {algorithm.requires_why}; set {name}: {as_yaml(wanted)} "
+                              f"(got {getattr(cfg, name)!r})")
 
 
 def as_yaml(value: typing.Any) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metacompare.algorithms import build_algorithm
-from metacompare.config import ConfigError, RunConfig
+from metacompare.config import RunConfig
 from metacompare.models import mlp
 from tests.conftest import make_sine_task, make_task
 
@@ -107,8 +107,9 @@ def test_anil_adaptation_changes_only_the_head():
 
 
 def test_anil_rejects_a_model_without_a_linear_head():
+    """A network built by hand (no config names one without a linear head: tests/test_capabilities.py)."""
     model = nn.Sequential(nn.Linear(1, 4), nn.ReLU())
-    with pytest.raises(ConfigError, match="anil"):
+    with pytest.raises(TypeError, match="anil needs an nn.Sequential ending in an nn.Linear"):
         build_algorithm(model, RunConfig(algorithm="anil"))
 
 

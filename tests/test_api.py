@@ -13,6 +13,7 @@ import yaml
 import metacompare
 from metacompare import api
 from metacompare.errors import ConfigError, DataError, UserError
+from metacompare.runconfig import RunConfig
 from tests.test_tune import TINY, one_thread  # noqa: F401 (autouse fixture)
 from tests.test_user_data import make_folder
 
@@ -56,6 +57,8 @@ def test_bad_input_raises_the_projects_errors_naming_the_fix(tmp_path):
         api.load_config(tiny_config(tmp_path), {"inner_lr": "fast"})
     with pytest.raises(ConfigError, match="no such config file"):
         api.run(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="inner_optimizer: seed_reptile runs the seed's own inner loop"):
+        api.run(RunConfig(algorithm="seed_reptile", inner_optimizer="adam", results_dir=str(tmp_path)))  # built in code
     with pytest.raises(UserError, match="one of them"):
         api.compare(tiny_config(tmp_path), budget="work:600", data=tmp_path)
     with pytest.raises(UserError, match="one of them"):

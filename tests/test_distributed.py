@@ -27,7 +27,7 @@ import torch
 from metacompare import distributed, runner, scoring
 from metacompare.algorithms import ALGORITHMS, build_algorithm
 from metacompare.algorithms.base import looped_gradient
-from metacompare.config import ConfigError, RunConfig
+from metacompare.config import ConfigError, MamlPlusPlusConfig, RunConfig
 from metacompare.models import build_model
 from tests.conftest import make_sine_task
 from tests.test_resnet12 import parallel_step
@@ -253,6 +253,7 @@ def test_slices_are_contiguous_and_cover_the_batch():
     ({"algorithm": "reptile", "inner_optimizer": "adam", "inner_state": "carry"}, "inner_state: carry"),
     ({"meta_batch_size": 1}, "meta_batch_size: 1 tasks cannot be shared by 2 processes"),
     ({"batch_tasks": True, "task_chunk": 2, "inner_batch_size": 2}, "task_chunk with inner mini-batches"),
+    ({"mamlpp": MamlPlusPlusConfig(per_step_bn_statistics=True)}, "mamlpp.per_step_bn_statistics: each process"),
 ])
 def test_what_cannot_be_split_is_refused(monkeypatch, changes, message):
     monkeypatch.setattr(distributed, "world_size", lambda: 2)

@@ -158,7 +158,7 @@ def test_the_serial_config_keeps_its_run_id():
 @pytest.mark.parametrize("changes, message", [
     ({"inner_chains": 2, "inner_state": "reset"}, "inner_chains: 2 chains of a carried inner state"),
     ({"inner_chains": 6}, "inner_chains: 6 chains cannot share meta_batch_size: 5"),
-    ({"inner_chains": 0}, "inner_chains: must be a positive number"),
+    ({"inner_chains": 0}, "inner_chains: must be a positive whole number"),
     ({"inner_chains": 2, "algorithm": "fomaml", "query": 1, "inner_state": "reset"}, "inner_chains"),
 ])
 def test_bad_chain_counts_are_refused(changes, message):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from metacompare.algorithms import build_algorithm
-from metacompare.config import ConfigError, RunConfig
+from metacompare.config import ConfigError, RunConfig, with_overrides
 from metacompare.data import Task
 from metacompare.models import mlp
 from tests.conftest import make_sine_task
@@ -102,6 +102,9 @@ def test_the_seed_loop_as_written_makes_adapted_loss_worse():
 @pytest.mark.parametrize("field,value", [("inner_optimizer", "adam"), ("inner_batch_size", 4),
                                          ("inner_loss", "sum"), ("inner_state", "carry")])
 def test_the_seed_loop_refuses_knobs_it_would_ignore(field, value):
-    cfg = RunConfig(algorithm="seed_reptile", **{field: value})
-    with pytest.raises(ConfigError, match=f"{field}: seed_reptile runs the seed's own inner loop .* set {field}: "):
-        build_algorithm(one_weight_net(), cfg)
+    """Refused when the config is validated, before any network is built."""
+    # inner_state is not in its ``uses``; the others it ``requires`` at one value
+    wanted = "ignores it" if field == "inner_state" else f"runs the seed's own inner loop .* set {field}: "
+    changes = {"inner_optimizer": "adam", field: value} if field == "inner_state" else {field: value}
+    with pytest.raises(ConfigError, match=f"^{field}: seed_reptile {wanted}"):
+        with_overrides(RunConfig(), algorithm="seed_reptile", **changes)

@@ -16,8 +16,7 @@ from torch.func import functional_call
 
 from metacompare import inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
-from metacompare.errors import ConfigError
+from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy, linear_head
 from metacompare.data import Task
 
 
@@ -27,11 +26,9 @@ class ANIL(MetaAlgorithm):
     backends = ("metacompare",)
 
     def __init__(self, model: nn.Module, cfg):
-        if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
-            raise ConfigError("algorithm: anil adapts only a final linear layer; use model mlp, conv4 or "
-                              "conv4_strided")
+        head = linear_head(model, self.name)
         super().__init__(model, cfg)
-        self.body, self.head = model[:-1], model[-1]
+        self.body, self.head = model[:-1], head
 
     def _head_forward(self, head: inner.Params, features: torch.Tensor) -> torch.Tensor:
         return functional_call(self.head, head, (features,))

@@ -15,7 +15,8 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from contextlib import contextmanager
-from typing import Any, Callable, ClassVar, Iterator
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from torch.func import functional_call
 
 from metacompare import batch_eval, compiled, distributed, inner, precision
 from metacompare.backends import BACKENDS, get_adapt
-from metacompare.runconfig import EvalProcedure, RunConfig
+from metacompare.runconfig import EvalProcedure, MamlPlusPlusConfig, RunConfig
 from metacompare.data import Task
 
 
@@ -95,6 +96,14 @@ def adapted_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(name for name, _ in model.named_parameters() if name not in frozen)
 
 
+def linear_head(model: nn.Module, algorithm: str) -> nn.Linear:
+    """The network's final linear layer (ANIL adapts it, pretrain replaces it). Not a config check: every
+    network a config can name ends in one (tests/test_capabilities.py), so a miss is a programming error."""
+    if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
+        raise TypeError(f"{algorithm} needs an nn.Sequential ending in an nn.Linear layer, got {type(model).__name__}")
+    return model[-1]
+
+
 @contextmanager
 def training_mode(model: nn.Module) -> Iterator[None]:
     """The model in training mode for one meta-training step, its own mode restored after: ResNet-12's
@@ -111,15 +120,31 @@ def training_mode(model: nn.Module) -> Iterator[None]:
 class MetaAlgorithm(ABC):
     """A meta-learner: meta-train on batches of tasks; adapt to a new task and predict."""
 
-    name: ClassVar[str]
+    # What a plug-in is, declared here with its default and read as a plain attribute everywhere
+    # (validation, build, budget, catalogue): a subclass overrides only what differs.
+    name: ClassVar[str]  # the config's ``algorithm:`` value; no default
+    # The backends (inner-loop libraries) it runs on; default: all of them.
     backends: ClassVar[tuple[str, ...]] = BACKENDS
-    # The optional config fields (config.OPTIONAL_FIELDS) this algorithm reads; others must stay default.
+    # The optional config fields (validation.OPTIONAL_FIELDS) it reads; others must stay at their default.
     uses: ClassVar[frozenset[str]] = frozenset()
+    # Config fields it runs at one value only, and why (its own fixed inner loop); another value is refused.
+    requires: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    requires_why: ClassVar[str] = ""
     # How a training task's work is counted, a declaration the budget reads (metacompare.budget.task_work):
-    # adapt_then_query, adapt_all, supervised or none; second order unless the class sets ``first_order``.
+    # adapt_then_query, adapt_all, supervised or none; second order unless ``first_order``.
     work_rule: ClassVar[str] = "adapt_then_query"
-    # Whether the plug-in has :meth:`pure_gradient`, the form ``compile: true`` runs (metacompare.compiled).
+    # The meta-gradient is first order throughout (FOMAML); default False.
+    first_order: ClassVar[bool] = False
+    # Training scores the adapted weights on query examples, so ``query: 0`` is refused; default True.
+    needs_query: ClassVar[bool] = True
+    # The constructor takes ``num_classes``, the training split's class count (pretrain's head); default False.
+    uses_num_classes: ClassVar[bool] = False
+    # Whether it has :meth:`pure_gradient`, the form ``compile: true`` runs (metacompare.compiled); default False.
     compilable: ClassVar[bool] = False
+    # MAML++'s options when the config has no ``mamlpp`` section; None (default): it has none.
+    mamlpp_preset: ClassVar[MamlPlusPlusConfig | None] = None
+    # Config fields an experiment file gives it unless the file sets them (config.expand); default none.
+    config_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, model: nn.Module, cfg: RunConfig):
         self.model, self.cfg = model, cfg

@@ -9,38 +9,31 @@ which either class also takes one by one from the ``mamlpp`` config section.
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
-from metacompare import compiled, distributed, grouped, inner
+from metacompare import compiled, grouped, inner
 from metacompare.algorithms import maml_plus
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient, adapted_names, as_batch
 from metacompare.data import Task
-from metacompare.errors import ConfigError
 from metacompare.runconfig import MamlPlusPlusConfig
 
 
 @register
 class MAML(MetaAlgorithm):
     name = "maml"
-    first_order: ClassVar[bool] = False
     compilable = True
     uses = frozenset({"mamlpp", "batch_tasks", "task_chunk"})
     mamlpp_preset: ClassVar[MamlPlusPlusConfig] = maml_plus.OFF  # the options of ``mamlpp: null``
-    # Config fields an experiment file gives this algorithm unless it sets them (config.expand).
-    config_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model: nn.Module, cfg):
         self.options = maml_plus.options_for(cfg, self.mamlpp_preset)
         # MAML++'s per-step tensors must exist before the base class builds the outer optimiser.
-        self.per_step = (maml_plus.PerStep(model, cfg, self.options, adapted_names(model), cfg.mamlpp is not None)
+        self.per_step = (maml_plus.PerStep(model, cfg, self.options, adapted_names(model))
                          if maml_plus.needs_graph(self.options) else None)
-        if self.per_step is not None and self.per_step.norm_stats and distributed.world_size() > 1:
-            raise ConfigError("mamlpp.per_step_bn_statistics: each process would keep running statistics of its own "
-                              "slice of the meta-batch; run with --procs 1 or set it to false")
         super().__init__(model, cfg)
         if self.per_step is not None:
             self.adapted = self.per_step.adapted

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from metacompare import inner
-from metacompare.errors import ConfigError
 from metacompare.runconfig import MamlPlusPlusConfig, RunConfig
 
 # The paper's values, checked against its code (AntreasAntoniou/HowToTrainYourMAMLPytorch, experiment_config/
@@ -67,15 +66,10 @@ class PerStep:
     (the paper's ``enable_inner_loop_optimizable_bn_params: false``). Step k uses entry k; a test-time
     loop longer than training's keeps the last entry."""
 
-    def __init__(self, model: nn.Module, cfg: RunConfig, options: MamlPlusPlusConfig, adapted: tuple[str, ...],
-                 explicit: bool):
+    def __init__(self, model: nn.Module, cfg: RunConfig, options: MamlPlusPlusConfig, adapted: tuple[str, ...]):
         self.steps = cfg.inner_steps
+        # a model without BatchNorm2d asked for per-step BatchNorm tensors is refused by validation
         norms = [(prefix, m) for prefix, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
-        wants_norms = options.per_step_bn_weights or options.per_step_bn_statistics
-        if wants_norms and not norms and explicit:
-            field = "per_step_bn_weights" if options.per_step_bn_weights else "per_step_bn_statistics"
-            raise ConfigError(f"mamlpp.{field}: model {cfg.model} has no BatchNorm2d layer to give per-step "
-                              f"tensors; set it to false or use model conv4, conv4_strided or conv4_nichol")
         self.norm_params: dict[str, torch.Tensor] = {}
         if options.per_step_bn_weights:
             for prefix, m in norms:

@@ -19,8 +19,7 @@ from torch import nn
 
 from metacompare import inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
-from metacompare.errors import ConfigError
+from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy, linear_head
 from metacompare.data import Task
 
 
@@ -34,11 +33,9 @@ class Pretrain(MetaAlgorithm):
     def __init__(self, model: nn.Module, cfg, num_classes: int | None = None):
         self.head: nn.Linear | None = None
         if cfg.is_classification:
-            if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
-                raise ConfigError("algorithm: pretrain replaces a final linear layer; use model conv4 or conv4_strided")
+            last = linear_head(model, self.name)
             if not num_classes:
                 raise ValueError("pretrain needs num_classes (the training split's class count) for classification")
-            last = model[-1]
             self.head = nn.Linear(last.in_features, num_classes).to(device=last.weight.device, dtype=last.weight.dtype)
         super().__init__(model, cfg)
 

@@ -25,6 +25,6 @@ def build_algorithm(model, cfg, num_classes: int | None = None):
     ``uses_num_classes = True``: the ``pretrain`` baseline sizes its all-class head with it.
     """
     cls = ALGORITHMS[cfg.algorithm]
-    if getattr(cls, "uses_num_classes", False):
+    if cls.uses_num_classes:
         return cls(model, cfg, num_classes=num_classes)
     return cls(model, cfg)

@@ -23,7 +23,6 @@ from torch import nn
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
 from metacompare.data import Task
-from metacompare.errors import ConfigError
 
 
 def seed_task_delta(model: nn.Module, x: torch.Tensor, y: torch.Tensor, inner_lr: float, inner_steps: int,
@@ -66,15 +65,9 @@ class SeedReptile(MetaAlgorithm):
     needs_query = False  # like Reptile, the seed trains on all of a task's examples
     sign = 1.0  # multiplies θ̃ − θ
     # The seed's inner loop is full-batch SGD on the mean loss from a fresh copy: the protocol knobs
-    # that would change it are refused rather than silently ignored.
-    SEED_INNER_LOOP = {"inner_optimizer": "sgd", "inner_batch_size": 0, "inner_loss": "mean", "inner_state": "reset"}
-
-    def __init__(self, model, cfg):
-        for field, value in self.SEED_INNER_LOOP.items():
-            if getattr(cfg, field) != value:
-                raise ConfigError(f"{field}: {self.name} runs the seed's own inner loop (full-batch SGD on "
-                                  f"the mean loss, fresh per task); set {field}: {value} (got {getattr(cfg, field)!r})")
-        super().__init__(model, cfg)
+    # that would change it are refused (validation) rather than silently ignored.
+    requires = {"inner_optimizer": "sgd", "inner_batch_size": 0, "inner_loss": "mean"}
+    requires_why = "runs the seed's own inner loop (full-batch SGD on the mean loss, fresh per task)"
 
     def task_gradient(self, task: Task) -> TaskGradient:
         # Like Reptile, the seed trains on all of the task's data: it has no support/query split.
