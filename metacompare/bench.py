@@ -217,7 +217,7 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
     ``progress`` shows a bar (stderr) over every measured step of every race. ``device="cuda"`` races
     on the GPU (one process; the whole-machine race, a CPU question, is skipped). ``filters``: the conv4
     width and ResNet-12's first block's (default 8 with ``quick``, else 64, MetaOptNet's ResNet-12)."""
-    from metacompare import results
+    from metacompare import provenance, results
 
     unknown = [n for n in implementations or () if n not in IMPLEMENTATIONS]
     if unknown:
@@ -266,6 +266,7 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
             plot(table, out / f"{stem}.png")
             print(f"\n{title}\n{format_table(table)}")
     _sampling(rows + machine_rows, out, sampling_config, data_root, ways, shots, query, quick)
+    results.save_json(out / "provenance.json", provenance.record(out))  # which code made these numbers
     print(f"wrote {', '.join(str(out / f'{stem}.csv') for stem, t in [('bench', rows), ('bench_machine', machine_rows)] if t)}")
     return rows + machine_rows
 

@@ -78,7 +78,7 @@ def test_relaunch_class_workers_get_a_command_line_rebuilt_from_the_checked_conf
                        "--force", "--no-progress", "--no-report")
     assert code == 0, err
     assert [(a[0], a[2:], p) for a, p, _ in launched] == [
-        ("run", ["--results-dir", str(tmp_path / "r"), "--allow-dirty", "--no-report", "--no-progress", "--force"],
+        ("run", ["--results-dir", str(tmp_path / "r"), "--no-report", "--no-progress", "--force"],
          2)] * 2
     assert [c["algorithm"] for _, _, c in launched] == ["fomaml", "maml"]
     assert all(c["iterations"] == 4 and c["results_dir"] == str(tmp_path / "r") for _, _, c in launched)
