@@ -107,8 +107,8 @@ def _grad_diff(grad_dir: str, name: str, reference: str) -> tuple[float, float]:
 
 
 def reference_of(impl: Impl) -> str:
-    """Gradients are compared with learn2learn's; Reptile, which learn2learn lacks, with the seed loop."""
-    return "seed reptile loop" if impl.algorithm == "reptile" else f"learn2learn {impl.algorithm}"
+    """Gradients are compared with learn2learn's; Reptile, which learn2learn lacks, with the naive loop."""
+    return "naive reptile loop" if impl.algorithm == "reptile" else f"learn2learn {impl.algorithm}"
 
 
 def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], threads: int,
@@ -147,7 +147,7 @@ def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], th
         r["gflop_per_s"] = ref["gflop"] / r["seconds_median"]
         r["peak_fraction"] = r["gflop_per_s"] / r["matmul_peak_gflop_per_s"]
         l2l = by_name.get(f"learn2learn {r['algorithm']}")
-        seed = by_name.get("seed reptile loop") if r["algorithm"] == "reptile" else None
+        seed = by_name.get("naive reptile loop") if r["algorithm"] == "reptile" else None
         r["speedup_vs_learn2learn"] = l2l["seconds_median"] / r["seconds_median"] if l2l else math.nan
         r["speedup_vs_seed"] = seed["seconds_median"] / r["seconds_median"] if seed else math.nan
     return rows

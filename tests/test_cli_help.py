@@ -170,7 +170,7 @@ def test_report_shows_a_progress_bar_over_experiments(tmp_path, capsys):
 
 
 def test_bench_shows_a_progress_bar_over_measured_steps(tmp_path, capsys):
-    names = ["seed reptile loop", "metacompare reptile"]
+    names = ["naive reptile loop", "metacompare reptile"]
     assert cli.main(["bench", "--quick", "--models", "conv4_strided", "--steps", "1", "--ways", "2", "--query", "1",
                      "--meta-batch", "2", "--repeats", "1", "--implementations", *names, "--out", str(tmp_path / "b")]) == 0
     err = capsys.readouterr().err

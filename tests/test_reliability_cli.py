@@ -319,7 +319,7 @@ def test_unread_option_class_an_algorithm_refuses_what_it_does_not_read(name, fi
     """Class: accepted settings with no effect (some changing the run id). Over the registry: a field
     the algorithm reads is kept; one it does not is refused, naming the field."""
     raw = sine_config(algorithm=name, **SAMPLES[field])
-    if name.startswith("seed_reptile") and field == "mamlpp":
+    if name.startswith("naive_reptile") and field == "mamlpp":
         raw["inner_steps"] = 1
     unread = [f for f in OPTIONAL_FIELDS if f in SAMPLES[field] and f not in ALGORITHMS[name].uses]
     if not unread:
