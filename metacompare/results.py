@@ -322,7 +322,7 @@ def check_writable(directory: Path, name: str = "results_dir", option: str = "--
     uncommitted code (:func:`metacompare.storage.gitstate.guard`: every command that records results
     passes here); ``name`` and ``option``: the setting and the command-line option that chose the folder."""
     directory = Path(directory)
-    gitstate.guard([directory])
+    gitstate.guard([directory], option=option)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):

@@ -140,6 +140,7 @@ def test_every_command_that_records_results_refuses_a_dirty_tree_before_training
     err = capsys.readouterr().err
     assert "refusing to record results from a source tree with uncommitted changes (pkg/code.py)" in err
     assert err.count("metacompare: error:") == 1 and "--allow-dirty" in err
+    assert f"write elsewhere with {where[0]}," in err  # the option that chose the folder
     written = [p for p in (repo / "results").rglob("*") if p.is_file() and p.parent.name != "old"]
     assert written == []  # no trial, run or race began
 

@@ -99,9 +99,11 @@ def dirty_allowed(allow: bool) -> Iterator[None]:
 _warned: set[Path] = set()  # work trees this process has warned about: one line, not one per run
 
 
-def guard(directories: Iterable[Path], allow_dirty: bool | None = None, state: TreeState | None = None) -> TreeState:
+def guard(directories: Iterable[Path], allow_dirty: bool | None = None, state: TreeState | None = None,
+          option: str = "--results-dir") -> TreeState:
     """Refuse to record results from a dirty tree (UserError), or warn on stderr (once per process and
-    work tree) when allowed; ``allow_dirty`` None: as :data:`ALLOW_DIRTY` says. Returns the tree's state."""
+    work tree) when allowed; ``allow_dirty`` None: as :data:`ALLOW_DIRTY` says; ``option``: the one
+    that chose the folder. Returns the tree's state."""
     state = state or tree_state()
     recorded = [Path(d) for d in directories if is_recorded(d, state)]
     if not state.dirty or not recorded:
@@ -109,7 +111,7 @@ def guard(directories: Iterable[Path], allow_dirty: bool | None = None, state: T
     if not (os.environ.get(ALLOW_DIRTY) == "1" if allow_dirty is None else allow_dirty):
         raise UserError(f"{recorded[0]}: refusing to record results from a source tree with uncommitted "
                         f"changes ({', '.join(state.changed[:SHOWN])}{', ...' if len(state.changed) > SHOWN else ''}); "
-                        f"commit them first, write elsewhere with --results-dir, or pass --allow-dirty "
+                        f"commit them first, write elsewhere with {option}, or pass --allow-dirty "
                         f"({ALLOW_DIRTY}=1; the results are then marked dirty)")
     if state.root not in _warned:
         _warned.add(state.root)
