@@ -20,7 +20,6 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from metacompare import budget as budgets
 from metacompare import compare as comparing
 from metacompare import files, provenance
 from metacompare.algorithms import ALGORITHMS
@@ -29,11 +28,11 @@ from metacompare.algorithms.registry import register
 from metacompare.config import RunConfig, load_experiment, parse_override, with_overrides
 from metacompare.data import Task
 from metacompare.data import inspect as inspecting
-from metacompare.data.defaults import data_config, write_config
 from metacompare.errors import ConfigError, DataError, UserError
 from metacompare.report import write_report
 from metacompare.report.experiment import Experiment, analyse
 from metacompare.runner import train_and_evaluate
+from metacompare.workflows.own_data import config_file
 
 __all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "RunConfig", "Task", "TaskGradient",
            "UserError", "algorithm_names", "compare", "inspect", "load_comparison", "load_config", "load_results",
@@ -89,8 +88,8 @@ def run(config: str | Path | RunConfig | Sequence[RunConfig], settings: Settings
     if results_dir is not None:
         configs = [with_overrides(c, results_dir=str(results_dir)) for c in configs]
     folders = sorted({Path(c.results_dir) / c.experiment for c in configs})
-    provenance.guard(folders, allow_dirty=allow_dirty)
-    summaries = [train_and_evaluate(c, progress=progress, force=force) for c in configs]
+    with provenance.dirty_allowed(allow_dirty):  # refused before training when not allowed
+        summaries = [train_and_evaluate(c, progress=progress, force=force) for c in configs]
     if report:
         for folder in folders:
             write_report(folder)
@@ -101,33 +100,26 @@ def compare(config: str | Path | None = None, *, budget: str, data: str | Path |
             ways: int | None = None, shots: int | None = None, tune: bool = True, chosen: str | Path | None = None,
             seeds: int | None = None, settings: Settings = None, results_dir: str | Path | None = None,
             progress: bool = False, procs: int = 1, workers: int = 1, rungs: int | None = None,
-            target: float | None = None) -> Comparison:
+            target: float | None = None, allow_dirty: bool = False) -> Comparison:
     """Which algorithm is best under one ``budget`` (``"300"`` seconds, ``"cpu:300"``, ``"work:2e6"``), on a
     config or tune file or, with ``data``, on your own folder or table with the default config for it,
     as ``metacompare compare`` does (a rerun resumes and skips finished runs). Returns its tables.
     ``procs``, ``workers``, ``rungs`` and ``target`` are the command's ``--procs`` (processes per run),
-    ``--workers`` (runs at once), ``--rungs`` (the budget ladder) and ``--target`` (time to target)."""
+    ``--workers`` (runs at once), ``--rungs`` (the budget ladder) and ``--target`` (time to target);
+    ``allow_dirty`` records into the repository's results/ from uncommitted code, marked (``--allow-dirty``)."""
     if (config is None) == (data is None):
         raise UserError("compare: give a config file or data=PATH (one of them)")
     overrides = _overrides(settings)
     if data is None:
         overrides = [*(f"{k}={v}" for k, v in (("ways", ways), ("shots", shots)) if v), *overrides]
     else:
-        config = _data_config_file(data, ways or 5, shots or 1, budget, results_dir, procs)
-    report = comparing.compare(config, budget, tuned=tune, seeds=seeds, overrides=overrides,
-                               results_dir=None if results_dir is None else str(results_dir), progress=progress,
-                               chosen_file=chosen, procs=procs, workers=workers, rungs=rungs, target=target)
+        config, _ = config_file(data, ways=ways or 5, shots=shots or 1, procs=procs, results_dir=results_dir,
+                                compare_budget=budget)
+    with provenance.dirty_allowed(allow_dirty):
+        report = comparing.compare(config, budget, tuned=tune, seeds=seeds, overrides=overrides,
+                                   results_dir=None if results_dir is None else str(results_dir), progress=progress,
+                                   chosen_file=chosen, procs=procs, workers=workers, rungs=rungs, target=target)
     return load_comparison(report.parent)
-
-
-def _data_config_file(data: str | Path, ways: int, shots: int, budget: str, results_dir: str | Path | None,
-                      procs: int = 1) -> Path:
-    """The default config for ``data`` (metacompare.data.defaults), written where the command line
-    writes it: ``<results>/<experiment>_compare_<budget>/data_config.yaml``."""
-    raw = data_config(data, ways=ways, shots=shots, procs=procs)
-    label = budgets.label(budgets.parse_budget(budget))
-    folder = Path(results_dir or "results") / f"{raw['experiment']}_compare_{label}"
-    return write_config(raw, folder / "data_config.yaml")
 
 
 @dataclass(frozen=True)

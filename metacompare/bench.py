@@ -107,8 +107,8 @@ def _grad_diff(grad_dir: str, name: str, reference: str) -> tuple[float, float]:
 
 
 def reference_of(impl: Impl) -> str:
-    """Gradients are compared with learn2learn's; Reptile, which learn2learn lacks, with the seed loop."""
-    return "seed reptile loop" if impl.algorithm == "reptile" else f"learn2learn {impl.algorithm}"
+    """Gradients are compared with learn2learn's; Reptile, which learn2learn lacks, with the naive loop."""
+    return "naive reptile loop" if impl.algorithm == "reptile" else f"learn2learn {impl.algorithm}"
 
 
 def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], threads: int,
@@ -147,7 +147,7 @@ def race(s: Setting, names: list[str], repeats: int, peaks: dict[str, float], th
         r["gflop_per_s"] = ref["gflop"] / r["seconds_median"]
         r["peak_fraction"] = r["gflop_per_s"] / r["matmul_peak_gflop_per_s"]
         l2l = by_name.get(f"learn2learn {r['algorithm']}")
-        seed = by_name.get("seed reptile loop") if r["algorithm"] == "reptile" else None
+        seed = by_name.get("naive reptile loop") if r["algorithm"] == "reptile" else None
         r["speedup_vs_learn2learn"] = l2l["seconds_median"] / r["seconds_median"] if l2l else math.nan
         r["speedup_vs_seed"] = seed["seconds_median"] / r["seconds_median"] if seed else math.nan
     return rows
@@ -217,7 +217,7 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
     ``progress`` shows a bar (stderr) over every measured step of every race. ``device="cuda"`` races
     on the GPU (one process; the whole-machine race, a CPU question, is skipped). ``filters``: the conv4
     width and ResNet-12's first block's (default 8 with ``quick``, else 64, MetaOptNet's ResNet-12)."""
-    from metacompare import results
+    from metacompare import provenance, results
 
     unknown = [n for n in implementations or () if n not in IMPLEMENTATIONS]
     if unknown:
@@ -266,6 +266,7 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
             plot(table, out / f"{stem}.png")
             print(f"\n{title}\n{format_table(table)}")
     _sampling(rows + machine_rows, out, sampling_config, data_root, ways, shots, query, quick)
+    results.save_json(out / "provenance.json", provenance.record(out))  # which code made these numbers
     print(f"wrote {', '.join(str(out / f'{stem}.csv') for stem, t in [('bench', rows), ('bench_machine', machine_rows)] if t)}")
     return rows + machine_rows
 

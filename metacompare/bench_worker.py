@@ -43,7 +43,7 @@ def _ours(algorithm: str, label: str, **fast) -> Impl:
 
 
 IMPLEMENTATIONS: dict[str, Impl] = {i.name: i for i in [
-    Impl("seed reptile loop", "reptile", "seed"),
+    Impl("naive reptile loop", "reptile", "naive"),
     *[_ours("reptile", label, **fast) for label, fast in [
         ("", {}), ("[channels_last]", {"memory_format": "channels_last"}),
         ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
@@ -75,10 +75,10 @@ ONE_THREAD = tuple(IMPLEMENTATIONS)
 IMPLEMENTATIONS.update({i.name: i for i in MACHINE})
 # The whole-machine race: the peers as their users run them (one process, torch's default threads)
 # against metacompare's data-parallel engine (one process per core).
-MACHINE_IMPLEMENTATIONS = ("seed reptile loop", "learn2learn fomaml", "higher fomaml", "learn2learn maml",
+MACHINE_IMPLEMENTATIONS = ("naive reptile loop", "learn2learn fomaml", "higher fomaml", "learn2learn maml",
                            "higher maml", *[i.name for i in MACHINE])
 QUICK_MACHINE = ("learn2learn fomaml", f"metacompare fomaml [{MACHINE_PROCS} procs]")
-QUICK_IMPLEMENTATIONS = ("seed reptile loop", "metacompare reptile", "metacompare reptile [batched+bf16]",
+QUICK_IMPLEMENTATIONS = ("naive reptile loop", "metacompare reptile", "metacompare reptile [batched+bf16]",
                          "learn2learn fomaml", "higher fomaml", "metacompare fomaml [batched]",
                          "learn2learn maml", "higher maml", "metacompare maml", "metacompare maml [bf16]")
 
@@ -139,8 +139,8 @@ def step_function(impl: Impl, s: Setting, model: torch.nn.Module, tasks: list) -
     n, lr, steps = len(tasks), s.inner_lr, s.inner_steps
     outer = torch.optim.SGD(model.parameters(), lr=1e-4)
     first_order = impl.algorithm == "fomaml"
-    if impl.library == "seed":
-        from metacompare.algorithms.seed_reptile import naive_reptile_step
+    if impl.library == "naive":
+        from metacompare.algorithms.naive_reptile import naive_reptile_step
 
         pairs = [(t.all_x, t.all_y) for t in tasks]
         return lambda: naive_reptile_step(model, pairs, outer, lr, steps, F.cross_entropy, fixed_sign=True)

@@ -55,3 +55,12 @@ def catalogue() -> dict[str, list[tuple[str, str]]]:
         "bench implementations (bench --implementations)": [
             (n, f"{i.algorithm} on {i.library}, fast path {i.fast_path}") for n, i in IMPLEMENTATIONS.items()],
     }
+
+
+def listing() -> str:
+    """The catalogue as ``metacompare list`` prints it: a header per section, a name and its line below."""
+    lines = []
+    for section, entries in catalogue().items():
+        width = max(len(name) for name, _ in entries)
+        lines += [f"{section}:", *(f"  {name:<{width}}  {text}" for name, text in entries)]
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from metacompare import files
-from metacompare.algorithms import ALGORITHMS
+from metacompare.algorithms import ALGORITHMS, canonical
 from metacompare.errors import ConfigError
 from metacompare.runconfig import (NOT_IN_RUN_ID, BudgetConfig, DigitsConfig, EvalProcedure, MamlPlusPlusConfig,
                                    MiniImagenetConfig, OmniglotConfig, RunConfig, UserDataConfig, identity_of)
@@ -165,6 +165,8 @@ def expand(raw: dict[str, Any], overrides: typing.Sequence[str] = (), source: st
         raise ConfigError(f"{source}: algorithm: expected a name or a list of names, got {algorithms!r}")
     if not isinstance(per_algorithm, dict):
         raise ConfigError(f"{source}: per_algorithm must map algorithm names to fields")
+    algorithms = [canonical(name) for name in algorithms]  # a former name runs the algorithm it now names
+    per_algorithm = {canonical(str(name)): fields for name, fields in per_algorithm.items()}
     _check_per_algorithm(per_algorithm, source)
     configs = []
     for name in algorithms:

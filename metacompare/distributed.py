@@ -167,15 +167,19 @@ def refusal(cfg, procs: int) -> str | None:
 def run_config(cfg, procs: int, progress: bool = True, force: bool = False) -> int:
     """Train one config on ``procs`` local processes (``metacompare run`` under torchrun, on a copy of
     the config in a temporary file); return the exit status. Results land in ``cfg``'s run folder, with
-    the commit's provenance as ``run`` records it (a dirty tree is recorded as such, not refused).
+    the commit's provenance as ``run`` records it. The launcher checks that folder (writable; a dirty
+    tree refused unless allowed) before any worker starts; the workers inherit the permission.
 
     Every relaunch goes through here: the workers' command line is rebuilt from the checked config,
     never from the launcher's own spelling of its options, so no worker is ever given ``--procs``."""
+    from metacompare import results
+
+    results.check_writable(os.path.join(cfg.results_dir, cfg.experiment))
     with tempfile.TemporaryDirectory(prefix="metacompare-") as folder:
         path = os.path.join(folder, "config.yaml")
         with open(path, "w") as handle:
             yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)
-        return launch(["run", path, "--results-dir", cfg.results_dir, "--allow-dirty", "--no-report",  # dir: for ps
+        return launch(["run", path, "--results-dir", cfg.results_dir, "--no-report",  # dir: for ps
                        *([] if progress else ["--no-progress"]), *(["--force"] if force else [])], procs)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 FIELD_DOCS: dict[str, str] = {
     "experiment": "Results go to `<results_dir>/<experiment>/`; not part of the run id.",
-    "algorithm": "One of `reptile`, `fomaml`, `maml`, `anil`, `metasgd`, `seed_reptile`, `seed_reptile_fixed` "
+    "algorithm": "One of `reptile`, `fomaml`, `maml`, `anil`, `metasgd`, `naive_reptile`, `naive_reptile_fixed` "
                  "and the baselines `pretrain`, `scratch`, or a list of them in a config file (one run each, "
                  "all scored on the same test episodes). `metacompare list` names them all.",
     "backend": "The MAML-family inner loop: `metacompare` (torch.func), `learn2learn` (its `MAML` wrapper) or "
@@ -134,7 +134,7 @@ FIELD_DOCS: dict[str, str] = {
                           "`eval_interval` iterations. 0: by `eval_interval`.",
 }
 
-# The sections added by issues 22 (user_data), 25 (mamlpp, resnet12).
+# The sections for your own data (user_data), MAML++'s options (mamlpp) and ResNet-12's shape (resnet12).
 FIELD_DOCS.update({
     "user_data": "Your own data for `dataset: folder`, `table` or `text` (fields below; "
                  "[Your own data](../guide/own-data.md)).",

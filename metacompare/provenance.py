@@ -1,4 +1,4 @@
-"""Provenance: which code and which installed packages made a result, and refusing unrecorded code.
+"""Provenance: which code and which installed packages made a result, and what a result answered for.
 
 A run folder gets the exact commit of the source tree (``git rev-parse HEAD``, plus ``+dirty`` when
 tracked files outside ``results/`` have uncommitted changes) and ``environment.txt``, the installed
@@ -6,10 +6,8 @@ distributions at ``pip freeze`` level read with :mod:`importlib.metadata`. Chang
 do not count as dirty: a sweep rewrites the committed ``runs.csv`` while it runs, and that must not
 mark its own later runs as made from modified code.
 
-*Recorded* results are those written into the ``results/`` folder of the same git work tree as the
-code: a study that will be committed. :func:`guard` refuses those from a dirty tree unless the user
-allows it, in which case every summary says ``dirty: true`` and the report carries a warning line.
-Results written anywhere else (tests, scratch folders) are never refused, only marked.
+The git state of the code and the guard that refuses recording results from uncommitted code live
+in :mod:`metacompare.storage.gitstate`; their names are reachable from here too.
 
 What a result answered for is checked here too: :func:`check_answer` refuses a finished run read back
 for other settings or other data (its recorded digest), and :func:`episode_identity` is the one
@@ -21,55 +19,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from metacompare.errors import UserError
-
-SOURCE = Path(__file__).resolve().parent  # the code whose provenance is recorded
-RESULTS = "results"                       # the recorded-results folder at the work tree's top
-SHOWN = 5                                 # changed paths named in messages
-
-
-@dataclass(frozen=True)
-class TreeState:
-    """The git state of the source tree: ``commit`` is None outside a git work tree."""
-
-    root: Path | None
-    commit: str | None
-    changed: tuple[str, ...] = ()
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self.changed)
-
-    def label(self) -> str:
-        """``<sha>``, ``<sha>+dirty`` or ``unknown``: the form stored in ``runs.csv``'s git_commit."""
-        if self.commit is None:
-            return "unknown"
-        return self.commit + ("+dirty" if self.dirty else "")
-
-
-def _git(args: list[str], cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
-                          check=True).stdout
-
-
-def tree_state(source: Path | None = None) -> TreeState:
-    """Commit and changed tracked paths (outside ``results/``) of the work tree holding ``source``."""
-    source = Path(source or SOURCE)
-    try:
-        root = Path(_git(["rev-parse", "--show-toplevel"], source).strip())
-        commit = _git(["rev-parse", "HEAD"], source).strip()
-        status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS}"],
-                      root)
-    except (OSError, subprocess.SubprocessError):
-        return TreeState(None, None)
-    changed = tuple(line[3:] for line in status.splitlines() if line.strip())
-    return TreeState(root, commit, changed)
+from metacompare.storage.gitstate import (ALLOW_DIRTY, RESULTS, SHOWN, SOURCE, TreeState, dirty_allowed,  # noqa: F401
+                                          dirty_message, guard, is_recorded, tree_state)
 
 
 def environment_lines() -> list[str]:
@@ -88,6 +44,16 @@ def environment_text() -> str:
     return "\n".join(head + environment_lines()) + "\n"
 
 
+def version_text() -> str:
+    """``metacompare <version>``, with the commit of the code when it lies in a git work tree."""
+    try:
+        version = importlib.metadata.version("metacompare")
+    except importlib.metadata.PackageNotFoundError:
+        version = "(not installed: version unknown)"
+    state = tree_state()
+    return f"metacompare {version}" + (f" (commit {state.label()})" if state.commit else "")
+
+
 def record(run_dir: Path, state: TreeState | None = None) -> dict[str, Any]:
     """Write ``environment.txt`` into ``run_dir``; return the provenance fields of its summary."""
     from metacompare.results import atomic_write  # late: results calls back into this module
@@ -99,36 +65,6 @@ def record(run_dir: Path, state: TreeState | None = None) -> dict[str, Any]:
         fields["dirty_files"] = list(state.changed)
         fields["warning"] = dirty_message(state)
     return fields
-
-
-def dirty_message(state: TreeState) -> str:
-    shown = ", ".join(state.changed[:SHOWN]) + (", ..." if len(state.changed) > SHOWN else "")
-    return (f"made from a source tree with uncommitted changes ({len(state.changed)} file"
-            f"{'s' * (len(state.changed) != 1)}: {shown}) on top of commit {state.commit}; "
-            f"this result cannot be traced to committed code")
-
-
-def is_recorded(directory: Path, state: TreeState) -> bool:
-    """Whether ``directory`` lies in the ``results/`` folder of the code's own git work tree."""
-    if state.root is None:
-        return False
-    return Path(directory).resolve().is_relative_to((state.root / RESULTS).resolve())
-
-
-def guard(directories: Iterable[Path], allow_dirty: bool = False, state: TreeState | None = None) -> TreeState:
-    """Refuse to record results from a dirty tree (UserError), or warn on stderr when allowed."""
-    state = state or tree_state()
-    recorded = [Path(d) for d in directories if is_recorded(d, state)]
-    if not state.dirty or not recorded:
-        return state
-    if not allow_dirty:
-        raise UserError(f"{recorded[0]}: refusing to record results from a source tree with uncommitted "
-                        f"changes ({', '.join(state.changed[:SHOWN])}{', ...' if len(state.changed) > SHOWN else ''}); "
-                        f"commit them first, write elsewhere with --results-dir, or pass --allow-dirty "
-                        f"(the results are then marked dirty)")
-    print(f"metacompare: WARNING: recording into {recorded[0]} from a dirty tree: results will be {dirty_message(state)}",
-          file=sys.stderr)
-    return state
 
 
 def report_warning(commits: Iterable[Any]) -> str:

@@ -188,7 +188,7 @@ def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
         parser = build_parser()
     out = ["# Command-line reference\n",
            f"`metacompare` (also `python -m metacompare`, and `./dev` in a checkout): {parser.description} "
-           "Generated from the argument parser (`metacompare/cli.py`) when the documentation is built. "
+           "Generated from the argument parser (`metacompare/cli_options.py`) when the documentation is built. "
            "`metacompare COMMAND --help` prints the same.\n",
            "| global option | default | meaning |\n|---|---|---|"]
     out += [r for r in map(_option_row, parser._actions) if r]

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from metacompare import files
+from metacompare.storage import gitstate
 from metacompare.errors import UserError
 
 SUMMARY_COLUMNS = [
@@ -317,9 +318,11 @@ def library_versions() -> dict[str, str]:
 
 
 def check_writable(directory: Path, name: str = "results_dir", option: str = "--results-dir") -> None:
-    """Fail early, before any training (or race), if results cannot be written; ``name`` and ``option``:
-    the setting and the command-line option that chose the folder."""
+    """Fail early, before any training (or race), if results cannot be written, or may not be from
+    uncommitted code (:func:`metacompare.storage.gitstate.guard`: every command that records results
+    passes here); ``name`` and ``option``: the setting and the command-line option that chose the folder."""
     directory = Path(directory)
+    gitstate.guard([directory], option=option)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):

@@ -266,34 +266,27 @@ class RunConfig:
 
 # Where files and logs go and which device computes: a moved folder, another GPU or another tracker is
 # the same run (the numbers are pinned by one torch thread per run, see runner.pin_threads).
-# ``eval_batch`` likewise: how many episodes are evaluated at once, not what they score; ``budget_rungs``:
+# ``eval_batch``: how many episodes are evaluated at once, not what they score; ``budget_rungs``:
 # which snapshots are kept and scored, not what is trained.
 NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", "tracking_uri", "eval_batch",
                  "budget_rungs")
 
+# Fields that came after results were first recorded, with the value that does what runs did before the
+# field existed (``mamlpp: null``: the algorithm's own choice). At that value a field is left out of
+# the identity, so a run keeps the run id it had then: recorded runs and checkpoints are still found.
+AS_BEFORE = {"compile": False, "floor_episodes": 0, "inner_chains": 1, "outer_lr_schedule": "linear", "mamlpp": None}
+SECTIONS_AS_BEFORE = {"budget": BudgetConfig, "digits": DigitsConfig, "user_data": UserDataConfig,
+                      "resnet12": ResNet12Config}  # sections: at all their defaults
+
 
 def identity_of(values: dict[str, Any]) -> dict[str, Any]:
-    """A config dict's identifying fields; an unset budget or digits section is left out, so runs
-    without one keep the identity (run id, resumable checkpoints) they had before those existed."""
-    body = {k: v for k, v in values.items() if k not in NOT_IN_RUN_ID}
-    # Sections added after results were recorded leave run ids alone while at their defaults.
-    for name, default in (("budget", BudgetConfig), ("digits", DigitsConfig), ("user_data", UserDataConfig)):
-        if body.get(name) == _plain(dataclasses.asdict(default())):
-            body.pop(name)
+    """A config dict's identifying fields: all but :data:`NOT_IN_RUN_ID`, and without the fields of
+    :data:`AS_BEFORE` and :data:`SECTIONS_AS_BEFORE` at the values that do what runs did before them."""
+    before = {**AS_BEFORE, **{name: _plain(dataclasses.asdict(section()))
+                              for name, section in SECTIONS_AS_BEFORE.items()}}
+    body = {k: v for k, v in values.items() if k not in NOT_IN_RUN_ID and not (k in before and v == before[k])}
     if isinstance(body.get("user_data"), dict):  # where the data lies is not the run (like data_root);
         body["user_data"] = {k: v for k, v in body["user_data"].items() if k != "root"}  # its digest guards it
-    if body.get("compile") is False:  # added after results were recorded, likewise
-        body.pop("compile")
-    if body.get("floor_episodes") == 0:  # likewise
-        body.pop("floor_episodes")
-    if body.get("inner_chains") == 1:  # likewise
-        body.pop("inner_chains")
-    if body.get("outer_lr_schedule") == "linear":  # likewise (issue 25)
-        body.pop("outer_lr_schedule")
-    if "mamlpp" in body and body["mamlpp"] is None:  # likewise: null is the algorithm's own choice
-        body.pop("mamlpp")
-    if body.get("resnet12") == _plain(dataclasses.asdict(ResNet12Config())):  # likewise
-        body.pop("resnet12")
     return body
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from metacompare.algorithms import ALGORITHMS, build_algorithm
-from metacompare.algorithms.seed_reptile import naive_reptile_step
+from metacompare.algorithms.naive_reptile import naive_reptile_step
 from metacompare.config import RunConfig
 from metacompare.models import conv4, mlp
 from tests.conftest import make_sine_task, make_task
@@ -163,8 +163,8 @@ def test_seed_loop_as_written_moves_away_from_the_adapted_weights():
 
 # `scratch` is the no-learning baseline: by design nothing carries over between tasks, so it cannot
 # pass this test; tests/test_baselines.py checks that it stays at its initialisation instead.
-# `seed_reptile` is the seed's loop with its reversed sign: tests/test_seed_reptile.py checks that it gets worse.
-NOT_LEARNING_ACROSS_TASKS = {"scratch", "seed_reptile"}
+# `naive_reptile` is the seed's loop with its reversed sign: tests/test_naive_reptile.py checks that it gets worse.
+NOT_LEARNING_ACROSS_TASKS = {"scratch", "naive_reptile"}
 
 
 @pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - NOT_LEARNING_ACROSS_TASKS))

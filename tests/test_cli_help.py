@@ -30,7 +30,9 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in parser._actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+    """The options with a value: not --help and --version (which print and exit), nor the subcommands."""
+    return [a for a in parser._actions if a.default is not argparse.SUPPRESS
+            and not isinstance(a, argparse._SubParsersAction)]
 
 
 @pytest.mark.parametrize("name", sorted(subcommands()) + ["(top level)"])
@@ -55,6 +57,41 @@ def test_every_subcommand_has_a_help_line_in_the_top_level_help():
     assert out.returncode == 0
     for name, text in helped.items():
         assert name in out.stdout and text.split()[0] in out.stdout
+
+
+def test_shared_flags_are_declared_once_and_no_parser_takes_a_prefix():
+    """--set, --no-progress, --allow-dirty... come from one parent parser each: every command holds the
+    very same option object, so its help and checks cannot drift apart."""
+    parsers = subcommands()
+    for flag, holders in {"--set": {"inspect", "run", "compare", "tune", "sweep", "evaluate"},
+                          "--no-progress": {"run", "compare", "tune", "sweep", "report", "bench"},
+                          "--allow-dirty": {"run", "compare", "tune", "sweep", "bench"},
+                          "--results-dir": {"run", "compare", "tune", "sweep"},
+                          "--workers": {"compare", "tune", "sweep"}}.items():
+        found = {name: action for name, parser in parsers.items() for action in parser._actions
+                 if flag in action.option_strings}
+        assert set(found) == holders, flag
+        assert len({id(action) for action in found.values()}) == 1, f"{flag} is declared more than once"
+    assert all(not p.allow_abbrev for p in [cli.build_parser(), *parsers.values()])
+
+
+def test_the_commands_come_in_the_order_a_user_meets_them():
+    assert list(subcommands()) == ["inspect", "run", "compare", "tune", "sweep", "report", "evaluate", "bench",
+                                   "list", "download"]
+
+
+def test_version_names_the_package_version_and_the_commit(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"metacompare {importlib.metadata.version('metacompare')} (commit {provenance.tree_state().label()})"
+
+
+def test_the_top_level_help_names_every_registered_algorithm():
+    text = " ".join(cli.build_parser().format_help().split())
+    listed = text.split("algorithms: ")[1].split(".")[0].split(", ")
+    assert listed == sorted(ALGORITHMS)
 
 
 def test_defaults_are_appended_once_and_only_where_missing():
@@ -133,7 +170,7 @@ def test_report_shows_a_progress_bar_over_experiments(tmp_path, capsys):
 
 
 def test_bench_shows_a_progress_bar_over_measured_steps(tmp_path, capsys):
-    names = ["seed reptile loop", "metacompare reptile"]
+    names = ["naive reptile loop", "metacompare reptile"]
     assert cli.main(["bench", "--quick", "--models", "conv4_strided", "--steps", "1", "--ways", "2", "--query", "1",
                      "--meta-batch", "2", "--repeats", "1", "--implementations", *names, "--out", str(tmp_path / "b")]) == 0
     err = capsys.readouterr().err

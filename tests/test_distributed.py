@@ -265,7 +265,7 @@ def test_what_cannot_be_split_is_refused(monkeypatch, changes, message):
 def test_replayed_draws_are_the_task_gradients_draws(name):
     """Contract over the registry: skipping a task draws what computing it draws from the global RNG."""
     cfg = sine(name, inner_batch_size=3, inner_steps=3, outer_optimizer="adam")
-    if name.startswith("seed_reptile"):
+    if name.startswith("naive_reptile"):
         cfg = sine(name, inner_steps=3)
     try:
         algorithm = build_algorithm(build_model(cfg).double(), cfg, num_classes=10)

@@ -53,7 +53,7 @@ def ours(algorithm, dtype, strided=False, tasks=None, **changes):
 
 def reference(algorithm, dtype, strided=False):
     """The canonical learn2learn loop of the bench (the seed loop for Reptile), same θ and tasks."""
-    name = "seed reptile loop" if algorithm == "reptile" else f"learn2learn {algorithm}"
+    name = "naive reptile loop" if algorithm == "reptile" else f"learn2learn {algorithm}"
     model = tiny_conv(dtype, strided)
     step_function(IMPLEMENTATIONS[name], Setting(inner_steps=STEPS, inner_lr=LR), model, tasks_of(dtype))()
     return [p.grad.clone() for p in model.parameters()]

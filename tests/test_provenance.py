@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from metacompare import provenance
 from metacompare.cli import main
 from metacompare.errors import UserError
+from metacompare.storage import gitstate
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "algorithm=maml", "--set", "iterations=2", "--set", "eval_interval=2", "--set", "eval_episodes=2",
@@ -96,7 +98,7 @@ def test_report_warning_counts_dirty_runs():
 
 
 def test_the_cli_refuses_then_with_allow_dirty_records_and_marks_a_dirty_run(repo, monkeypatch, capsys):
-    monkeypatch.setattr(provenance, "SOURCE", repo / "pkg")  # as if metacompare's code lived in this tree
+    monkeypatch.setattr(gitstate, "SOURCE", repo / "pkg")  # as if metacompare's code lived in this tree
     (repo / "pkg" / "code.py").write_text("x = 2\n")
     args = ["run", str(ROOT / "configs/sine.yaml"), "--results-dir", str(repo / "results"), *TINY]
     assert main(args) == 2
@@ -118,3 +120,44 @@ def test_the_cli_refuses_then_with_allow_dirty_records_and_marks_a_dirty_run(rep
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dirty"] is False and summary["git_commit"] == git(repo, "rev-parse", "HEAD")
     assert "WARNING" not in (repo / "results" / "sine" / "report" / "report.md").read_text()
+
+
+RECORDING = {"tune": ["tune", str(ROOT / "experiments/compare_sine.yaml")],
+             "compare": ["compare", str(ROOT / "experiments/compare_sine.yaml"), "--budget", "work:1e4"],
+             "sweep": ["sweep", str(ROOT / "experiments/sine_task_counts.yaml"), "--workers", "1"],
+             "bench": ["bench", "--quick", "--models", "conv4_strided", "--steps", "1", "--repeats", "1"]}
+
+
+@pytest.mark.parametrize("command", sorted(RECORDING))
+def test_every_command_that_records_results_refuses_a_dirty_tree_before_training(command, repo, monkeypatch,
+                                                                                   capsys):
+    """The guard sits in the write path (results.check_writable) that every recording command passes,
+    so tune and compare, which once skipped it, refuse like run: one line, exit 2, nothing trained."""
+    monkeypatch.setattr(gitstate, "SOURCE", repo / "pkg")
+    (repo / "pkg" / "code.py").write_text("x = 2\n")
+    where = ["--out", str(repo / "results" / "bench")] if command == "bench" else ["--results-dir", str(repo / "results")]
+    assert main([*RECORDING[command], *where, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to record results from a source tree with uncommitted changes (pkg/code.py)" in err
+    assert err.count("metacompare: error:") == 1 and "--allow-dirty" in err
+    assert f"write elsewhere with {where[0]}," in err  # the option that chose the folder
+    written = [p for p in (repo / "results").rglob("*") if p.is_file() and p.parent.name != "old"]
+    assert written == []  # no trial, run or race began
+
+
+def test_allowing_a_dirty_tree_reaches_the_worker_processes(repo, monkeypatch, capsys):
+    """--allow-dirty is carried by the environment, so that the guard of a worker process (sweep, tune,
+    compare, run --procs) allows what its command allowed; outside the command it is refused again."""
+    monkeypatch.setattr(gitstate, "SOURCE", repo / "pkg")
+    (repo / "pkg" / "code.py").write_text("x = 2\n")
+    target = repo / "results" / "sine"
+    with provenance.dirty_allowed(True):
+        assert os.environ[gitstate.ALLOW_DIRTY] == "1"
+        provenance.guard([target])  # allowed, with a warning
+    assert gitstate.ALLOW_DIRTY not in os.environ and "WARNING: recording into" in capsys.readouterr().err
+    with pytest.raises(UserError, match="refusing to record"):
+        provenance.guard([target])
+    monkeypatch.setenv(gitstate.ALLOW_DIRTY, "1")  # set by the user (or inherited by a worker)
+    with provenance.dirty_allowed(False):
+        provenance.guard([target])
+    assert os.environ[gitstate.ALLOW_DIRTY] == "1"

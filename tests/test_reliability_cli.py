@@ -78,7 +78,7 @@ def test_relaunch_class_workers_get_a_command_line_rebuilt_from_the_checked_conf
                        "--force", "--no-progress", "--no-report")
     assert code == 0, err
     assert [(a[0], a[2:], p) for a, p, _ in launched] == [
-        ("run", ["--results-dir", str(tmp_path / "r"), "--allow-dirty", "--no-report", "--no-progress", "--force"],
+        ("run", ["--results-dir", str(tmp_path / "r"), "--no-report", "--no-progress", "--force"],
          2)] * 2
     assert [c["algorithm"] for _, _, c in launched] == ["fomaml", "maml"]
     assert all(c["iterations"] == 4 and c["results_dir"] == str(tmp_path / "r") for _, _, c in launched)
@@ -319,7 +319,7 @@ def test_unread_option_class_an_algorithm_refuses_what_it_does_not_read(name, fi
     """Class: accepted settings with no effect (some changing the run id). Over the registry: a field
     the algorithm reads is kept; one it does not is refused, naming the field."""
     raw = sine_config(algorithm=name, **SAMPLES[field])
-    if name.startswith("seed_reptile") and field == "mamlpp":
+    if name.startswith("naive_reptile") and field == "mamlpp":
         raw["inner_steps"] = 1
     unread = [f for f in OPTIONAL_FIELDS if f in SAMPLES[field] and f not in ALGORITHMS[name].uses]
     if not unread:

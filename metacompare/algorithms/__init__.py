@@ -10,8 +10,8 @@ from __future__ import annotations
 from metacompare.algorithms import maml, reptile  # noqa: F401  (registration: maml, fomaml, maml++; the order is the registry's)
 from metacompare.algorithms import anil, metasgd  # noqa: F401  (registration)
 from metacompare.algorithms import pretrain, scratch  # noqa: F401  (baselines)
-from metacompare.algorithms import seed_reptile  # noqa: F401  (the seed document's loop)
-from metacompare.algorithms.registry import ALGORITHMS, build_algorithm, register
+from metacompare.algorithms import naive_reptile  # noqa: F401  (the Reptile tutorial article's loop)
+from metacompare.algorithms.registry import ALGORITHMS, ALIASES, build_algorithm, canonical, register
 from metacompare.backends import BACKENDS
 
-__all__ = ["ALGORITHMS", "BACKENDS", "register", "build_algorithm"]
+__all__ = ["ALGORITHMS", "ALIASES", "BACKENDS", "register", "build_algorithm", "canonical"]

@@ -9,6 +9,15 @@ from __future__ import annotations
 
 ALGORITHMS: dict[str, type] = {}
 
+# Former names still accepted in configs: each runs the algorithm it maps to (results recorded under a
+# former name keep it, in their folders and runs.csv).
+ALIASES = {"seed_reptile": "naive_reptile", "seed_reptile_fixed": "naive_reptile_fixed"}
+
+
+def canonical(name: str) -> str:
+    """The registered name for ``name``, a current or a former one (:data:`ALIASES`)."""
+    return ALIASES.get(name, name)
+
 
 def register(cls: type) -> type:
     """Class decorator: make ``cls`` available under ``cls.name``."""

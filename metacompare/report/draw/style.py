@@ -20,7 +20,7 @@ from metacompare.report.metric import Metric
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#e377c2",
            "#d62728"]
-LIBRARY_COLORS = {"metacompare": PALETTE[0], "learn2learn": PALETTE[1], "higher": PALETTE[2], "seed": PALETTE[5]}
+LIBRARY_COLORS = {"metacompare": PALETTE[0], "learn2learn": PALETTE[1], "higher": PALETTE[2], "naive": PALETTE[5]}
 UNSCORED = "#c0392b"       # the red of "no score" marks
 BASELINE_HATCH = "//"
 RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8, "xtick.labelsize": 9,

@@ -5,8 +5,8 @@ and hands the meta-optimiser (Adam) the mean of θ̃ − θ as the *gradient*. A
 its gradient, so θ moves away from the adapted weights θ̃: the sign is reversed with respect to
 Reptile (Nichol, Achiam & Schulman 2018, Algorithm 2), which moves θ towards them.
 
-- ``seed_reptile``: the loop as written, task gradient θ̃ − θ.
-- ``seed_reptile_fixed``: the same loop with the sign fixed, task gradient θ − θ̃; with SGD inner
+- ``naive_reptile``: the loop as written, task gradient θ̃ − θ.
+- ``naive_reptile_fixed``: the same loop with the sign fixed, task gradient θ − θ̃; with SGD inner
   steps it equals the ``reptile`` plug-in exactly, but pays for a deep copy per task.
 
 :func:`naive_reptile_step` is the whole seed loop as one function, which ``bench`` races.
@@ -55,10 +55,10 @@ def naive_reptile_step(model: nn.Module, tasks: list[tuple[torch.Tensor, torch.T
 
 
 @register
-class SeedReptile(MetaAlgorithm):
+class NaiveReptile(MetaAlgorithm):
     """The seed's loop as written: the outer optimiser receives θ̃ − θ (sign reversed)."""
 
-    name = "seed_reptile"
+    name = "naive_reptile"
     # The training step is the seed's own loop; test-time adaptation is the shared inner loop (SGD
     # at inner_lr on the support set, what the seed's loop does), so one backend is enough.
     backends = ("metacompare",)
@@ -77,8 +77,8 @@ class SeedReptile(MetaAlgorithm):
 
 
 @register
-class SeedReptileFixed(SeedReptile):
+class NaiveReptileFixed(NaiveReptile):
     """The seed's loop with the sign fixed: the outer optimiser receives θ − θ̃, which is Reptile."""
 
-    name = "seed_reptile_fixed"
+    name = "naive_reptile_fixed"
     sign = -1.0

@@ -51,14 +51,14 @@ def test_the_hand_derived_mean_delta():
 
 
 @pytest.mark.parametrize("algorithm,expected", [
-    ("seed_reptile", 1 + 0.5 * 0.836),        # SGD steps against θ̃ − θ: away from θ̃, to 1.418
-    ("seed_reptile_fixed", 1 - 0.5 * 0.836),  # SGD steps against θ − θ̃: towards θ̃, to 0.582
+    ("naive_reptile", 1 + 0.5 * 0.836),        # SGD steps against θ̃ − θ: away from θ̃, to 1.418
+    ("naive_reptile_fixed", 1 - 0.5 * 0.836),  # SGD steps against θ − θ̃: towards θ̃, to 0.582
 ])
 def test_one_outer_sgd_step(algorithm, expected):
     assert one_outer_step(algorithm, "sgd", 0.5) == pytest.approx(expected, abs=1e-12)
 
 
-@pytest.mark.parametrize("algorithm,direction", [("seed_reptile", +1), ("seed_reptile_fixed", -1)])
+@pytest.mark.parametrize("algorithm,direction", [("naive_reptile", +1), ("naive_reptile_fixed", -1)])
 def test_one_outer_adam_step_as_in_the_seed(algorithm, direction):
     """Adam's first step is lr·g/(|g| + eps) per weight (bias corrections cancel): a move of ~lr."""
     g = -direction * 0.836  # the gradient Adam receives
@@ -75,7 +75,7 @@ def test_fixed_seed_loop_equals_reptile_over_several_adam_steps():
     theirs = copy.deepcopy(ours)
     cfg = dict(inner_lr=0.02, inner_steps=3, outer_optimizer="adam", outer_lr=0.01)
     reptile = build_algorithm(ours, RunConfig(algorithm="reptile", **cfg))
-    seed_fixed = build_algorithm(theirs, RunConfig(algorithm="seed_reptile_fixed", **cfg))
+    seed_fixed = build_algorithm(theirs, RunConfig(algorithm="naive_reptile_fixed", **cfg))
     for _ in range(3):
         a, b = reptile.meta_train_step(tasks), seed_fixed.meta_train_step(tasks)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-12)
@@ -88,7 +88,7 @@ def test_the_seed_loop_as_written_makes_adapted_loss_worse():
     adaptation on the very tasks it trains on, while the fixed loop lowers it."""
     tasks = [make_sine_task(seed=s) for s in range(4)]
     after = {}
-    for name in ("seed_reptile", "seed_reptile_fixed"):
+    for name in ("naive_reptile", "naive_reptile_fixed"):
         torch.manual_seed(0)
         algo = build_algorithm(mlp(hidden=(16, 16)).double(),
                                RunConfig(algorithm=name, inner_lr=0.02, inner_steps=2, outer_lr=0.01))
@@ -96,7 +96,7 @@ def test_the_seed_loop_as_written_makes_adapted_loss_worse():
         for _ in range(30):
             algo.meta_train_step(tasks)
         after[name] = sum(algo.evaluate(t, 2)[0] for t in tasks) / before
-    assert after["seed_reptile"] > 1.5 and after["seed_reptile_fixed"] < 0.8, after
+    assert after["naive_reptile"] > 1.5 and after["naive_reptile_fixed"] < 0.8, after
 
 
 @pytest.mark.parametrize("field,value", [("inner_optimizer", "adam"), ("inner_batch_size", 4),
@@ -106,5 +106,19 @@ def test_the_seed_loop_refuses_knobs_it_would_ignore(field, value):
     # inner_state is not in its ``uses``; the others it ``requires`` at one value
     wanted = "ignores it" if field == "inner_state" else f"runs the seed's own inner loop .* set {field}: "
     changes = {"inner_optimizer": "adam", field: value} if field == "inner_state" else {field: value}
-    with pytest.raises(ConfigError, match=f"^{field}: seed_reptile {wanted}"):
-        with_overrides(RunConfig(), algorithm="seed_reptile", **changes)
+    with pytest.raises(ConfigError, match=f"^{field}: naive_reptile {wanted}"):
+        with_overrides(RunConfig(), algorithm="naive_reptile", **changes)
+
+
+def test_the_former_names_are_accepted_and_run_the_renamed_algorithms():
+    """``seed_reptile`` and ``seed_reptile_fixed`` (the names before the rename) still load: a config or
+    a per_algorithm section naming them runs ``naive_reptile`` and ``naive_reptile_fixed``."""
+    from metacompare.algorithms import ALGORITHMS
+    from metacompare.config import expand
+
+    raw = {"algorithm": ["seed_reptile", "seed_reptile_fixed"], "dataset": "sine", "inner_lr": 0.02,
+           "per_algorithm": {"seed_reptile_fixed": {"inner_lr": 0.05}}}
+    configs = expand(raw)
+    assert [(c.algorithm, c.inner_lr) for c in configs] == [("naive_reptile", 0.02), ("naive_reptile_fixed", 0.05)]
+    assert "seed_reptile" not in ALGORITHMS  # listed once, under the name that explains it
+    assert expand({"dataset": "sine"}, ["algorithm=seed_reptile"])[0].run_id().startswith("naive_reptile-")

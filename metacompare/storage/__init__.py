@@ -1,0 +1,1 @@
+"""Storage: results folders, the files users give, provenance and tracking."""
