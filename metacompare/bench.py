@@ -1,6 +1,6 @@
 """Race every meta-learning implementation on the same model, parameters and tasks.
 
-``python -m metacompare bench`` times one meta-iteration of: the seed's naive Reptile loop, the
+``python -m metacompare bench`` times one meta-iteration of: the naive Reptile loop from the user's tutorial article, the
 canonical learn2learn and higher (FO)MAML loops, and metacompare's own algorithms (through
 ``build_algorithm(...).meta_train_step``) on each fast path. Each implementation first runs alone
 in a worker process (:mod:`metacompare.bench_worker`) so that its peak memory is its own; that

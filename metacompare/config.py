@@ -211,6 +211,7 @@ def with_overrides(cfg: RunConfig, **changes: Any) -> RunConfig:
     values = cfg.to_dict()
     for key, value in changes.items():
         _apply(values, key, value)
+    values["algorithm"] = canonical(str(values["algorithm"]))  # a former name, in a RunConfig built in code too
     return validate(_build(RunConfig, values))
 
 

@@ -40,7 +40,7 @@ def mlp(hidden: tuple[int, ...] = (40, 40), inputs: int = 1, outputs: int = 1) -
 
 
 def metamodel(ways: int = 10, inputs: int = 28 * 28) -> nn.Sequential:
-    """The seed's ``MetaModel`` (document 003, 5.2.1): flatten, 784-64-64-``ways``, ReLU."""
+    """The tutorial article's ``MetaModel`` (its section 5.2.1): flatten, 784-64-64-``ways``, ReLU."""
     return nn.Sequential(nn.Flatten(), *mlp((64, 64), inputs=inputs, outputs=ways))
 
 

@@ -163,7 +163,7 @@ def test_seed_loop_as_written_moves_away_from_the_adapted_weights():
 
 # `scratch` is the no-learning baseline: by design nothing carries over between tasks, so it cannot
 # pass this test; tests/test_baselines.py checks that it stays at its initialisation instead.
-# `naive_reptile` is the seed's loop with its reversed sign: tests/test_naive_reptile.py checks that it gets worse.
+# `naive_reptile` is the sample loop with its reversed sign: tests/test_naive_reptile.py checks that it gets worse.
 NOT_LEARNING_ACROSS_TASKS = {"scratch", "naive_reptile"}
 
 

@@ -57,7 +57,7 @@ def test_bad_input_raises_the_projects_errors_naming_the_fix(tmp_path):
         api.load_config(tiny_config(tmp_path), {"inner_lr": "fast"})
     with pytest.raises(ConfigError, match="no such config file"):
         api.run(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="inner_optimizer: seed_reptile runs the seed's own inner loop"):
+    with pytest.raises(ConfigError, match="inner_optimizer: naive_reptile runs the sample loop's own inner loop"):
         api.run(RunConfig(algorithm="seed_reptile", inner_optimizer="adam", results_dir=str(tmp_path)))  # built in code
     with pytest.raises(UserError, match="one of them"):
         api.compare(tiny_config(tmp_path), budget="work:600", data=tmp_path)

@@ -1,4 +1,4 @@
-"""Digit tasks (scikit-learn's bundled digits), their class split, the seed's MetaModel, and the
+"""Digit tasks (scikit-learn's bundled digits), their class split, the tutorial's MetaModel, and the
 training-class episodes behind the generalisation gap (outline 9.4)."""
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ BAD_SPLITS = {
     "not_a_list": ({"digits": {"test_classes": "five"}}, "digits.test_classes[0]: expected a whole number"),
     "unknown_field": ({"digits": {"test_digits": [5]}}, "unknown field 'digits.test_digits'"),
     "mlp_model": ({"model": "mlp"}, "model: digits needs a conv model; set model: conv4 or conv4_strided "
-                                    "(or metamodel, the seed's MLP)"),
+                                    "(or metamodel, the tutorial's MLP)"),
 }
 
 

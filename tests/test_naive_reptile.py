@@ -1,4 +1,4 @@
-"""The seed's Reptile loop as two algorithms: update rules derived by hand on a one-weight net.
+"""The sample Reptile loop as two algorithms: update rules derived by hand on a one-weight net.
 
 Net: ``f(x) = w·x`` (no bias), MSE loss. On a task whose points all have x = a, y = 0 the loss is
 a²w², its gradient 2a²w, so k SGD steps at lr α give w̃ = w (1 − 2αa²)^k. With w = 1, α = 0.1, k = 5:
@@ -104,7 +104,7 @@ def test_the_seed_loop_as_written_makes_adapted_loss_worse():
 def test_the_seed_loop_refuses_knobs_it_would_ignore(field, value):
     """Refused when the config is validated, before any network is built."""
     # inner_state is not in its ``uses``; the others it ``requires`` at one value
-    wanted = "ignores it" if field == "inner_state" else f"runs the seed's own inner loop .* set {field}: "
+    wanted = "ignores it" if field == "inner_state" else f"runs the sample loop's own inner loop .* set {field}: "
     changes = {"inner_optimizer": "adam", field: value} if field == "inner_state" else {field: value}
     with pytest.raises(ConfigError, match=f"^{field}: naive_reptile {wanted}"):
         with_overrides(RunConfig(), algorithm="naive_reptile", **changes)

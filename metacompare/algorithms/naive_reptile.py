@@ -1,6 +1,6 @@
-"""The user's own Reptile loop (seed document 003, section 5.2.2) as two comparison rows.
+"""The sample Reptile loop from the user's tutorial article (its section 5.2.2) as two comparison rows.
 
-The seed deep-copies the model for every task, takes ``inner_steps`` SGD steps on the task's data
+The sample loop deep-copies the model for every task, takes ``inner_steps`` SGD steps on the task's data
 and hands the meta-optimiser (Adam) the mean of θ̃ − θ as the *gradient*. An optimiser steps against
 its gradient, so θ moves away from the adapted weights θ̃: the sign is reversed with respect to
 Reptile (Nichol, Achiam & Schulman 2018, Algorithm 2), which moves θ towards them.
@@ -9,7 +9,7 @@ Reptile (Nichol, Achiam & Schulman 2018, Algorithm 2), which moves θ towards th
 - ``naive_reptile_fixed``: the same loop with the sign fixed, task gradient θ − θ̃; with SGD inner
   steps it equals the ``reptile`` plug-in exactly, but pays for a deep copy per task.
 
-:func:`naive_reptile_step` is the whole seed loop as one function, which ``bench`` races.
+:func:`naive_reptile_step` is the whole sample loop as one function, which ``bench`` races.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 
 
-def seed_task_delta(model: nn.Module, x: torch.Tensor, y: torch.Tensor, inner_lr: float, inner_steps: int,
+def naive_task_delta(model: nn.Module, x: torch.Tensor, y: torch.Tensor, inner_lr: float, inner_steps: int,
                     loss_fn: Callable) -> tuple[list[torch.Tensor], nn.Module]:
-    """θ̃ − θ after the seed's adaptation on (x, y), and the adapted copy of the model.
+    """θ̃ − θ after the sample loop's adaptation on (x, y), and the adapted copy of the model.
 
-    As the seed does it: a fresh ``copy.deepcopy`` of the model and a fresh ``SGD`` for every task.
+    As the sample loop does it: a fresh ``copy.deepcopy`` of the model and a fresh ``SGD`` for every task.
     """
     task_model = copy.deepcopy(model)
     task_optim = torch.optim.SGD(task_model.parameters(), lr=inner_lr)
@@ -46,8 +46,8 @@ def seed_task_delta(model: nn.Module, x: torch.Tensor, y: torch.Tensor, inner_lr
 def naive_reptile_step(model: nn.Module, tasks: list[tuple[torch.Tensor, torch.Tensor]],
                        meta_optim: torch.optim.Optimizer, inner_lr: float, inner_steps: int,
                        loss_fn: Callable, fixed_sign: bool = True) -> None:
-    """One meta-iteration of the seed's loop; ``fixed_sign=False`` keeps its reversed sign."""
-    deltas = [seed_task_delta(model, x, y, inner_lr, inner_steps, loss_fn)[0] for x, y in tasks]
+    """One meta-iteration of the sample loop; ``fixed_sign=False`` keeps its reversed sign."""
+    deltas = [naive_task_delta(model, x, y, inner_lr, inner_steps, loss_fn)[0] for x, y in tasks]
     meta_grad = [sum(d) / len(d) for d in zip(*deltas)]
     for p, g in zip(model.parameters(), meta_grad):
         p.grad = -g if fixed_sign else g
@@ -56,29 +56,29 @@ def naive_reptile_step(model: nn.Module, tasks: list[tuple[torch.Tensor, torch.T
 
 @register
 class NaiveReptile(MetaAlgorithm):
-    """The seed's loop as written: the outer optimiser receives θ̃ − θ (sign reversed)."""
+    """The sample loop as written: the outer optimiser receives θ̃ − θ (sign reversed)."""
 
     name = "naive_reptile"
-    # The training step is the seed's own loop; test-time adaptation is the shared inner loop (SGD
-    # at inner_lr on the support set, what the seed's loop does), so one backend is enough.
+    # The training step is the sample loop itself; test-time adaptation is the shared inner loop (SGD
+    # at inner_lr on the support set, what the sample loop does), so one backend is enough.
     backends = ("metacompare",)
-    needs_query = False  # like Reptile, the seed trains on all of a task's examples
+    needs_query = False  # like Reptile, the sample loop trains on all of a task's examples
     sign = 1.0  # multiplies θ̃ − θ
-    # The seed's inner loop is full-batch SGD on the mean loss from a fresh copy: the protocol knobs
+    # The sample loop's inner loop is full-batch SGD on the mean loss from a fresh copy: the protocol knobs
     # that would change it are refused (validation) rather than silently ignored.
     requires = {"inner_optimizer": "sgd", "inner_batch_size": 0, "inner_loss": "mean"}
-    requires_why = "runs the seed's own inner loop (full-batch SGD on the mean loss, fresh per task)"
+    requires_why = "runs the sample loop's own inner loop (full-batch SGD on the mean loss, fresh per task)"
 
     def task_gradient(self, task: Task) -> TaskGradient:
-        # Like Reptile, the seed trains on all of the task's data: it has no support/query split.
+        # Like Reptile, the sample loop trains on all of the task's data: it has no support/query split.
         x, y = task.all_x, task.all_y
-        deltas, adapted = seed_task_delta(self.model, x, y, self.cfg.inner_lr, self.cfg.inner_steps, self.loss_fn)
+        deltas, adapted = naive_task_delta(self.model, x, y, self.cfg.inner_lr, self.cfg.inner_steps, self.loss_fn)
         return TaskGradient([self.sign * d for d in deltas], *self.fit_summary(dict(adapted.named_parameters()), x, y))
 
 
 @register
 class NaiveReptileFixed(NaiveReptile):
-    """The seed's loop with the sign fixed: the outer optimiser receives θ − θ̃, which is Reptile."""
+    """The sample loop with the sign fixed: the outer optimiser receives θ − θ̃, which is Reptile."""
 
     name = "naive_reptile_fixed"
     sign = -1.0

@@ -1,4 +1,4 @@
-"""Handwritten-digit task datasets: MNIST (the seed's experiment) and scikit-learn's offline digits.
+"""Handwritten-digit task datasets: MNIST (the tutorial article's experiment) and scikit-learn's offline digits.
 
 - ``mnist``: the 70,000 28x28 images of LeCun et al.'s MNIST (training and test files together),
   read by ``torchvision.datasets.MNIST`` from ``<data_root>/MNIST/raw``; with ``digits.download``
@@ -26,7 +26,7 @@ from metacompare.data.source import DataSource, register
 from metacompare.errors import ConfigError, DataError
 from metacompare.runconfig import RunConfig
 
-IMAGE_SIZE = 28  # MNIST's size; the seed's MetaModel takes 28*28 inputs
+IMAGE_SIZE = 28  # MNIST's size; the tutorial's MetaModel takes 28*28 inputs
 
 
 class DigitImages(Dataset):

@@ -62,7 +62,7 @@ class DataSource:
     def network_refusal(self, cfg: RunConfig) -> str:
         if self.images:
             return (f"model: {self.name} needs a conv model; set model: conv4 or conv4_strided "
-                    f"(or metamodel, the seed's MLP)")
+                    f"(or metamodel, the tutorial's MLP)")
         return f"model: dataset {self.name} takes model: {' or '.join(self.networks)}, got '{cfg.model}'"
 
     def episode_fields(self, config: dict[str, Any], data: str | None) -> dict[str, Any]:
