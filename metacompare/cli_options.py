@@ -130,15 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter,
                               parents=[shared[p] for p in parents])
 
-    count = bounded(int, 1, 1000)
     inspect = command("inspect", "what an image folder or a CSV/Parquet table holds, the split it "
                       "would get and the largest task it serves; exit 2 if it cannot be used", "form", "set")
-    inspect.add_argument("path", help="a folder of class subfolders (or group/class), or a .csv/.parquet table")
-    inspect.add_argument("--ways", type=count, default=5, help="classes per task to check")
-    inspect.add_argument("--shots", type=count, default=1, help="support examples per class to check")
-    inspect.add_argument("--query", type=count, default=1, help="query examples per class to check")
-    inspect.add_argument("--verify", action="store_true", help="decode every image to find corrupt files (slower)")
-
+    _inspect_options(inspect)
     run = command("run", "train and evaluate the run(s) of a config file, then write the report",
                   "config_or_data", "form", "set", "results", "dirty", "procs", "progress", "no_report")
     run.add_argument("--force", action="store_true", help="rerun even if this exact run has finished")
@@ -146,23 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = command("compare", "which algorithm is best under one budget: tune, train each with "
                       "several seeds, report the answer with paired statistics", "config_or_data", "form", "set",
                       "results", "dirty", "seeds", "procs", "executor", "progress")
-    compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N", help=(
-        "per run: training seconds (validation excluded), e.g. 300; the same in this process's CPU time, e.g. "
-        "cpu:300 (not charged for waiting for a core; equal work only on an idle machine); or work in "
-        "example-passes, e.g. work:2e6"))
-    settings = compare.add_mutually_exclusive_group()
-    settings.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
-    settings.add_argument("--chosen", metavar="FILE", default=None, help=(
-        "take each algorithm's setting from an earlier tune's record instead of tuning, e.g. "
-        "results/sine_compare_cpu300s/tune/search.yaml (default: tune)"))
-    compare.add_argument("--rungs", type=bounded(int, 1, 16), default=None, help=(
-        "the budget ladder: also score every algorithm at budget/2, budget/4, ... (this many rungs, the full "
-        "budget included), as snapshots of the same runs; 1: the full budget only (default: the config's "
-        "budget_rungs, else 5)"))
-    compare.add_argument("--target", type=bounded(float, 0, 1e12), default=None, help=(
-        "time-to-target: the smallest rung budget reaching this test accuracy (a fraction, 0.9 for 90%%) or "
-        "MSE (default: 95%% of the best final score)"))
-
+    _compare_options(compare)
     tune = command("tune", "the same number of Optuna trials per algorithm on validation episodes "
                    "(resumable), then the chosen settings trained with several seeds and tested once",
                    "set", "results", "dirty", "seeds", "executor", "progress")
@@ -191,6 +169,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = command("download", "fetch a dataset's files: Omniglot's official zips (MD5-checked), "
                        "learn2learn's mini-ImageNet caches (from its mirrors)")
+    _download_options(download)
+    return parser
+
+
+def _inspect_options(inspect: argparse.ArgumentParser) -> None:
+    """``inspect``'s own options."""
+    count = bounded(int, 1, 1000)
+    inspect.add_argument("path", help="a folder of class subfolders (or group/class), or a .csv/.parquet table")
+    inspect.add_argument("--ways", type=count, default=5, help="classes per task to check")
+    inspect.add_argument("--shots", type=count, default=1, help="support examples per class to check")
+    inspect.add_argument("--query", type=count, default=1, help="query examples per class to check")
+    inspect.add_argument("--verify", action="store_true", help="decode every image to find corrupt files (slower)")
+
+
+def _compare_options(compare: argparse.ArgumentParser) -> None:
+    """``compare``'s own options: the budget, where the settings come from, the budget ladder."""
+    compare.add_argument("--budget", required=True, metavar="SECONDS|cpu:SECONDS|work:N", help=(
+        "per run: training seconds (validation excluded), e.g. 300; the same in this process's CPU time, e.g. "
+        "cpu:300 (not charged for waiting for a core; equal work only on an idle machine); or work in "
+        "example-passes, e.g. work:2e6"))
+    settings = compare.add_mutually_exclusive_group()
+    settings.add_argument("--no-tune", action="store_true", help="use the config's settings instead of tuning")
+    settings.add_argument("--chosen", metavar="FILE", default=None, help=(
+        "take each algorithm's setting from an earlier tune's record instead of tuning, e.g. "
+        "results/sine_compare_cpu300s/tune/search.yaml (default: tune)"))
+    compare.add_argument("--rungs", type=bounded(int, 1, 16), default=None, help=(
+        "the budget ladder: also score every algorithm at budget/2, budget/4, ... (this many rungs, the full "
+        "budget included), as snapshots of the same runs; 1: the full budget only (default: the config's "
+        "budget_rungs, else 5)"))
+    compare.add_argument("--target", type=bounded(float, 0, 1e12), default=None, help=(
+        "time-to-target: the smallest rung budget reaching this test accuracy (a fraction, 0.9 for 90%%) or "
+        "MSE (default: 95%% of the best final score)"))
+
+
+def _download_options(download: argparse.ArgumentParser) -> None:
+    """``download``'s own options."""
     download.add_argument("dataset", choices=["omniglot", "miniimagenet"], help="dataset to fetch")
     download.add_argument("--root", default=None, help="folder to put the files in (default: data/DATASET)")
     download.add_argument("--sources", nargs="+", default=None, help=(
@@ -200,7 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
         "base URL to fetch from (default: Omniglot's official repository; mini-ImageNet: Zenodo, then Dropbox)"))
     download.add_argument("--timeout", type=bounded(float, 0.001, 86_400), default=60.0,
                           help="seconds before a stalled download fails")
-    return parser
 
 
 def _bench_options(bench: argparse.ArgumentParser) -> None:
