@@ -6,10 +6,11 @@ exported (``git archive``) into a temporary folder and trained there through its
 (``python -m metacompare run``), with ``PYTHONPATH`` at that export: the script never imports
 metacompare, so the package may be laid out differently at the two commits. Runs are tiny (sine: 3
 iterations; Omniglot from the shared zips: 2) on one torch thread each, so both commits compute in the
-same order and agreement is expected to the last bit; the tolerance, 1e-6, only absorbs printing.
+same order and agreement is expected to the last bit; the tolerance, 1e-6, would admit a sum taken
+in another order, not a changed formula.
 
-A case is a dataset, an engine (looped, task-batched, compiled, two processes, the learn2learn and
-higher backends, vmap) and an algorithm. A case one commit refuses (exit code 2) is listed as "new
+A case is a dataset, an engine (looped, task-batched, vmap, compiled, two processes, the learn2learn
+and higher backends) and an algorithm. A case one commit refuses (exit code 2) is listed as "new
 only" or "old only", not compared; one that both refuse is listed as such.
 
     python experiments/commits_agree.py c98134f main                  # writes results/commits_agree/
@@ -43,21 +44,24 @@ TINY = {"sine": ("configs/sine.yaml", ["iterations=3", "eval_interval=3", "eval_
             "iterations=2", "eval_interval=1", "eval_episodes=2", "test_episodes=3", "floor_episodes=2",
             "meta_batch_size=2", "eval_inner_steps=2", "filters=8", "common_evaluation.steps=2"])}
 # (dataset, engine, algorithms, --set overrides, extra flags). "all": every algorithm either commit
-# registers; "backend": those whose `list` line names the backend. The batched engine is listed for the
-# algorithms with a batched form (the others refuse batch_tasks: true). Compiling and starting torchrun
-# take 20-60 s per run on CPU, so those engines run MAML (second order) and Reptile (its own outer step),
-# the two algorithms that declare a compiled form.
-# `engine: vmap` is the field the vmap engine is chosen with; a commit without it refuses the config.
+# registers; "backend": those whose `list` line names the backend. Batched and vmap name the algorithms
+# that have (or are to have) those forms; a commit without one refuses the config. An algorithm set
+# apart in its own row is one older commits refuse, so that the rest of its engine trains in one
+# process. Compiling and starting torchrun take 20-60 s per run on CPU, so those engines run MAML
+# (second order) and Reptile (its own outer step), the two algorithms that declare a compiled form.
 ENGINES = [
     ("sine", "looped", "all", [], []),
     ("sine", "batched", ("fomaml", "maml", "maml++", "reptile"), ["batch_tasks=true"], []),
+    ("sine", "batched", ("anil", "metasgd"), ["batch_tasks=true"], []),
+    ("sine", "vmap", ("anil", "fomaml", "maml", "metasgd", "reptile"), ["vmap=true"], []),
     ("sine", "compiled", ("maml", "reptile"), ["compile=true"], []),
+    ("sine", "compiled vmap", ("maml",), ["compile=true", "vmap=true"], []),
     ("sine", "2 processes", ("maml", "reptile"), [], ["--procs", "2"]),
     ("sine", "learn2learn", "backend", ["backend=learn2learn"], []),
     ("sine", "higher", "backend", ["backend=higher"], []),
-    ("sine", "vmap", ("maml", "fomaml", "reptile"), ["engine=vmap"], []),
     ("omniglot", "looped", ("maml", "reptile"), [], []),
     ("omniglot", "batched", ("maml", "reptile"), ["batch_tasks=true"], []),
+    ("omniglot", "vmap", ("maml",), ["vmap=true"], []),
 ]
 
 
@@ -242,7 +246,8 @@ def compare(case: tuple, old: dict, new: dict) -> dict:
         agree = row["max_weight_diff"] <= TOLERANCE and row["score_diff"] <= TOLERANCE
         return {**row, "verdict": "agree" if agree else "DIFFER"}
     verdicts = {("refused", "ok"): "new only", ("ok", "refused"): "old only", ("refused", "refused"): "refused at both"}
-    messages = {side: o["message"][:120] for side, o in (("old", old), ("new", new)) if "message" in o}
+    messages = {side: o["message"].replace("metacompare: error: ", "")[:120]
+                for side, o in (("old", old), ("new", new)) if "message" in o}
     same = len(messages) == 2 and len(set(messages.values())) == 1
     row["note"] = f"both: {messages['old']}" if same else " / ".join(f"{k}: {v}" for k, v in messages.items())
     return {**row, "verdict": verdicts.get(states, "FAILED")}
