@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -198,7 +199,7 @@ def tensors(value, prefix: str = ""):
 def weight_diff(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> tuple[float, str]:
     """The largest |old - new| over every entry of every tensor (NaN at both: equal), and a note naming
     the tensors that differ most or that only one side has or that changed shape (then inf)."""
-    worst, notes, by_tensor = 0.0, [], {}
+    notes, by_tensor = [] if old or new else ["no tensors at either"], {}
     for key in sorted(old.keys() ^ new.keys()):
         notes.append(f"{key} only at {'old' if key in old else 'new'}")
     for key in sorted(old.keys() & new.keys()):
@@ -206,7 +207,8 @@ def weight_diff(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> t
         if a.shape != b.shape:
             notes.append(f"{key} shape {tuple(a.shape)} -> {tuple(b.shape)}")
             continue
-        delta = torch.where(a.isnan() & b.isnan(), 0.0, (a - b).abs()).nan_to_num(nan=math.inf)
+        same = (a == b) | (a.isnan() & b.isnan())  # inf at both is equal too
+        delta = torch.where(same, 0.0, (a - b).abs()).nan_to_num(nan=math.inf)
         by_tensor[key] = float(delta.max()) if delta.numel() else 0.0
     worst = math.inf if notes else max(by_tensor.values(), default=0.0)
     largest = sorted(by_tensor.items(), key=lambda item: -item[1])[:3]
@@ -296,20 +298,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="", help="comma-separated engines or dataset/engine (default: all)")
     parser.add_argument("--omniglot", type=Path, default=REPO.parent / "shared/data/omniglot",
                         help="the folder of Omniglot's zips (default: ../shared/data/omniglot)")
+    parser.add_argument("--jobs", type=int, choices=(1, 2), default=2,
+                        help="train the two commits side by side (2, default) or one after the other (1)")
     args = parser.parse_args(argv)
     commits = [resolve(commit) for commit in args.commits]
     only = {ALIASES.get(name, name) for name in args.only.split(",") if name}
     rows, began = selected({e for e in args.engines.split(",") if e}, args.omniglot), time.time()
-    with tempfile.TemporaryDirectory(prefix="commits_agree-") as scratch:
+    # each commit's runs are processes of their own, so the two commits may train side by side
+    with tempfile.TemporaryDirectory(prefix="commits_agree-") as scratch, ThreadPoolExecutor(args.jobs) as pool:
         trees = [export(commit, Path(scratch) / f"{side}-{commit[:7]}")
                  for side, commit in zip(("old", "new"), commits)]
         listed = only if not any(row[2] == "backend" for row in rows) else set()
-        plugins = [registered(tree, listed) for tree in trees]
+        plugins = list(pool.map(registered, trees, [listed] * 2))
         union = {name: set().union(*(p[name][1] for p in plugins if name in p)) for p in plugins for name in p}
         chosen = groups(rows, union, only)
-        outcomes = [train_commit(tree, Path(scratch) / f"results-{tree.name}", chosen,
-                                 {name: p.get(name, (name,))[0] for name in union}, args.omniglot)
-                    for tree, p in zip(trees, plugins)]
+        outcomes = list(pool.map(lambda tree, p: train_commit(
+            tree, Path(scratch) / f"results-{tree.name}", chosen, {name: p.get(name, (name,))[0] for name in union},
+            args.omniglot), trees, plugins))
         table = [compare(case, outcomes[0][case], outcomes[1][case]) for case in outcomes[0]]
     command = " ".join(["python experiments/commits_agree.py", *(argv if argv is not None else sys.argv[1:])])
     stem = write(table, args.out, commits, command, time.time() - began)

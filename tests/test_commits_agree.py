@@ -50,10 +50,15 @@ def test_a_missing_or_reshaped_tensor_cannot_agree():
     assert note == "optimizer.step only at old; model.0.bias shape (2,) -> (3,)"
 
 
+def test_files_without_tensors_cannot_agree():
+    assert agree.weight_diff({}, {}) == (math.inf, "no tensors at either")
+
+
 def test_nan_at_both_commits_is_equal_at_one_is_not():
     nan = float("nan")
     assert agree.weight_diff(weights(x=torch.tensor([nan])), weights(x=torch.tensor([nan])))[0] == 0.0
     assert agree.weight_diff(weights(x=torch.tensor([nan])), weights(x=torch.tensor([1.0])))[0] == math.inf
+    assert agree.weight_diff(weights(x=torch.tensor([math.inf])), weights(x=torch.tensor([math.inf])))[0] == 0.0
     assert agree.score_gap({"test_loss_mean": 1.5, "test_accuracy_mean": nan},
                            {"test_loss_mean": 1.5, "test_accuracy_mean": nan}) == 0.0
     assert agree.score_gap({"test_loss_mean": 1.5}, {"test_loss_mean": 1.25}) == 0.25
