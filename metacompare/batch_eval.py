@@ -18,9 +18,20 @@ from typing import Any, Callable
 import torch
 
 from metacompare import grouped, inner
+from metacompare.algorithms.base import MetaAlgorithm
 from metacompare.data import Task
 
 OFF = "eval_batch: 0"  # the setting that evaluates one episode at a time, named in grouped's errors
+
+
+def stacked_scores(algorithm, tasks: list[Task], steps: int, procedure=None,
+                   generators: list[torch.Generator] | None = None) -> list[tuple[float, float | None]] | None:
+    """:func:`evaluate_stack` for a plug-in that adapts and evaluates as :class:`MetaAlgorithm` does (the
+    loop this module stacks); None for one that adapts its own way (ANIL, Meta-SGD, pretrain, the MAML
+    family), which is evaluated one task at a time."""
+    if type(algorithm).adapt is not MetaAlgorithm.adapt or type(algorithm).evaluate is not MetaAlgorithm.evaluate:
+        return None
+    return evaluate_stack(algorithm, tasks, steps, procedure, generators)
 
 
 def repeated_state(state: Any, count: int) -> Any:
@@ -46,7 +57,7 @@ def evaluate_stack(algorithm, tasks: list[Task], steps: int, procedure=None,
                    generators: list[torch.Generator] | None = None) -> list[tuple[float, float | None]] | None:
     """Each task's query loss and accuracy after ``steps`` adaptation steps on its support set, all
     tasks adapted together; None where they cannot be stacked (unequal shapes, an inner state that is
-    not Adam's), so that the caller evaluates them one at a time."""
+    not Adam's), so that the caller evaluates them one at a time (:meth:`MetaAlgorithm.evaluate`)."""
     state = algorithm.inner_state if procedure is None else None
     if not grouped.same_shapes(tasks) or not (state is None or isinstance(state, inner.AdamState)):
         return None

@@ -26,9 +26,10 @@ import torch
 
 from metacompare import distributed, runner, scoring
 from metacompare.algorithms import ALGORITHMS, build_algorithm
-from metacompare.algorithms.base import looped_gradient
+from metacompare.engines.looped import looped_gradient
 from metacompare.config import ConfigError, MamlPlusPlusConfig, RunConfig
 from metacompare.models import build_model
+from metacompare.engines.looped import task_gradient
 from tests.conftest import make_sine_task
 from tests.test_resnet12 import parallel_step
 from tests.faults import final_metrics, kill_group, sine_config, start_run, wait_for, write_config
@@ -273,7 +274,7 @@ def test_replayed_draws_are_the_task_gradients_draws(name):
         pytest.skip(f"{name} does not run on sine")
     task = make_sine_task(shots=5, query=5, seed=4)
     torch.manual_seed(2)
-    algorithm.task_gradient(task)
+    task_gradient(algorithm, task)
     computed = torch.get_rng_state()
     torch.manual_seed(2)
     algorithm.replay_draws(task)
