@@ -87,11 +87,11 @@ def test_compiled_regression_step_matches_eager():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
-@pytest.mark.parametrize("batch_tasks", [False, True], ids=["looped", "batched"])
-def test_compiled_step_matches_eager(algorithm, batch_tasks):
+@pytest.mark.parametrize("engine", [{}, {"batch_tasks": True}, {"vmap": True}], ids=["looped", "batched", "vmap"])
+def test_compiled_step_matches_eager(algorithm, engine):
     """``meta_train_step`` with ``compile: true`` against without, float64, same θ and tasks."""
-    expected, metrics = ours(algorithm, torch.float64, batch_tasks=batch_tasks)
-    got, got_metrics = ours(algorithm, torch.float64, batch_tasks=batch_tasks, compile=True)
+    expected, metrics = ours(algorithm, torch.float64, **engine)
+    got, got_metrics = ours(algorithm, torch.float64, compile=True, **engine)
     assert max_abs(got, expected) <= 1e-10
     assert got_metrics["loss"] == pytest.approx(metrics["loss"], abs=1e-10)
     assert got_metrics["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)

@@ -229,3 +229,15 @@ def seeded_run(cfg: RunConfig, iterations: int = 2) -> tuple:
 def test_a_seeded_run_repeats_bitwise(name, kind):
     cfg = config(name, kind)
     assert_same(seeded_run(cfg), seeded_run(cfg), "run")
+
+
+def check_contract(name: str) -> None:
+    """Every check above for one algorithm on every kind of task: what a new plug-in's own test calls
+    (tests/test_add_algorithm.py) to meet the contract without copying it."""
+    for kind in KINDS:
+        test_an_outer_step_moves_exactly_the_meta_parameters(name, kind)
+        test_state_dict_round_trips_into_a_fresh_instance(name, kind)
+        test_evaluation_leaves_theta_and_the_optimisers_untouched(name, kind)
+        for engine in BATCHING:
+            test_each_declared_engine_equals_the_looped_one(name, kind, engine)
+        test_a_seeded_run_repeats_bitwise(name, kind)
