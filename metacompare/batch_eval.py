@@ -13,12 +13,10 @@ evaluation on 200 episodes runs 50 steps of one network of 200 groups instead of
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
 
 from metacompare import grouped, inner
-from metacompare.algorithms.base import MetaAlgorithm
+from metacompare.algorithms.base import MetaAlgorithm, predict_query
 from metacompare.data import Task
 
 OFF = "eval_batch: 0"  # the setting that evaluates one episode at a time, named in grouped's errors
@@ -32,25 +30,6 @@ def stacked_scores(algorithm, tasks: list[Task], steps: int, procedure=None,
     if type(algorithm).adapt is not MetaAlgorithm.adapt or type(algorithm).evaluate is not MetaAlgorithm.evaluate:
         return None
     return evaluate_stack(algorithm, tasks, steps, procedure, generators)
-
-
-def repeated_state(state: Any, count: int) -> Any:
-    """The carried inner state as ``count`` stacked copies (None stays None: a fresh optimiser)."""
-    if state is None:
-        return None
-    return inner.AdamState(state.step, {k: t.detach().unsqueeze(0).repeat(count, *[1] * t.dim()) for k, t in state.m.items()},
-                           {k: t.detach().unsqueeze(0).repeat(count, *[1] * t.dim()) for k, t in state.v.items()})
-
-
-def predict_query(predict: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor,
-                  query_x: torch.Tensor, mode: str = "transductive") -> torch.Tensor:
-    """:func:`metacompare.algorithms.base.predict_query` for stacked episodes (``[T, N, ...]``):
-    transductive, each episode's query set is one batch; non-transductive, each query example is
-    predicted with its episode's support set alone."""
-    if mode == "transductive":
-        return predict(query_x)
-    return torch.cat([predict(torch.cat([support_x, query_x[:, i:i + 1]], 1))[:, -1:]
-                      for i in range(query_x.shape[1])], 1)
 
 
 def evaluate_stack(algorithm, tasks: list[Task], steps: int, procedure=None,
@@ -70,10 +49,10 @@ def evaluate_stack(algorithm, tasks: list[Task], steps: int, procedure=None,
     start = grouped.stacked(algorithm.theta(), len(tasks), track=False)
     with torch.enable_grad():
         params, _ = inner.adapt(forward, start, sx, sy, algorithm.evaluation_loop(steps, procedure),
-                                repeated_state(state, len(tasks)), generators, stacked=True)
+                                inner.stack_states([state] * len(tasks)), generators, stacked=True)
     params = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
-        outputs = predict_query(lambda x: forward(params, x), sx, qx, algorithm.cfg.evaluation)
+        outputs = predict_query(lambda x: forward(params, x), sx, qx, algorithm.cfg.evaluation, axis=1)
         losses = [algorithm.loss_fn(outputs[t], qy[t]).item() for t in range(len(tasks))]
         if qy.is_floating_point():
             return [(loss, None) for loss in losses]

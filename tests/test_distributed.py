@@ -43,7 +43,9 @@ CASES = {"maml": {}, "fomaml": {}, "reptile": {},
          "reptile-minibatch": {"algorithm": "reptile", "inner_batch_size": 3, "inner_steps": 4},
          "maml-minibatch": {"algorithm": "maml", "inner_batch_size": 2},
          "maml-batched": {"algorithm": "maml", "batch_tasks": True},
-         "reptile-batched-minibatch": {"algorithm": "reptile", "batch_tasks": True, "inner_batch_size": 3}}
+         "reptile-batched-minibatch": {"algorithm": "reptile", "batch_tasks": True, "inner_batch_size": 3},
+         "maml-vmap": {"algorithm": "maml", "vmap": True},
+         "reptile-vmap-minibatch": {"algorithm": "reptile", "vmap": True, "inner_batch_size": 3}}
 
 
 def sine(algorithm: str = "maml", **changes) -> RunConfig:

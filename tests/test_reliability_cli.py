@@ -22,7 +22,6 @@ import yaml
 
 from metacompare import bench, distributed, precision
 from metacompare.algorithms import ALGORITHMS
-from metacompare.algorithms.base import MetaAlgorithm
 from metacompare.cli import OPTION_FIELDS, build_parser, main
 from metacompare.config import ConfigError, expand
 from metacompare.validation import OPTIONAL_FIELDS, READ_ONLY_WITH

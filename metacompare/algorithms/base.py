@@ -111,17 +111,22 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
 
 
 def predict_query(predict: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor,
-                  query_x: torch.Tensor, mode: str = "transductive") -> torch.Tensor:
+                  query_x: torch.Tensor, mode: str = "transductive", axis: int = 0) -> torch.Tensor:
     """Outputs for the query set under an evaluation mode (transduction: Nichol et al. 2018).
 
     ``transductive``: the query set is one batch, so BatchNorm normalises with its statistics and
     each prediction depends on the other query examples (the MAML and Reptile code). ``non_transductive``:
     as supervised-reptile does it, each query example is appended to the support set alone and only its
     row is kept, so BatchNorm sees the support set plus that one example and nothing else of the query.
+    ``axis``: the examples' axis (1 for episodes stacked ``[T, N, ...]``, each with its own support set).
     """
     if mode == "transductive":
         return predict(query_x)
-    return torch.cat([predict(torch.cat([support_x, q[None]]))[-1:] for q in query_x])
+    rows = []
+    for i in range(query_x.shape[axis]):
+        out = predict(torch.cat([support_x, query_x.narrow(axis, i, 1)], axis))
+        rows.append(out.narrow(axis, out.shape[axis] - 1, 1))
+    return torch.cat(rows, axis)
 
 
 def cosine_rate(initial: float, final: float, fraction_done: float) -> float:

@@ -69,7 +69,7 @@ def stack_gradient(algorithm: MetaAlgorithm, tasks: list[Task], part: Part = gro
 
 
 def batched_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
-    """The task-batched engine: :func:`stack_gradient`, or the looped engine where the tasks cannot be stacked."""
+    """The whole meta-batch in one grouped network (looped where the tasks cannot be stacked)."""
     return stack_gradient(algorithm, tasks) or looped.looped_gradient(algorithm, tasks)
 
 

@@ -111,34 +111,18 @@ def _rounds(algorithm, tasks, shares, mine):
 def _stack_link(algorithm: MetaAlgorithm, tasks: list[Task], states: list) -> tuple:
     """One link of several chains at once, in the grouped network: the sum over ``tasks`` of θ − θ̃, the
     mean fit loss and accuracy, and each chain's new state. ``states`` share one step count."""
-    net = TaskNet(algorithm, tasks=len(tasks), carry=True, state=stack_states(states))
+    net = TaskNet(algorithm, tasks=len(tasks), carry=True, state=inner.stack_states(states))
     theta = algorithm.named_meta_parameters()
     objective = algorithm.task_objective(net, rules.start(algorithm, theta, len(tasks), track=False),
                                          stack(tasks))
     loss, acc = rules.logged_fit(algorithm, net, objective)
     with torch.no_grad():
         sums = [len(tasks) * t.detach() - objective.adapted[k].detach().sum(0) for k, t in theta.items()]
-    return sums, loss, acc, unstack_state(net.state, len(tasks))
+    return sums, loss, acc, inner.unstack_state(net.state, len(tasks))
 
 
 def _step(state) -> int:
     return 0 if state is None else state.step
-
-
-def stack_states(states: list) -> "inner.AdamState | None":
-    """Chains' Adam states stacked along a leading task axis (None where none has started)."""
-    if all(s is None for s in states):
-        return None
-    if any(s is None for s in states) or len({s.step for s in states}) != 1:
-        raise ValueError("only chains at one Adam step count can share a stack")
-    first = states[0]
-    return inner.AdamState(first.step, {k: torch.stack([s.m[k] for s in states]) for k in first.m},
-                           {k: torch.stack([s.v[k] for s in states]) for k in first.v})
-
-
-def unstack_state(state: inner.AdamState, count: int) -> list[inner.AdamState]:
-    return [inner.AdamState(state.step, {k: t[i] for k, t in state.m.items()}, {k: t[i] for k, t in state.v.items()})
-            for i in range(count)]
 
 
 def _synchronised(algorithm, mine, sums, stats):

@@ -42,7 +42,7 @@ def summed(algorithm: MetaAlgorithm, steps) -> tuple[list[torch.Tensor], float, 
 
 
 def looped_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
-    """The mean of :func:`task_gradient` over ``tasks``, one task at a time."""
+    """One task after another, each task's gradient by autograd: the reference engine."""
     total, loss, accuracy_sum = summed(algorithm, (task_gradient(algorithm, task) for task in tasks))
     n = len(tasks)
     return BatchGradient([g / n for g in total], loss / n, None if accuracy_sum is None else accuracy_sum / n)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from metacompare import grouped, inner
-from metacompare.algorithms.base import AT_ADAPTED, DELTA, THROUGH, MetaAlgorithm, Net, Objective
+from metacompare.algorithms.base import AT_ADAPTED, RULES, THROUGH, MetaAlgorithm, Net, Objective
 from metacompare.data import Task
 
 
@@ -26,10 +26,18 @@ def start(algorithm: MetaAlgorithm, params: inner.Params, tasks: int, track: boo
     return {**copies, **{k: v for k, v in params.items() if k not in theta}}
 
 
+def rule_of(algorithm: MetaAlgorithm) -> str:
+    """The algorithm's gradient rule, one of :data:`~metacompare.algorithms.base.RULES`."""
+    rule = algorithm.gradient_rule()
+    if rule not in RULES:
+        raise ValueError(f"{algorithm.name}.gradient_rule() gave {rule!r}; expected one of {', '.join(RULES)}")
+    return rule
+
+
 def autograd_gradient(algorithm: MetaAlgorithm, net: Net, task: Task) -> tuple[list[torch.Tensor], Objective]:
     """The mean meta-gradient of ``task`` (a stack when ``net.tasks``), parallel to
     ``meta_parameters()``, by ``torch.autograd``; and the objective, for its logged fit."""
-    rule, params = algorithm.gradient_rule(), algorithm.named_meta_parameters()
+    rule, params = rule_of(algorithm), algorithm.named_meta_parameters()
     objective = algorithm.task_objective(net, start(algorithm, params, net.tasks, rule == THROUGH), task)
     if rule == THROUGH:
         wrt = list(params.values())
@@ -52,7 +60,7 @@ def pure_gradient(algorithm: MetaAlgorithm, net: Net, params: inner.Params, task
     """:func:`autograd_gradient` as one pure function of detached ``params`` (the named meta-parameters)
     and the task's tensors, in ``torch.func``: the gradients, and the fit's loss and accuracy as tensors
     (accuracy None for regression), so that ``vmap`` maps it and ``torch.compile`` traces it whole."""
-    rule = algorithm.gradient_rule()
+    rule = rule_of(algorithm)
     found: list[Objective] = []
     if rule == THROUGH:
         def loss_of(p):

@@ -44,5 +44,5 @@ def vmap_part(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
 
 
 def vmap_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
-    """The ``vmap`` engine, or the looped one where the tasks cannot be stacked."""
+    """One task's torch.func gradient mapped over the meta-batch (looped where the tasks cannot be stacked)."""
     return batched.stack_gradient(algorithm, tasks, vmap_part) or looped.looped_gradient(algorithm, tasks)
