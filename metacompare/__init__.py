@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 # The API names this package offers (metacompare.api.__all__ less `compare`, the module's name here).
-__all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "RunConfig", "Task", "TaskGradient",
+__all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "Objective", "RunConfig", "Task",
+           "TaskGradient",
            "UserError", "algorithm_names", "inspect", "load_comparison", "load_config", "load_results", "register",
            "run", "write_report"]
 

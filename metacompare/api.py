@@ -23,7 +23,7 @@ import pandas as pd
 from metacompare import compare as comparing
 from metacompare import files, provenance
 from metacompare.algorithms import ALGORITHMS
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
+from metacompare.algorithms.base import MetaAlgorithm, Objective, TaskGradient
 from metacompare.algorithms.registry import register
 from metacompare.config import RunConfig, load_experiment, parse_override, with_overrides
 from metacompare.data import Task
@@ -34,7 +34,8 @@ from metacompare.report.experiment import Experiment, analyse
 from metacompare.runner import train_and_evaluate
 from metacompare.workflows.own_data import config_file
 
-__all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "RunConfig", "Task", "TaskGradient",
+__all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "Objective", "RunConfig", "Task",
+           "TaskGradient",
            "UserError", "algorithm_names", "compare", "inspect", "load_comparison", "load_config", "load_results",
            "register", "run", "write_report"]
 

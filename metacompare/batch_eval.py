@@ -13,40 +13,30 @@ evaluation on 200 episodes runs 50 steps of one network of 200 groups instead of
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
 
 from metacompare import grouped, inner
+from metacompare.algorithms.base import MetaAlgorithm, predict_query
 from metacompare.data import Task
 
 OFF = "eval_batch: 0"  # the setting that evaluates one episode at a time, named in grouped's errors
 
 
-def repeated_state(state: Any, count: int) -> Any:
-    """The carried inner state as ``count`` stacked copies (None stays None: a fresh optimiser)."""
-    if state is None:
+def stacked_scores(algorithm, tasks: list[Task], steps: int, procedure=None,
+                   generators: list[torch.Generator] | None = None) -> list[tuple[float, float | None]] | None:
+    """:func:`evaluate_stack` for a plug-in that adapts and evaluates as :class:`MetaAlgorithm` does (the
+    loop this module stacks); None for one that adapts its own way (ANIL, Meta-SGD, pretrain, the MAML
+    family), which is evaluated one task at a time."""
+    if type(algorithm).adapt is not MetaAlgorithm.adapt or type(algorithm).evaluate is not MetaAlgorithm.evaluate:
         return None
-    return inner.AdamState(state.step, {k: t.detach().unsqueeze(0).repeat(count, *[1] * t.dim()) for k, t in state.m.items()},
-                           {k: t.detach().unsqueeze(0).repeat(count, *[1] * t.dim()) for k, t in state.v.items()})
-
-
-def predict_query(predict: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor,
-                  query_x: torch.Tensor, mode: str = "transductive") -> torch.Tensor:
-    """:func:`metacompare.algorithms.base.predict_query` for stacked episodes (``[T, N, ...]``):
-    transductive, each episode's query set is one batch; non-transductive, each query example is
-    predicted with its episode's support set alone."""
-    if mode == "transductive":
-        return predict(query_x)
-    return torch.cat([predict(torch.cat([support_x, query_x[:, i:i + 1]], 1))[:, -1:]
-                      for i in range(query_x.shape[1])], 1)
+    return evaluate_stack(algorithm, tasks, steps, procedure, generators)
 
 
 def evaluate_stack(algorithm, tasks: list[Task], steps: int, procedure=None,
                    generators: list[torch.Generator] | None = None) -> list[tuple[float, float | None]] | None:
     """Each task's query loss and accuracy after ``steps`` adaptation steps on its support set, all
     tasks adapted together; None where they cannot be stacked (unequal shapes, an inner state that is
-    not Adam's), so that the caller evaluates them one at a time."""
+    not Adam's), so that the caller evaluates them one at a time (:meth:`MetaAlgorithm.evaluate`)."""
     state = algorithm.inner_state if procedure is None else None
     if not grouped.same_shapes(tasks) or not (state is None or isinstance(state, inner.AdamState)):
         return None
@@ -59,10 +49,10 @@ def evaluate_stack(algorithm, tasks: list[Task], steps: int, procedure=None,
     start = grouped.stacked(algorithm.theta(), len(tasks), track=False)
     with torch.enable_grad():
         params, _ = inner.adapt(forward, start, sx, sy, algorithm.evaluation_loop(steps, procedure),
-                                repeated_state(state, len(tasks)), generators, stacked=True)
+                                inner.stack_states([state] * len(tasks)), generators, stacked=True)
     params = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
-        outputs = predict_query(lambda x: forward(params, x), sx, qx, algorithm.cfg.evaluation)
+        outputs = predict_query(lambda x: forward(params, x), sx, qx, algorithm.cfg.evaluation, axis=1)
         losses = [algorithm.loss_fn(outputs[t], qy[t]).item() for t in range(len(tasks))]
         if qy.is_floating_point():
             return [(loss, None) for loss in losses]

@@ -47,17 +47,17 @@ IMPLEMENTATIONS: dict[str, Impl] = {i.name: i for i in [
     *[_ours("reptile", label, **fast) for label, fast in [
         ("", {}), ("[channels_last]", {"memory_format": "channels_last"}),
         ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
-        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"})]],
+        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"}), ("[vmap]", {"vmap": True})]],
     Impl("learn2learn fomaml", "fomaml", "learn2learn"),
     Impl("higher fomaml", "fomaml", "higher"),
     *[_ours("fomaml", label, **fast) for label, fast in [
         ("", {}), ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
-        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"})]],
+        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"}), ("[vmap]", {"vmap": True})]],
     Impl("learn2learn maml", "maml", "learn2learn"),
     Impl("higher maml", "maml", "higher"),
     *[_ours("maml", label, **fast) for label, fast in [
         ("", {}), ("[bf16]", {"precision": "bfloat16"}), ("[batched]", {"batch_tasks": True}),
-        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"})]],
+        ("[batched+bf16]", {"batch_tasks": True, "precision": "bfloat16"}), ("[vmap]", {"vmap": True})]],
 ]}
 MACHINE_PROCS = os.cpu_count() or 1  # the whole-machine race: one process per core
 DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice, before anything here changes it
@@ -80,6 +80,7 @@ MACHINE_IMPLEMENTATIONS = ("naive reptile loop", "learn2learn fomaml", "higher f
 QUICK_MACHINE = ("learn2learn fomaml", f"metacompare fomaml [{MACHINE_PROCS} procs]")
 QUICK_IMPLEMENTATIONS = ("naive reptile loop", "metacompare reptile", "metacompare reptile [batched+bf16]",
                          "learn2learn fomaml", "higher fomaml", "metacompare fomaml [batched]",
+                         "metacompare fomaml [vmap]",
                          "learn2learn maml", "higher maml", "metacompare maml", "metacompare maml [bf16]")
 
 WARM_UPS = 2

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metacompare import engines  # noqa: F401  (installs how meta_train_step picks its engine)
 from metacompare import precision
 from metacompare.algorithms import build_algorithm
 from metacompare.algorithms.base import MetaAlgorithm

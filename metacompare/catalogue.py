@@ -11,7 +11,7 @@ import sys
 
 from metacompare import models
 from metacompare.algorithms import ALGORITHMS
-from metacompare.algorithms.base import ENGINES
+from metacompare.engines import ENGINES
 from metacompare.backends import BACKENDS, get_adapt
 from metacompare.bench import IMPLEMENTATIONS
 from metacompare.config import CHOICES
@@ -50,7 +50,7 @@ def catalogue() -> dict[str, list[tuple[str, str]]]:
         "backends (backend:)": [described(n, get_adapt(n)) for n in BACKENDS],
         "datasets (dataset:)": [described(n) for n in CHOICES["dataset"]],
         "models (model:)": [described(n, getattr(models, n, None)) for n in CHOICES["model"]],
-        "engines (batch_tasks: false / true)": [described(n, fn) for n, fn in ENGINES.items()],
+        "engines (batch_tasks: true, vmap: true, else looped)": [described(n, fn) for n, fn in ENGINES.items()],
         "trackers (tracker:)": list(TRACKERS.items()),
         "bench implementations (bench --implementations)": [
             (n, f"{i.algorithm} on {i.library}, fast path {i.fast_path}") for n, i in IMPLEMENTATIONS.items()],

@@ -1,4 +1,4 @@
-"""``compile: true``: the per-task step and the task-batched engine through ``torch.compile``.
+"""``compile: true``: an engine's pure step through ``torch.compile`` (:mod:`metacompare.engines.compiled`).
 
 torch.compile (Ansel et al. 2024, "PyTorch 2") traces a Python function with TorchDynamo and hands
 the graph to Inductor, which fuses the elementwise work (BatchNorm, ReLU, the SGD update) around the
@@ -29,7 +29,7 @@ def compile_pure(fn: Pure, device: str) -> Pure:
     """``fn`` compiled whole for fixed shapes (a meta-batch's tasks all share them), in
     :data:`CUDA_MODE` on a GPU."""
     mode = CUDA_MODE if device.startswith("cuda") else None
-    # Every algorithm object compiles its class's pure_gradient anew: a process that builds many (sweep,
+    # Every algorithm object compiles its engine's pure step anew: a process that builds many (sweep,
     # compare, tests) would pass Dynamo's default of 8 compilations of one function and run it eagerly.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
     fast = torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
@@ -45,17 +45,6 @@ def _dispatch_mode_on() -> bool:
     from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
     return is_in_torch_dispatch_mode(include_infra_modes=False)
-
-
-def fit_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean loss and accuracy (None for regression) of one task's or a stack's outputs, as tensors so
-    that they stay inside the compiled graph."""
-    from metacompare.inner import task_loss
-
-    loss = task_loss(outputs, targets).mean()
-    if targets.is_floating_point():
-        return loss, None
-    return loss, (outputs.argmax(-1) == targets).float().mean()
 
 
 def cxx_compiler() -> str | None:

@@ -82,9 +82,12 @@ FIELD_DOCS: dict[str, str] = {
     "batch_tasks": "Run the whole meta-batch as one grouped-convolution network (`metacompare/grouped.py`); "
                    "fast on a GPU, slower on a CPU.",
     "task_chunk": "With `batch_tasks`, this many tasks at a time, to bound memory. 0: all.",
+    "vmap": "Run the meta-batch with `torch.func.vmap`: one task's meta-gradient mapped over the tasks "
+            "(`metacompare/engines/vmap.py`), the natural batched engine on a GPU; not with `batch_tasks`. "
+            "Reptile (without a carried inner state), FOMAML, MAML, ANIL and Meta-SGD.",
     "memory_format": "`contiguous` or `channels_last` (NHWC convolutions).",
-    "compile": "`torch.compile` a task's whole meta-gradient (`metacompare/compiled.py`); Reptile, FOMAML and "
-               "MAML only.",
+    "compile": "`torch.compile` the engine's whole meta-gradient step (`metacompare/engines/compiled.py`): one "
+               "task's, the grouped network's or the vmapped one's; Reptile, FOMAML and MAML only.",
     "tracker": "`tensorboard` (default), `mlflow` (TensorBoard and MLflow) or `none`; not part of the run id.",
     "tracking_uri": "The MLflow server or store; empty: `<results_dir>/mlruns`. Not part of the run id.",
     "budget": "Bounds on training besides `iterations` (fields below; `metacompare/budget.py`).",

@@ -115,6 +115,25 @@ class AdamState:
         return cls(int(state["step"]), dict(state["m"]), dict(state["v"]))
 
 
+def stack_states(states: list) -> "AdamState | None":
+    """Adam states stacked along a leading task axis, as the grouped network adapts stacked tasks: Reptile's
+    chains (:mod:`metacompare.engines.chains`) or one carried state per test episode
+    (:mod:`metacompare.batch_eval`). None where none has started."""
+    if all(s is None for s in states):
+        return None
+    if any(s is None for s in states) or len({s.step for s in states}) != 1:
+        raise ValueError("only chains at one Adam step count can share a stack")
+    first = states[0]
+    return AdamState(first.step, {k: torch.stack([s.m[k] for s in states]) for k in first.m},
+                     {k: torch.stack([s.v[k] for s in states]) for k in first.v})
+
+
+def unstack_state(state: AdamState, count: int) -> list[AdamState]:
+    """:func:`stack_states` undone: each task's own state."""
+    return [AdamState(state.step, {k: t[i] for k, t in state.m.items()}, {k: t[i] for k, t in state.v.items()})
+            for i in range(count)]
+
+
 @dataclass(frozen=True)
 class Adam:
     """Adam in the form of Kingma & Ba (2015, end of section 2), as TensorFlow implements it:

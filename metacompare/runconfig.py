@@ -221,6 +221,8 @@ class RunConfig:
     # precision: bfloat16 meta-trains under autocast with float32 weights; evaluation stays float32.
     batch_tasks: bool = False
     task_chunk: int = 0
+    # The vmap engine (metacompare.engines.vmap): one task's torch.func gradient mapped over the meta-batch.
+    vmap: bool = False
     # Validation/test episodes adapted this many at a time in one grouped network (metacompare.batch_eval;
     # 0: one at a time). The scores are the looped ones up to float rounding, so not part of the run id.
     eval_batch: int = 0
@@ -274,7 +276,7 @@ NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", 
 # Fields that came after results were first recorded, with the value that does what runs did before the
 # field existed (``mamlpp: null``: the algorithm's own choice). At that value a field is left out of
 # the identity, so a run keeps the run id it had then: recorded runs and checkpoints are still found.
-AS_BEFORE = {"compile": False, "floor_episodes": 0, "inner_chains": 1, "outer_lr_schedule": "linear", "mamlpp": None}
+AS_BEFORE = {"compile": False, "vmap": False, "floor_episodes": 0, "inner_chains": 1, "outer_lr_schedule": "linear", "mamlpp": None}
 SECTIONS_AS_BEFORE = {"budget": BudgetConfig, "digits": DigitsConfig, "user_data": UserDataConfig,
                       "resnet12": ResNet12Config}  # sections: at all their defaults
 

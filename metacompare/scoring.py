@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from metacompare import distributed, results
+from metacompare import batch_eval, distributed, results
 from metacompare.config import RunConfig
 from metacompare.data import Task
 
@@ -52,7 +52,7 @@ def evaluate(algorithm, episodes: list[Task], steps: int, device: torch.device, 
         # Mini-batch order at test time is seeded per episode: every algorithm, checkpoint and floor
         # sees the same shuffles, looped or batched (eval_batch: that many episodes at once).
         generators = [torch.Generator().manual_seed(index) for index in indices]
-        stacked = algorithm.evaluate_stack(tasks, steps, procedure, generators) if chunk else None
+        stacked = batch_eval.stacked_scores(algorithm, tasks, steps, procedure, generators) if chunk else None
         if stacked is None:
             stacked = [algorithm.evaluate(t, steps, procedure, g) for t, g in zip(tasks, generators)]
         scores.extend(stacked)

@@ -55,7 +55,7 @@ EXAMPLES_PER_BATCH = 10**6  # ways * (shots + query) * meta_batch_size, the exam
 # Fields that only some algorithms read; each algorithm class lists the ones it reads in ``uses``, and a
 # non-default value for an algorithm that would ignore it is refused rather than recorded as used.
 # batch_tasks: the algorithms with a task-batched form (others would loop); task_chunk: those that chunk it.
-OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp", "batch_tasks", "task_chunk")
+OPTIONAL_FIELDS = ("inner_state", "inner_chains", "mamlpp", "batch_tasks", "task_chunk", "vmap")
 NO_BATCHNORM2D = ("mlp", "metamodel", "conv4_finn", "bag_of_embeddings")  # conv4_finn: offset-only layers
 NO_CONV = ("mlp", "metamodel", "bag_of_embeddings")
 # Fields read only under another setting, whatever the algorithm: the setting as a refusal names it,
@@ -127,9 +127,16 @@ def _check_numbers(cfg: RunConfig) -> None:
         value = getattr(cfg, name)
         if not value > 0 or value == float("inf"):
             raise ConfigError(f"{name}: must be a positive finite number, got {value}")
-    if cfg.batch_tasks and cfg.backend != "metacompare":
-        raise ConfigError(f"batch_tasks: task batching runs on the metacompare backend only; set backend: "
-                          f"metacompare or batch_tasks: false (got backend '{cfg.backend}')")
+    for engine in ("batch_tasks", "vmap"):
+        if getattr(cfg, engine) and cfg.backend != "metacompare":
+            raise ConfigError(f"{engine}: task batching runs on the metacompare backend only; set backend: "
+                              f"metacompare or {engine}: false (got backend '{cfg.backend}')")
+    if cfg.batch_tasks and cfg.vmap:
+        raise ConfigError("vmap: the vmap engine and the grouped network (batch_tasks) are two ways to batch "
+                          "the tasks; set one of them to false")
+    if cfg.vmap and cfg.inner_state == "carry":
+        raise ConfigError("vmap: a carried inner state threads every task through the one before, so the tasks "
+                          "cannot be mapped at once; set inner_state: reset or vmap: false")
     if cfg.num_tasks == 0 or cfg.num_tasks < -1:
         raise ConfigError(f"num_tasks: must be a positive number of distinct training tasks, or -1 for "
                           f"unlimited; got {cfg.num_tasks}")
@@ -303,6 +310,8 @@ def _check_mamlpp(cfg: RunConfig) -> None:
     if (graph or options.first_order_fraction > 0) and cfg.compile:
         raise ConfigError(f"mamlpp.{(graph or ['first_order_fraction'])[0]}: compile: true has no MAML++ form; "
                           f"set compile: false")
+    if graph and cfg.vmap:
+        raise ConfigError(f"mamlpp.{graph[0]}: MAML++'s per-step tensors are not vmapped; set vmap: false")
     norms = [name for name in ("per_step_bn_weights", "per_step_bn_statistics") if getattr(options, name)]
     if norms and cfg.mamlpp is not None and cfg.model in NO_BATCHNORM2D:
         raise ConfigError(f"mamlpp.{norms[0]}: model {cfg.model} has no BatchNorm2d layer to give per-step tensors; "

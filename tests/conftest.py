@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import metacompare.engines  # noqa: F401  (as a run does: installs how meta_train_step picks its engine)
 from metacompare.data import Task
 
 OMNIGLOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"

@@ -128,7 +128,7 @@ def test_plug_ins_that_adapt_their_own_way_are_evaluated_one_at_a_time():
     torch.manual_seed(0)
     from metacompare.models import conv4
     algorithm = build_algorithm(conv4(WAYS, filters=4, image_size=SIZE).double(), cfg)
-    assert algorithm.evaluate_stack(episodes(torch.float64)[:2], 2) is None
+    assert batch_eval.stacked_scores(algorithm, episodes(torch.float64)[:2], 2) is None
     assert len(scores(algorithm, torch.float64, 4, steps=2)) == EPISODES  # the looped evaluation instead
 
 

@@ -29,7 +29,8 @@ def test_quick_bench_writes_a_finite_csv_and_a_chart(tmp_path, capsys):
         assert math.isfinite(float(row[f"speedup_vs_{expected_ratio}"]))
     by_name = {r["implementation"]: r for r in rows}
     # float32 paths compute the same gradient as the reference (tiny model: differences are rounding)
-    for name in ("metacompare maml", "higher maml", "metacompare reptile", "metacompare fomaml [batched]"):
+    for name in ("metacompare maml", "higher maml", "metacompare reptile", "metacompare fomaml [batched]",
+                 "metacompare fomaml [vmap]"):
         assert float(by_name[name]["grad_max_rel_diff"]) < 1e-4, name
     assert (tmp_path / "bench.png").stat().st_size > 1000
     out = capsys.readouterr().out

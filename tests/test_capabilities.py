@@ -14,7 +14,7 @@ from torch import nn
 
 from metacompare import models
 from metacompare.algorithms import ALGORITHMS
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, linear_head
+from metacompare.algorithms.base import DELTA, MetaAlgorithm, Objective, linear_head
 from metacompare.config import ConfigError, RunConfig, expand, with_overrides
 from metacompare.validation import CHOICES, NO_BATCHNORM2D, OPTIONAL_FIELDS
 from tests.faults import sine_config
@@ -79,8 +79,11 @@ class Toy(MetaAlgorithm):
     needs_query = False
     config_defaults = {"outer_lr_schedule": "cosine"}
 
-    def task_gradient(self, task) -> TaskGradient:
-        return TaskGradient([torch.zeros_like(p) for p in self.meta_parameters()], 0.0)
+    def task_objective(self, net, params, task) -> Objective:
+        return Objective(params, None, task.query_x, task.query_y)  # no adaptation
+
+    def gradient_rule(self) -> str:
+        return DELTA  # θ − θ̃ = 0
 
 
 @pytest.fixture
@@ -94,7 +97,7 @@ def test_a_new_algorithm_gets_the_no_effect_refusal_from_its_declarations(toy, f
     samples = {"inner_state": {"inner_optimizer": "adam", "inner_state": "carry"},
                "inner_chains": {"inner_optimizer": "adam", "inner_state": "carry", "inner_chains": 2},
                "mamlpp": {"mamlpp": {"multi_step_loss": True}}, "batch_tasks": {"batch_tasks": True},
-               "task_chunk": {"batch_tasks": True, "task_chunk": 2}}
+               "task_chunk": {"batch_tasks": True, "task_chunk": 2}, "vmap": {"vmap": True}}
     raw = sine_config(algorithm="toy", **samples[field])
     unread = [f for f in OPTIONAL_FIELDS if f in samples[field] and f not in toy.uses]  # inner_chains: also inner_state
     if not unread:

@@ -15,7 +15,7 @@ import pytest
 
 from metacompare import cli, provenance
 from metacompare.algorithms import ALGORITHMS
-from metacompare.algorithms.base import ENGINES
+from metacompare.engines import ENGINES
 from metacompare.backends import BACKENDS
 from metacompare.config import CHOICES
 from metacompare.tracking import TRACKERS

@@ -1,6 +1,7 @@
 """``compile: true`` (metacompare.compiled): the torch.compile'd step gives the eager meta-gradient.
 
-The compiled step is :meth:`MetaAlgorithm.pure_gradient`, a ``torch.func`` form of the task gradient.
+The compiled step is an engine's pure form (:mod:`metacompare.engines.compiled`): the algorithm's one
+objective differentiated by ``torch.func``, for one task, the grouped network or under ``vmap``.
 Run eagerly it must equal the autograd form to float64 rounding (≤ 1e-10, measured ~1e-15): that is
 the algebra, checked fast. Compiled, Inductor reorders reductions, so again ≤ 1e-10 in float64
 (measured 1e-16 to 2e-15 on this test net): slow, since each compilation takes 30-170 s on a loaded
@@ -13,29 +14,38 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metacompare import compiled, grouped
+from metacompare import compiled
 from metacompare.algorithms import build_algorithm
+from metacompare.engines import batched, vmap
+from metacompare.engines import compiled as compiled_engine
+from metacompare.engines.looped import task_gradient
 from metacompare.config import ConfigError, RunConfig, with_overrides
 from tests.test_fast_paths import config, flat, max_abs, ours, reference, tasks_of, tiny_conv
 
 
+def pure_gradient(algo, tasks: list, form: str) -> tuple:
+    """The engine's pure form (``task``: the first task alone; ``stack``: the grouped network; ``vmap``)
+    run eagerly on detached meta-parameters."""
+    params = {k: v.detach() for k, v in algo.named_meta_parameters().items()}
+    if form == "task":
+        t = tasks[0]
+        return compiled_engine.task_pure(algo)(params, t.support_x, t.support_y, t.query_x, t.query_y)
+    s = batched.stack(tasks)
+    pure = batched.grouped_pure(algo) if form == "stack" else vmap.vmapped(algo, not s.query_y.is_floating_point())
+    return pure(params, s.support_x, s.support_y, s.query_x, s.query_y)
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
-@pytest.mark.parametrize("stacked", [False, True], ids=["task", "stack"])
-def test_pure_gradient_is_the_autograd_gradient(algorithm, stacked):
-    """Eager torch.func against eager autograd: the per-task step, and the grouped engine's mean."""
+@pytest.mark.parametrize("form", ["task", "stack", "vmap"])
+def test_pure_gradient_is_the_autograd_gradient(algorithm, form):
+    """Eager torch.func against eager autograd: the per-task step, and the grouped and vmapped means."""
     tasks = tasks_of(torch.float64)
     algo = build_algorithm(tiny_conv(torch.float64), config(algorithm))
-    theta = {k: v.detach() for k, v in algo.theta().items()}
-    reptile = algorithm == "reptile"
-    if stacked:
-        expected = algo.batched_gradient(tasks)
-        parts = [[t.all_x, t.all_y] if reptile else [t.support_x, t.support_y, t.query_x, t.query_y] for t in tasks]
-        inputs = [grouped.stack(list(column)) for column in zip(*parts)]
+    if form == "task":
+        expected = task_gradient(algo, tasks[0])
     else:
-        expected = algo.task_gradient(tasks[0])
-        t = tasks[0]
-        inputs = [t.all_x, t.all_y] if reptile else [t.support_x, t.support_y, t.query_x, t.query_y]
-    grads, loss, acc = algo.pure_gradient(theta, *inputs, stacked=stacked)
+        expected = batched.stack_gradient(algo, tasks)
+    grads, loss, acc = pure_gradient(algo, tasks, form)
     assert max(g.abs().max().item() for g in expected.grads) > 1e-3, "degenerate test: the gradient is ~0"
     assert max_abs(grads, expected.grads) <= 1e-10
     assert loss.item() == pytest.approx(expected.loss, abs=1e-10)
@@ -49,9 +59,8 @@ def test_pure_gradient_regression_has_no_accuracy():
 
     algo = build_algorithm(mlp().double(), RunConfig(algorithm="maml", inner_lr=0.01, inner_steps=2))
     task = make_sine_task(seed=1)
-    expected = algo.task_gradient(task)
-    theta = {k: v.detach() for k, v in algo.theta().items()}
-    grads, loss, acc = algo.pure_gradient(theta, task.support_x, task.support_y, task.query_x, task.query_y)
+    expected = task_gradient(algo, task)
+    grads, loss, acc = pure_gradient(algo, [task], "task")
     assert acc is None and expected.accuracy is None
     assert max_abs(grads, expected.grads) <= 1e-10
     assert loss.item() == pytest.approx(expected.loss, abs=1e-12)
@@ -78,11 +87,11 @@ def test_compiled_regression_step_matches_eager():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
-@pytest.mark.parametrize("batch_tasks", [False, True], ids=["looped", "batched"])
-def test_compiled_step_matches_eager(algorithm, batch_tasks):
+@pytest.mark.parametrize("engine", [{}, {"batch_tasks": True}, {"vmap": True}], ids=["looped", "batched", "vmap"])
+def test_compiled_step_matches_eager(algorithm, engine):
     """``meta_train_step`` with ``compile: true`` against without, float64, same θ and tasks."""
-    expected, metrics = ours(algorithm, torch.float64, batch_tasks=batch_tasks)
-    got, got_metrics = ours(algorithm, torch.float64, batch_tasks=batch_tasks, compile=True)
+    expected, metrics = ours(algorithm, torch.float64, **engine)
+    got, got_metrics = ours(algorithm, torch.float64, compile=True, **engine)
     assert max_abs(got, expected) <= 1e-10
     assert got_metrics["loss"] == pytest.approx(metrics["loss"], abs=1e-10)
     assert got_metrics["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
@@ -172,7 +181,6 @@ def test_pure_gradient_leaves_finn_offsets_to_the_outer_loop(algorithm):
     algo = build_algorithm(model, config(algorithm, model="conv4_finn"))
     assert len(algo.adapted) < len(algo.theta())
     task = tasks_of(torch.float64, 1)[0]
-    expected = algo.task_gradient(task)
-    theta = {k: v.detach() for k, v in algo.theta().items()}
-    grads, _, _ = algo.pure_gradient(theta, task.support_x, task.support_y, task.query_x, task.query_y)
+    expected = task_gradient(algo, task)
+    grads, _, _ = pure_gradient(algo, [task], "task")
     assert max_abs(grads, expected.grads) <= 1e-10

@@ -8,8 +8,9 @@ through a toy-width ResNet-12 (residual blocks, in the grouped engine too), in f
   which is parallel to them (same shapes) and finite; every other tensor stays bitwise the same;
 - ``state_dict`` round-trips: loaded into a fresh instance, the next step is bitwise the same;
 - evaluation leaves θ, the gradients, the outer optimiser's state and a carried inner state untouched;
-- the task-batched engine equals the looped one (1e-10) wherever the plug-in declares a batched form
-  (overrides ``batched_gradient``), and is the looped one, bitwise, elsewhere;
+- each engine that batches the tasks (the grouped network, ``vmap``) equals the looped one (1e-10)
+  wherever the plug-in declares it (``batch_tasks`` or ``vmap`` in ``uses``), and a config asking for it
+  is refused elsewhere;
 - a seeded run (initialisation, task sampling, steps, validation) repeats bitwise.
 
 Each config is the richest the plug-in accepts: an algorithm that declares ``inner_state`` in ``uses``
@@ -24,13 +25,17 @@ import copy
 import functools
 import math
 import random
+import re
 
 import pytest
 import torch
 
 from metacompare import precision, scoring
 from metacompare.algorithms import ALGORITHMS
-from metacompare.algorithms.base import ENGINES, MetaAlgorithm, looped_gradient
+from metacompare.algorithms.base import MetaAlgorithm
+from metacompare.config import ConfigError
+from metacompare.engines import ENGINES
+from metacompare.engines.looped import looped_gradient
 from metacompare.build import Run, build_for, build_network, build_run, seed_everything
 from metacompare.config import EvalProcedure, RunConfig, with_overrides
 from tests.faults import one_torch_thread
@@ -179,20 +184,24 @@ def test_evaluation_leaves_theta_and_the_optimisers_untouched(name, kind):
     assert_same(before, snapshot(algorithm))
 
 
+BATCHING = {"batched": "batch_tasks", "vmap": "vmap"}  # engine: the config field that asks for it
+
+
+@pytest.mark.parametrize("engine", BATCHING)
 @pytest.mark.parametrize("name,kind", CASES)
-def test_the_batched_engine_equals_the_looped_one(name, kind):
+def test_each_declared_engine_equals_the_looped_one(name, kind, engine):
+    field = BATCHING[engine]
+    if field not in ALGORITHMS[name].uses:
+        with pytest.raises(ConfigError, match=re.escape(f"{field}: {name} ignores it")):
+            config(name, kind, carry=False, **{field: True})
+        return
     cfg = config(name, kind, carry=False)  # a carried state chains the tasks: no batched form by design
     tasks = batches(kind)[0]
     loop = looped_gradient(fresh(cfg), tasks)
-    declares = type(fresh(cfg)).batched_gradient is not MetaAlgorithm.batched_gradient
-    batched = fresh(cfg).batched_gradient(tasks)
-    if not declares:
-        assert batched is None
-        assert_same(ENGINES["batched"](fresh(cfg), tasks).grads, loop.grads, "fallback")
-        return
-    assert batched is not None, f"{name} declares a batched form but gave none for same-shape tasks"
+    batched = ENGINES[engine](fresh(config(name, kind, carry=False, **{field: True})), tasks)
     for a, b in zip(batched.grads, loop.grads):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert batched.loss == pytest.approx(loop.loss, abs=1e-10)
     assert batched.loss == pytest.approx(loop.loss, abs=1e-10)
     assert (batched.accuracy is None) == (loop.accuracy is None)
     if loop.accuracy is not None:
@@ -220,3 +229,15 @@ def seeded_run(cfg: RunConfig, iterations: int = 2) -> tuple:
 def test_a_seeded_run_repeats_bitwise(name, kind):
     cfg = config(name, kind)
     assert_same(seeded_run(cfg), seeded_run(cfg), "run")
+
+
+def check_contract(name: str) -> None:
+    """Every check above for one algorithm on every kind of task: what a new plug-in's own test calls
+    (tests/test_add_algorithm.py) to meet the contract without copying it."""
+    for kind in KINDS:
+        test_an_outer_step_moves_exactly_the_meta_parameters(name, kind)
+        test_state_dict_round_trips_into_a_fresh_instance(name, kind)
+        test_evaluation_leaves_theta_and_the_optimisers_untouched(name, kind)
+        for engine in BATCHING:
+            test_each_declared_engine_equals_the_looped_one(name, kind, engine)
+        test_a_seeded_run_repeats_bitwise(name, kind)

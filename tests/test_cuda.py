@@ -62,8 +62,8 @@ def max_abs(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("changes", [{}, {"batch_tasks": True}, {"memory_format": "channels_last"},
-                                     {"batch_tasks": True, "task_chunk": 2}],
-                         ids=["loop", "batched", "channels_last", "batched-chunks"])
+                                     {"batch_tasks": True, "task_chunk": 2}, {"vmap": True}],
+                         ids=["loop", "batched", "channels_last", "batched-chunks", "vmap"])
 def test_cuda_meta_gradient_is_the_cpu_one(algorithm, changes):
     cpu = meta_gradient(algorithm, "cpu")
     assert max(g.abs().max().item() for g in cpu) > 1e-3, "degenerate test: the gradient is ~0"

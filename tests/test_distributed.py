@@ -26,9 +26,10 @@ import torch
 
 from metacompare import distributed, runner, scoring
 from metacompare.algorithms import ALGORITHMS, build_algorithm
-from metacompare.algorithms.base import looped_gradient
+from metacompare.engines.looped import looped_gradient
 from metacompare.config import ConfigError, MamlPlusPlusConfig, RunConfig
 from metacompare.models import build_model
+from metacompare.engines.looped import task_gradient
 from tests.conftest import make_sine_task
 from tests.test_resnet12 import parallel_step
 from tests.faults import final_metrics, kill_group, sine_config, start_run, wait_for, write_config
@@ -42,7 +43,9 @@ CASES = {"maml": {}, "fomaml": {}, "reptile": {},
          "reptile-minibatch": {"algorithm": "reptile", "inner_batch_size": 3, "inner_steps": 4},
          "maml-minibatch": {"algorithm": "maml", "inner_batch_size": 2},
          "maml-batched": {"algorithm": "maml", "batch_tasks": True},
-         "reptile-batched-minibatch": {"algorithm": "reptile", "batch_tasks": True, "inner_batch_size": 3}}
+         "reptile-batched-minibatch": {"algorithm": "reptile", "batch_tasks": True, "inner_batch_size": 3},
+         "maml-vmap": {"algorithm": "maml", "vmap": True},
+         "reptile-vmap-minibatch": {"algorithm": "reptile", "vmap": True, "inner_batch_size": 3}}
 
 
 def sine(algorithm: str = "maml", **changes) -> RunConfig:
@@ -273,7 +276,7 @@ def test_replayed_draws_are_the_task_gradients_draws(name):
         pytest.skip(f"{name} does not run on sine")
     task = make_sine_task(shots=5, query=5, seed=4)
     torch.manual_seed(2)
-    algorithm.task_gradient(task)
+    task_gradient(algorithm, task)
     computed = torch.get_rng_state()
     torch.manual_seed(2)
     algorithm.replay_draws(task)

@@ -1,4 +1,5 @@
-"""Every fast path (task batching, channels_last, bfloat16 autocast) gives learn2learn's meta-gradient.
+"""Every fast path (task batching in the grouped network or by ``vmap``, channels_last, bfloat16 autocast)
+gives learn2learn's meta-gradient.
 
 Tolerances: float64 to 1e-8 absolute (measured differences are ~1e-15: only summation order changes).
 float32: 1e-4 of the largest gradient entry (measured ~1e-6 here; the issue measured up to 4e-3 for
@@ -68,7 +69,9 @@ def flat(grads):
 
 
 FAST_PATHS = [{"batch_tasks": True}, {"memory_format": "channels_last"},
-              {"batch_tasks": True, "memory_format": "channels_last"}, {"batch_tasks": True, "task_chunk": 2}]
+              {"batch_tasks": True, "memory_format": "channels_last"}, {"batch_tasks": True, "task_chunk": 2},
+              {"vmap": True}, {"vmap": True, "memory_format": "channels_last"}]
+ENGINES = {"batched": {"batch_tasks": True}, "vmap": {"vmap": True}}  # the engines that batch the tasks
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
@@ -110,45 +113,48 @@ def test_bfloat16_reptile_loop_sees_its_updated_weights():
     assert (flat(loop) - flat(batched)).norm() <= 0.01 * flat(batched).norm()
 
 
-def test_reptile_batched_with_adam_matches_the_loop():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_reptile_batched_with_adam_matches_the_loop(engine):
     """Adam is elementwise, so one Adam over the stacked task copies is one Adam per task."""
     loop, loop_metrics = ours("reptile", torch.float64, inner_optimizer="adam", inner_lr=0.01)
-    batched, metrics = ours("reptile", torch.float64, inner_optimizer="adam", inner_lr=0.01, batch_tasks=True)
+    batched, metrics = ours("reptile", torch.float64, inner_optimizer="adam", inner_lr=0.01, **ENGINES[engine])
     assert max_abs(loop, batched) <= 1e-10
     assert metrics["loss"] == pytest.approx(loop_metrics["loss"], abs=1e-10)
     assert metrics["accuracy"] == pytest.approx(loop_metrics["accuracy"], abs=1e-6)  # float32 counts
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
-def test_batched_metrics_equal_the_loop(algorithm):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batched_metrics_equal_the_loop(algorithm, engine):
     _, loop = ours(algorithm, torch.float64)
-    _, batched = ours(algorithm, torch.float64, batch_tasks=True)
+    _, batched = ours(algorithm, torch.float64, **ENGINES[engine])
     assert set(batched) == {"loss", "accuracy"}
     assert batched["loss"] == pytest.approx(loop["loss"], abs=1e-10)
     assert batched["accuracy"] == pytest.approx(loop["accuracy"], abs=1e-6)  # float32 counts
 
 
-def test_mismatched_task_shapes_fall_back_to_the_loop():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_mismatched_task_shapes_fall_back_to_the_loop(engine):
     odd = tasks_of(torch.float64)
     odd[1] = make_task(query=4, seed=9)
     loop, _ = ours("maml", torch.float64, tasks=odd)
-    batched, _ = ours("maml", torch.float64, tasks=odd, batch_tasks=True)
+    batched, _ = ours("maml", torch.float64, tasks=odd, **ENGINES[engine])
     assert max_abs(loop, batched) == 0.0  # the very same code ran
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "fomaml", "reptile"])
-def test_batched_regression_mlp_matches_the_loop(algorithm):
-    def run(batch_tasks):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_batched_regression_mlp_matches_the_loop(algorithm, engine):
+    def run(changes):
         torch.manual_seed(0)
         model = mlp().double()
-        cfg = RunConfig(algorithm=algorithm, inner_lr=0.01, inner_steps=STEPS, outer_optimizer="sgd",
-                        batch_tasks=batch_tasks)
+        cfg = RunConfig(algorithm=algorithm, inner_lr=0.01, inner_steps=STEPS, outer_optimizer="sgd", **changes)
         build_algorithm(model, cfg).meta_train_step([make_sine_task(seed=i) for i in range(4)])
         return [p.grad.clone() for p in model.parameters()]
 
-    expected = run(False)
+    expected = run({})
     assert max(g.abs().max().item() for g in expected) > 1e-3
-    assert max_abs(run(True), expected) <= 1e-10
+    assert max_abs(run(ENGINES[engine]), expected) <= 1e-10
 
 
 def test_grouped_forward_is_the_per_task_forward():
@@ -166,6 +172,10 @@ def test_fast_path_config_is_validated():
     assert with_overrides(base, precision="bfloat16", batch_tasks=True, memory_format="channels_last").batch_tasks
     with pytest.raises(ConfigError, match="batch_tasks"):
         with_overrides(base, batch_tasks=True, backend="learn2learn")
+    with pytest.raises(ConfigError, match="vmap: task batching runs on the metacompare backend only"):
+        with_overrides(base, vmap=True, backend="learn2learn")
+    with pytest.raises(ConfigError, match="vmap: the vmap engine and the grouped network"):
+        with_overrides(base, vmap=True, batch_tasks=True)
     with pytest.raises(ConfigError, match="task_chunk"):
         with_overrides(base, task_chunk=-1)
     with pytest.raises(ConfigError, match="memory_format"):

@@ -18,6 +18,7 @@ from metacompare.algorithms import maml_plus
 from metacompare.algorithms.base import cosine_rate
 from metacompare.config import ConfigError, MamlPlusPlusConfig, RunConfig, expand, with_overrides
 from metacompare.data import Task
+from metacompare.engines.looped import task_gradient
 from tests.conftest import make_task
 from tests.faults import one_torch_thread
 
@@ -65,7 +66,7 @@ def test_msl_meta_gradient_of_two_steps_by_hand(progress):
     c = 1 - 2 * ALPHA * XS ** 2
     # 0.05: weights (0.25, 0.75) on the query losses after steps 1 and 2; 0.5: MSL is over
     expected = 0.25 * q(w1) * c + 0.75 * q(w2) * c ** 2 if progress < 0.1 else q(w2) * c ** 2
-    grad = algo.task_gradient(task).grads[0].item()
+    grad = task_gradient(algo, task).grads[0].item()
     assert grad == pytest.approx(expected, rel=1e-12)
 
 
@@ -74,7 +75,7 @@ def test_first_order_msl_takes_each_steps_gradient_at_its_weights():
     algo.progress = 0.05
     w1 = W0 - ALPHA * g(W0)
     w2 = w1 - ALPHA * g(w1)
-    assert algo.task_gradient(task).grads[0].item() == pytest.approx(0.25 * q(w1) + 0.75 * q(w2), rel=1e-12)
+    assert task_gradient(algo, task).grads[0].item() == pytest.approx(0.25 * q(w1) + 0.75 * q(w2), rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------ LSLR
@@ -88,7 +89,7 @@ def test_lslr_gradient_with_respect_to_the_per_step_rates(algorithm):
     w2 = w1 - a1 * g(w1)
     c1 = 1 - 2 * a1 * XS ** 2 if algorithm == "maml" else 1.0  # ∂w2/∂w1; first order: the identity
     c0 = 1 - 2 * a0 * XS ** 2 if algorithm == "maml" else 1.0
-    grads = algo.task_gradient(task).grads
+    grads = task_gradient(algo, task).grads
     assert len(grads) == 2 and grads[1].shape == (2,)  # θ, then the rates
     assert grads[0].item() == pytest.approx(q(w2) * c1 * c0, rel=1e-12)
     assert grads[1][1].item() == pytest.approx(-q(w2) * g(w1), rel=1e-12)
@@ -133,9 +134,9 @@ def test_first_order_phase_of_da_is_fomamls_gradient():
     w2 = w1 - ALPHA * g(w1)
     c = 1 - 2 * ALPHA * XS ** 2
     algo.progress = 0.25
-    assert algo.task_gradient(task).grads[0].item() == pytest.approx(q(w2), rel=1e-12)
+    assert task_gradient(algo, task).grads[0].item() == pytest.approx(q(w2), rel=1e-12)
     algo.progress = 0.5
-    assert algo.task_gradient(task).grads[0].item() == pytest.approx(q(w2) * c ** 2, rel=1e-12)
+    assert task_gradient(algo, task).grads[0].item() == pytest.approx(q(w2) * c ** 2, rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------- CA
@@ -201,7 +202,7 @@ def test_per_step_bn_uses_step_k_weights_and_statistics_at_step_k():
         algo.per_step.norm_params["1.weight"].copy_(torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
     calls = record_norm(algo)
     conv = nn.functional.conv2d(task.support_x, algo.model[0].weight, algo.model[0].bias, padding=1)
-    algo.task_gradient(task)
+    task_gradient(algo, task)
     # support at step 0 and 1, the query after step 2 (index 1), then the logged fit (last weights, batch stats)
     assert calls == [(1.0, 0, True), (2.0, 1, True), (2.0, 1, True), (2.0, None, True)]
     mean, var = conv.mean(dim=(0, 2, 3)), conv.var(dim=(0, 2, 3), unbiased=True)  # momentum 0.1 from (0, 1)
@@ -221,7 +222,7 @@ def test_per_step_bn_weights_are_meta_parameters_in_place_of_the_layers_own():
     algo, task = bn_run(per_step_bn_weights=True)
     names = set(algo.theta())
     assert "1.weight" not in names and "1.bias" not in names and "1.weight" not in algo.adapted
-    grads = algo.task_gradient(task).grads
+    grads = task_gradient(algo, task).grads
     assert [g.shape for g in grads[-2:]] == [(2, 2), (2, 2)]  # per step × channel
     assert grads[-1].abs().max() > 1e-6
 
@@ -232,9 +233,10 @@ def test_batched_engine_equals_the_looped_one_with_per_step_bn(options):
     algo, _ = bn_run(**options)
     algo.progress = 0.05
     tasks = [make_task(size=4, seed=s) for s in range(3)]
-    from metacompare.algorithms.base import looped_gradient
+    from metacompare.engines.batched import stack_gradient
+    from metacompare.engines.looped import looped_gradient
     looped = looped_gradient(algo, tasks)
-    batched = algo.batched_gradient(tasks)
+    batched = stack_gradient(algo, tasks)
     assert batched is not None
     worst = max((a - b).abs().max().item() for a, b in zip(looped.grads, batched.grads))
     assert worst < 1e-10 and max(g.abs().max().item() for g in looped.grads) > 1e-4
@@ -242,7 +244,8 @@ def test_batched_engine_equals_the_looped_one_with_per_step_bn(options):
 
 def test_running_statistics_fall_back_to_the_looped_engine():
     algo, _ = bn_run(per_step_bn_statistics=True)
-    assert algo.batched_gradient([make_task(size=4, seed=s) for s in range(2)]) is None
+    from metacompare.engines.batched import stack_gradient
+    assert stack_gradient(algo, [make_task(size=4, seed=s) for s in range(2)]) is None
 
 
 # ---------------------------------------------------------------------------- the preset

@@ -22,7 +22,6 @@ import yaml
 
 from metacompare import bench, distributed, precision
 from metacompare.algorithms import ALGORITHMS
-from metacompare.algorithms.base import MetaAlgorithm
 from metacompare.cli import OPTION_FIELDS, build_parser, main
 from metacompare.config import ConfigError, expand
 from metacompare.validation import OPTIONAL_FIELDS, READ_ONLY_WITH
@@ -299,15 +298,14 @@ OMNIGLOT = {"dataset": "omniglot", "model": "conv4", "ways": 5, "shots": 1, "que
 SAMPLES = {"inner_state": {"inner_optimizer": "adam", "inner_state": "carry"},
            "inner_chains": {"inner_optimizer": "adam", "inner_state": "carry", "inner_chains": 2},
            "mamlpp": {"mamlpp": {"multi_step_loss": True}}, "batch_tasks": {"batch_tasks": True},
-           "task_chunk": {"batch_tasks": True, "task_chunk": 2}}
+           "task_chunk": {"batch_tasks": True, "task_chunk": 2}, "vmap": {"vmap": True}}
 
 
 def test_unread_option_class_declarations_match_the_code():
-    """Class: accepted settings with no effect. ``batch_tasks`` is declared by exactly the algorithms with
-    a task-batched form; ``task_chunk`` only by some of those; every declared field is an optional one."""
+    """Class: accepted settings with no effect. ``task_chunk`` is declared only by algorithms that also
+    declare ``batch_tasks`` (it chunks the task-batched engine); every declared field is an optional one.
+    (That a declared engine runs the plug-in, and equals the looped one, is tests/test_contract.py's.)"""
     for name, cls in ALGORITHMS.items():
-        batched = cls.batched_gradient is not MetaAlgorithm.batched_gradient
-        assert ("batch_tasks" in cls.uses) == batched, name
         assert "task_chunk" not in cls.uses or "batch_tasks" in cls.uses, name
         assert set(cls.uses) <= set(OPTIONAL_FIELDS), name
     assert set(SAMPLES) == set(OPTIONAL_FIELDS)

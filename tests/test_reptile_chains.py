@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from metacompare import distributed, runner
-from metacompare.algorithms import build_algorithm, chains
+from metacompare.algorithms import build_algorithm
+from metacompare.engines import chains
 from metacompare.config import ConfigError, RunConfig
 from metacompare.validation import validate
 from tests.conftest import make_task

@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from metacompare import inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy, linear_head
+from metacompare.algorithms.base import MetaAlgorithm, Net, Objective, linear_head
 from metacompare.data import Task
 
 
@@ -24,6 +24,7 @@ from metacompare.data import Task
 class ANIL(MetaAlgorithm):
     name = "anil"
     backends = ("metacompare",)
+    uses = frozenset({"batch_tasks", "vmap"})
 
     def __init__(self, model: nn.Module, cfg):
         head = linear_head(model, self.name)
@@ -39,14 +40,25 @@ class ANIL(MetaAlgorithm):
         head, _ = inner.adapt(self._head_forward, dict(self.head.named_parameters()), features, y, loop)
         return head
 
-    def task_gradient(self, task: Task) -> TaskGradient:
-        head = self._adapted_head(self.body(task.support_x), task.support_y, self.training_loop(second_order=True))
-        outputs = self._head_forward(head, self.body(task.query_x))
-        loss = self.loss_fn(outputs, task.query_y)
-        grads = torch.autograd.grad(loss, self.meta_parameters())
-        fit = self._head_forward(head, self.body(task.support_x))
-        fit = fit.detach()
-        return TaskGradient(list(grads), self.loss_fn(fit, task.support_y).item(), accuracy(fit, task.support_y))
+    def task_objective(self, net: Net, params: inner.Params, task: Task) -> Objective:
+        """The head adapted on the body's features of the support set; the query loss through both."""
+        prefix = f"{len(self.model) - 1}."  # the head's parameters in the model's names
+        body = {k: v for k, v in params.items() if not k.startswith(prefix)}
+
+        def features(x: torch.Tensor) -> torch.Tensor:
+            return net.call(self.body, body, x)
+
+        def head_forward(head: inner.Params, x: torch.Tensor) -> torch.Tensor:
+            return net.call(self.head, head, x)
+        loop = self.training_loop(second_order=True)
+        loop.adapted = None  # the head's own parameters, all of them
+        start = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+        head = net.adapt(head_forward, start, features(task.support_x), task.support_y, loop)
+
+        def loss(adapted: inner.Params) -> torch.Tensor:
+            final = {k[len(prefix):]: v for k, v in adapted.items() if k.startswith(prefix)}
+            return inner.task_loss(head_forward(final, features(task.query_x)), task.query_y).mean()
+        return Objective({**body, **{prefix + k: v for k, v in head.items()}}, loss, task.support_x, task.support_y)
 
     def adapt(self, task: Task, steps: int, procedure=None, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
         with torch.enable_grad():

@@ -1,29 +1,34 @@
 """The one interface every meta-learner implements.
 
 The algorithm holds its hyperparameters, the model (whose parameters are the meta-parameters θ) and
-the outer optimiser. A plug-in fills in :meth:`MetaAlgorithm.task_gradient`: its contribution to the
-meta-gradient from one task. :meth:`meta_train_step` averages those over the meta-batch, writes them
-to ``.grad`` and steps the outer optimiser, so every algorithm's outer update happens in one place.
-Adaptation, in training and at test time, goes through the one inner loop of :mod:`metacompare.inner`.
+the outer optimiser. A plug-in states its meta-gradient once, for one task: :meth:`MetaAlgorithm.task_objective`
+adapts the task's parameters and returns the query loss as a function of them (an :class:`Objective`), and
+:meth:`MetaAlgorithm.gradient_rule` says which gradient of it the meta-gradient is: through the
+adaptation (MAML), at the adapted weights (FOMAML), or the step θ − θ̃ itself (Reptile). The engines of
+:mod:`metacompare.engines` apply it: one task after another, all tasks in one grouped network, under
+``torch.func.vmap``, compiled, or over processes; they hand the plug-in a :class:`Net` (how to run the
+network and the inner loop on their tensors), so no plug-in knows which engine runs it.
+:meth:`meta_train_step` writes the engine's mean to ``.grad`` and steps the outer optimiser, so every
+algorithm's outer update happens in one place. Adaptation, in training and at test time, goes through
+the one inner loop of :mod:`metacompare.inner`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metacompare import batch_eval, compiled, distributed, inner, precision
+from metacompare import inner, precision
 from metacompare.backends import BACKENDS, get_adapt
 from metacompare.runconfig import EvalProcedure, MamlPlusPlusConfig, RunConfig
 from metacompare.data import Task
@@ -47,9 +52,55 @@ class BatchGradient:
     accuracy: float | None
 
 
-def as_batch(step: TaskGradient) -> BatchGradient:
-    """A stack's result (the compiled batched step returns its means as one TaskGradient)."""
-    return BatchGradient(step.grads, step.loss, step.accuracy)
+# The three meta-gradients a plug-in may declare (:meth:`MetaAlgorithm.gradient_rule`).
+THROUGH = "through"  # ∇_θ L_query(θ̃(θ)), through the adaptation (MAML, second order)
+AT_ADAPTED = "at_adapted"  # ∇_θ̃ L_query(θ̃), used as if it were ∇_θ (FOMAML: the Jacobian dθ̃/dθ taken as I)
+DELTA = "delta"  # θ − θ̃, which an outer SGD(lr=ε) turns into Reptile's interpolation (no query loss)
+RULES = (THROUGH, AT_ADAPTED, DELTA)
+
+
+class Net(Protocol):
+    """What an engine hands :meth:`MetaAlgorithm.task_objective`: the network and the inner loop, run on
+    the engine's tensors. For one task (looped, ``vmap``, compiled) the parameters are θ's own shapes;
+    for the grouped network every tensor, parameters and data, has a leading task axis of ``tasks``."""
+
+    tasks: int  # 0: one task's tensors; T: a stack of T tasks (the grouped network)
+
+    def forward(self, params: inner.Params, x: torch.Tensor) -> torch.Tensor:
+        """The algorithm's network (:meth:`MetaAlgorithm.forward`) at ``params``."""
+
+    def call(self, module: nn.Module, params: inner.Params, x: torch.Tensor) -> torch.Tensor:
+        """A part of the network (ANIL's body or head) at ``params``, named as that module names them."""
+
+    def adapt(self, forward: inner.Forward, params: inner.Params, x: torch.Tensor, y: torch.Tensor,
+              loop: inner.InnerLoop, trace: list | None = None) -> inner.Params:
+        """:func:`metacompare.inner.adapt` on these tensors: the adapted parameters."""
+
+
+@dataclass
+class Objective:
+    """One task's training objective, as :meth:`MetaAlgorithm.task_objective` states it.
+
+    ``adapted``: the parameters after the inner loop. ``loss``: the query loss as a function of them
+    (None under the ``delta`` rule). ``fit_x``/``fit_y``: the examples the logged training fit is
+    measured on, by ``predict`` (default: the network) at ``adapted``.
+    """
+
+    adapted: inner.Params
+    loss: Callable[[inner.Params], torch.Tensor] | None
+    fit_x: torch.Tensor
+    fit_y: torch.Tensor
+    predict: inner.Forward | None = None
+
+
+Engine = Callable[["MetaAlgorithm", list[Task]], BatchGradient]
+_ENGINE_FOR: list[Callable[[RunConfig], Engine]] = []
+
+
+def install_engines(engine_for: Callable[[RunConfig], Engine]) -> None:
+    """How a config chooses its engine, installed by :mod:`metacompare.engines` when it is imported: the
+    engines know the algorithms, not the other way round, so this module never imports them."""
+    _ENGINE_FOR[:] = [engine_for]
 
 
 def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
@@ -60,17 +111,22 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> float | None:
 
 
 def predict_query(predict: Callable[[torch.Tensor], torch.Tensor], support_x: torch.Tensor,
-                  query_x: torch.Tensor, mode: str = "transductive") -> torch.Tensor:
+                  query_x: torch.Tensor, mode: str = "transductive", axis: int = 0) -> torch.Tensor:
     """Outputs for the query set under an evaluation mode (transduction: Nichol et al. 2018).
 
     ``transductive``: the query set is one batch, so BatchNorm normalises with its statistics and
     each prediction depends on the other query examples (the MAML and Reptile code). ``non_transductive``:
     as supervised-reptile does it, each query example is appended to the support set alone and only its
     row is kept, so BatchNorm sees the support set plus that one example and nothing else of the query.
+    ``axis``: the examples' axis (1 for episodes stacked ``[T, N, ...]``, each with its own support set).
     """
     if mode == "transductive":
         return predict(query_x)
-    return torch.cat([predict(torch.cat([support_x, q[None]]))[-1:] for q in query_x])
+    rows = []
+    for i in range(query_x.shape[axis]):
+        out = predict(torch.cat([support_x, query_x.narrow(axis, i, 1)], axis))
+        rows.append(out.narrow(axis, out.shape[axis] - 1, 1))
+    return torch.cat(rows, axis)
 
 
 def cosine_rate(initial: float, final: float, fraction_done: float) -> float:
@@ -139,8 +195,12 @@ class MetaAlgorithm(ABC):
     needs_query: ClassVar[bool] = True
     # The constructor takes ``num_classes``, the training split's class count (pretrain's head); default False.
     uses_num_classes: ClassVar[bool] = False
-    # Whether it has :meth:`pure_gradient`, the form ``compile: true`` runs (metacompare.compiled); default False.
+    # Whether its objective is pure ``torch.func`` code that ``compile: true`` can trace whole
+    # (metacompare.engines.compiled); default False. The engines it runs on beyond the looped one are the
+    # optional fields ``batch_tasks`` and ``vmap`` in ``uses``.
     compilable: ClassVar[bool] = False
+    # Under the ``delta`` rule, the task gradient is delta_sign·(θ − θ̃); default 1 (Reptile).
+    delta_sign: ClassVar[float] = 1.0
     # MAML++'s options when the config has no ``mamlpp`` section; None (default): it has none.
     mamlpp_preset: ClassVar[MamlPlusPlusConfig | None] = None
     # Config fields an experiment file gives it unless the file sets them (config.expand); default none.
@@ -153,7 +213,6 @@ class MetaAlgorithm(ABC):
         self.adapted = adapted_names(model)
         self.outer_optimizer = make_optimizer(cfg.outer_optimizer, self.meta_parameters(), cfg.outer_lr)
         self.inner_state: Any = None  # the inner optimiser's state when it is carried across tasks
-        self._compiled: dict[bool, compiled.Pure] = {}  # pure_gradient compiled, per stacked (compile: true)
         self._logging = [0.0, 0.0]  # wall and CPU seconds spent on the logged training fit (logging_fit)
         self.progress = 0.0  # fraction of training done, set each iteration by set_outer_lr
 
@@ -164,9 +223,13 @@ class MetaAlgorithm(ABC):
     def theta(self) -> inner.Params:
         return dict(self.model.named_parameters())
 
+    def named_meta_parameters(self) -> inner.Params:
+        """The tensors the outer optimiser updates, by name: θ (:meth:`theta`), and those a plug-in adds
+        (Meta-SGD's step sizes). Engines differentiate :meth:`task_objective` with respect to these."""
+        return self.theta()
+
     def meta_parameters(self) -> list[torch.Tensor]:
-        """The tensors the outer optimiser updates (Meta-SGD-like plug-ins add their own)."""
-        return list(self.model.parameters())
+        return list(self.named_meta_parameters().values())
 
     def training_loop(self, second_order: bool = False) -> inner.InnerLoop:
         """The inner loop of meta-training, as the config describes it."""
@@ -189,48 +252,42 @@ class MetaAlgorithm(ABC):
 
     # ------------------------------------------------------------------------------ training
     @abstractmethod
-    def task_gradient(self, task: Task) -> TaskGradient:
-        """This task's contribution to the meta-gradient, parallel to :meth:`meta_parameters`."""
+    def task_objective(self, net: Net, params: inner.Params, task: Task) -> Objective:
+        """One task's objective: adapt on the task with ``net``, from ``params`` (the named meta-parameters,
+        :meth:`named_meta_parameters`), and return the adapted parameters and the query loss as a function
+        of them. The one statement of the algorithm's training maths; every engine runs it."""
 
-    def batched_gradient(self, tasks: list[Task]) -> BatchGradient | None:
-        """The mean meta-gradient computed for all tasks at once, or None where the plug-in has no
-        batched form (the looped engine is then used)."""
-        return None
+    def gradient_rule(self) -> str:
+        """Which gradient of :meth:`task_objective` the meta-gradient is (:data:`RULES`): through the
+        adaptation, or, for a first-order plug-in, at the adapted weights."""
+        return AT_ADAPTED if self.first_order else THROUGH
 
-    def pure_gradient(self, theta: inner.Params, *tensors: torch.Tensor, stacked: bool = False) -> tuple:
-        """The task's (or, ``stacked``, the stack's mean) meta-gradient, loss and accuracy as one pure
-        function of detached θ and the task's tensors, in ``torch.func``: what ``compile: true``
-        compiles. Plug-ins with ``compilable = True`` fill it in."""
-        raise NotImplementedError(f"{self.name} has no pure_gradient")
-
-    def compiled_step(self, *tensors: torch.Tensor, stacked: bool = False) -> TaskGradient:
-        """:meth:`pure_gradient` through ``torch.compile``, compiled on first use (once per shape)."""
-        if stacked not in self._compiled:
-            self._compiled[stacked] = compiled.compile_pure(functools.partial(self.pure_gradient, stacked=stacked),
-                                                            self.cfg.device)
-        theta = {k: v.detach() for k, v in self.theta().items()}
-        grads, loss, acc = self._compiled[stacked](theta, *tensors)
-        # CUDA graphs reuse their output buffers on the next call: take copies before that happens.
-        return TaskGradient([g.clone() for g in grads], loss.item(), None if acc is None else acc.item())
-
-    def meta_train_step(self, tasks: list[Task], engine: Callable | None = None) -> dict[str, float]:
-        """One outer update from a meta-batch: θ ← outer_optimizer(θ, mean of task gradients)."""
-        engine = engine or engine_for(self.cfg)
+    def meta_train_step(self, tasks: list[Task], engine: Engine | None = None) -> dict[str, float]:
+        """One outer update from a meta-batch: θ ← outer_optimizer(θ, mean of task gradients), the mean
+        computed by ``engine`` (default: the one the config chooses, :func:`metacompare.engines.engine_for`)."""
+        if engine is None:
+            if not _ENGINE_FOR:
+                raise RuntimeError("no engine is installed: import metacompare.engines before training")
+            engine = _ENGINE_FOR[0](self.cfg)
         with precision.autocast(self.cfg), training_mode(self.model):  # autocast: a no-op unless bfloat16
             batch = engine(self, tasks)
-        self.outer_optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(self.meta_parameters(), batch.grads):
-            p.grad = g
-        self.outer_optimizer.step()
+        self.outer_update(batch.grads)
         metrics = {"loss": batch.loss}
         if batch.accuracy is not None:
             metrics["accuracy"] = batch.accuracy
         return metrics
 
+    def outer_update(self, grads: list[torch.Tensor]) -> None:
+        """θ ← outer_optimizer(θ, ``grads``), the gradients parallel to :meth:`meta_parameters`."""
+        self.outer_optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(self.meta_parameters(), grads):
+            p.grad = g
+        self.outer_optimizer.step()
+
     def replay_draws(self, task: Task) -> None:
-        """Draw from torch's global RNG what :meth:`task_gradient` draws for ``task`` (its training inner
+        """Draw from torch's global RNG what the looped engine draws for ``task`` (its training inner
         loop's mini-batch shuffles), without the work: a process that leaves the task to another stays on
-        the one-process random stream (:func:`split_engine`)."""
+        the one-process random stream (:mod:`metacompare.engines.parallel`)."""
         examples = {"adapt_then_query": task.support_y, "adapt_all": task.all_y}.get(self.work_rule)
         if examples is None or self.cfg.backend != "metacompare":
             return
@@ -253,22 +310,6 @@ class MetaAlgorithm(ABC):
             rate = fraction_done * final + (1 - fraction_done) * self.cfg.outer_lr
         for group in self.outer_optimizer.param_groups:
             group["lr"] = rate
-
-    def fit_summary(self, params: inner.Params, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float | None]:
-        """The logged training loss, one definition for every algorithm: the adapted weights' loss
-        (and accuracy) on the examples they were adapted on."""
-        with self.logging_fit():
-            outputs = self.forward(params, x)
-            return self.loss_fn(outputs, y).item(), accuracy(outputs, y)
-
-    def stacked_fit_summary(self, forward: inner.Forward, params: inner.Params, x: torch.Tensor,
-                            y: torch.Tensor) -> tuple[float, float | None]:
-        """:meth:`fit_summary` of a stack of tasks (the grouped network, ``x`` ``[T, N, ...]``): the mean
-        over the tasks, as the looped engine's mean of per-task fits."""
-        with self.logging_fit():
-            outputs = forward(params, x)
-            loss = inner.task_loss(outputs, y).mean().item()
-            return loss, None if y.is_floating_point() else (outputs.argmax(-1) == y).float().mean().item()
 
     @contextmanager
     def logging_fit(self) -> Iterator[None]:
@@ -311,16 +352,6 @@ class MetaAlgorithm(ABC):
             outputs = predict_query(predict, task.support_x, task.query_x, self.cfg.evaluation)
             return self.loss_fn(outputs, task.query_y).item(), accuracy(outputs, task.query_y)
 
-    def evaluate_stack(self, tasks: list[Task], steps: int, procedure: EvalProcedure | None = None,
-                       generators: list[torch.Generator] | None = None) -> list[tuple[float, float | None]] | None:
-        """:meth:`evaluate` of every task at once in one grouped network (``eval_batch``,
-        :mod:`metacompare.batch_eval`), task ``t`` with mini-batch order ``generators[t]``; None where the
-        plug-in has no such form (it adapts its own way: ANIL, Meta-SGD, pretrain) or the tasks cannot
-        be stacked, so that they are evaluated one at a time."""
-        if type(self).adapt is not MetaAlgorithm.adapt or type(self).evaluate is not MetaAlgorithm.evaluate:
-            return None
-        return batch_eval.evaluate_stack(self, tasks, steps, procedure, generators)
-
     # ------------------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), "outer_optimizer": self.outer_optimizer.state_dict()}
@@ -333,67 +364,3 @@ class MetaAlgorithm(ABC):
         self.outer_optimizer.load_state_dict(state["outer_optimizer"])
         if "inner_state" in state:
             self.inner_state = inner.AdamState.from_dict(state["inner_state"])
-
-
-def _summed(algorithm: MetaAlgorithm, tasks: list[Task]) -> tuple[list[torch.Tensor], float, float | None]:
-    """The sums over ``tasks`` of the task gradients, losses and accuracies (None for regression)."""
-    total = [torch.zeros_like(p) for p in algorithm.meta_parameters()]
-    loss, accuracy_sum = 0.0, None
-    for task in tasks:
-        step = algorithm.task_gradient(task)
-        for acc, g in zip(total, step.grads):
-            acc.add_(g)
-        loss += step.loss
-        if step.accuracy is not None:
-            accuracy_sum = (accuracy_sum or 0.0) + step.accuracy
-    return total, loss, accuracy_sum
-
-
-def looped_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
-    """The looped engine: the mean of :meth:`MetaAlgorithm.task_gradient`, one task at a time."""
-    total, loss, accuracy_sum = _summed(algorithm, tasks)
-    n = len(tasks)
-    return BatchGradient([g / n for g in total], loss / n, None if accuracy_sum is None else accuracy_sum / n)
-
-
-def batched_gradient(algorithm: MetaAlgorithm, tasks: list[Task]) -> BatchGradient:
-    """The task-batched engine: the plug-in's batched form where it has one, else the looped engine."""
-    return algorithm.batched_gradient(tasks) or looped_gradient(algorithm, tasks)
-
-
-def split_gradient(algorithm: MetaAlgorithm, tasks: list[Task], batched: bool = False) -> BatchGradient:
-    """Data parallel (:mod:`metacompare.distributed`): this process's slice of the meta-batch, its sums
-    all-reduced and divided by the meta-batch size, so every process gets the one-process mean.
-
-    Looped, the tasks of other processes have their global-RNG draws replayed, so the random stream
-    (inner mini-batch shuffles) is the one-process stream. Batched, a slice draws one shuffle sequence
-    for its whole stack, as the whole meta-batch does in one process.
-    """
-    begin, end = distributed.bounds(len(tasks))
-    mine = tasks[begin:end]
-    part = algorithm.batched_gradient(mine) if batched else None
-    if part is not None:
-        sums = [g * len(mine) for g in part.grads]
-        loss, accuracy_sum = part.loss * len(mine), None if part.accuracy is None else part.accuracy * len(mine)
-    else:
-        for task in tasks[:begin]:
-            algorithm.replay_draws(task)
-        sums, loss, accuracy_sum = _summed(algorithm, mine)
-        for task in tasks[end:]:
-            algorithm.replay_draws(task)
-    stats = torch.tensor([loss, accuracy_sum or 0.0], dtype=torch.float64, device=sums[0].device)
-    *sums, stats = distributed.all_sum([*sums, stats])
-    n = len(tasks)
-    return BatchGradient([g / n for g in sums], stats[0].item() / n,
-                         None if accuracy_sum is None else stats[1].item() / n)
-
-
-ENGINES: dict[str, Callable[[MetaAlgorithm, list[Task]], BatchGradient]] = {
-    "looped": looped_gradient, "batched": batched_gradient}
-
-
-def engine_for(cfg: RunConfig) -> Callable[[MetaAlgorithm, list[Task]], BatchGradient]:
-    """The engine a config asks for (``batch_tasks``), split over the processes of a distributed run."""
-    if distributed.world_size() > 1:
-        return functools.partial(split_gradient, batched=cfg.batch_tasks)
-    return ENGINES["batched" if cfg.batch_tasks else "looped"]

@@ -98,8 +98,10 @@ class PerStep:
                                            device=params[name].device).requires_grad_() for name in self.adapted}
         self.replaced = set(self.norm_params)  # model parameters that no longer take part
 
-    def meta_parameters(self) -> list[torch.Tensor]:
-        return list(self.rates.values()) + list(self.norm_params.values())
+    def named_meta_parameters(self) -> inner.Params:
+        """The learned step sizes, then the per-step BatchNorm weights, by name."""
+        return {**{f"lslr.{k}": r for k, r in self.rates.items()},
+                **{f"bn_step.{k}": t for k, t in self.norm_params.items()}}
 
     def at_step(self, step: int, tasks: int = 0, statistics: bool = True) -> inner.Params:
         """The tensors that replace the layers' own in step ``step``'s forward pass; ``tasks``: repeated

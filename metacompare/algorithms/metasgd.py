@@ -15,7 +15,7 @@ from torch import nn
 
 from metacompare import inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
+from metacompare.algorithms.base import MetaAlgorithm, Net, Objective
 from metacompare.data import Task
 
 
@@ -23,14 +23,16 @@ from metacompare.data import Task
 class MetaSGD(MetaAlgorithm):
     name = "metasgd"
     backends = ("metacompare",)
+    uses = frozenset({"batch_tasks", "vmap"})
 
     def __init__(self, model: nn.Module, cfg):
         # α must exist before the base class builds the outer optimiser over meta_parameters().
         self.inner_lrs = [torch.full_like(p, cfg.inner_lr).requires_grad_() for p in model.parameters()]
         super().__init__(model, cfg)
 
-    def meta_parameters(self) -> list[torch.Tensor]:
-        return list(self.model.parameters()) + self.inner_lrs
+    def named_meta_parameters(self) -> inner.Params:
+        """θ and α, one step size per entry of each parameter (``inner_lr.<name>``)."""
+        return {**self.theta(), **{f"inner_lr.{k}": a for k, a in zip(self.theta(), self.inner_lrs)}}
 
     def _loop(self, steps: int, second_order: bool) -> inner.InnerLoop:
         """Plain SGD with the learned α; differentiable in θ and α if second order."""
@@ -40,12 +42,14 @@ class MetaSGD(MetaAlgorithm):
         loop.optimizer, loop.steps = inner.SGD(rates), steps
         return loop
 
-    def task_gradient(self, task: Task) -> TaskGradient:
-        params, _ = inner.adapt(self.forward, self.theta(), task.support_x, task.support_y,
-                                self._loop(self.cfg.inner_steps, second_order=True))
-        loss = self.loss_fn(self.forward(params, task.query_x), task.query_y)
-        grads = torch.autograd.grad(loss, self.meta_parameters())
-        return TaskGradient(list(grads), *self.fit_summary(params, task.support_x, task.support_y))
+    def task_objective(self, net: Net, params: inner.Params, task: Task) -> Objective:
+        """θ̃ = θ − α ⊙ ∇L_support(θ) per step; the query loss at θ̃, differentiable in θ and α."""
+        theta = {k: params[k] for k in self.theta()}
+        loop = self.training_loop(second_order=True)
+        loop.optimizer = inner.SGD({k: params[f"inner_lr.{k}"] for k in theta})
+        adapted = net.adapt(net.forward, theta, task.support_x, task.support_y, loop)
+        return Objective(adapted, lambda p: inner.task_loss(net.forward(p, task.query_x), task.query_y).mean(),
+                         task.support_x, task.support_y)
 
     def adapt(self, task: Task, steps: int, procedure=None, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
         if procedure is not None:  # a common test procedure replaces the learned α too

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient
+from metacompare import inner
+from metacompare.algorithms.base import DELTA, MetaAlgorithm, Net, Objective
 from metacompare.data import Task
 
 
@@ -63,17 +64,21 @@ class NaiveReptile(MetaAlgorithm):
     # at inner_lr on the support set, what the sample loop does), so one backend is enough.
     backends = ("metacompare",)
     needs_query = False  # like Reptile, the sample loop trains on all of a task's examples
-    sign = 1.0  # multiplies θ̃ − θ
+    delta_sign = -1.0  # the task gradient is −(θ − θ̃) = θ̃ − θ
     # The sample loop's inner loop is full-batch SGD on the mean loss from a fresh copy: the protocol knobs
     # that would change it are refused (validation) rather than silently ignored.
     requires = {"inner_optimizer": "sgd", "inner_batch_size": 0, "inner_loss": "mean"}
     requires_why = "runs the sample loop's own inner loop (full-batch SGD on the mean loss, fresh per task)"
 
-    def task_gradient(self, task: Task) -> TaskGradient:
-        # Like Reptile, the sample loop trains on all of the task's data: it has no support/query split.
+    def task_objective(self, net: Net, params: inner.Params, task: Task) -> Objective:
+        """The sample loop's adaptation, on a deep copy of the model (whose parameters are ``params`` on
+        the looped engine, the only one it declares); like Reptile, on all of the task's data."""
         x, y = task.all_x, task.all_y
-        deltas, adapted = naive_task_delta(self.model, x, y, self.cfg.inner_lr, self.cfg.inner_steps, self.loss_fn)
-        return TaskGradient([self.sign * d for d in deltas], *self.fit_summary(dict(adapted.named_parameters()), x, y))
+        _, adapted = naive_task_delta(self.model, x, y, self.cfg.inner_lr, self.cfg.inner_steps, self.loss_fn)
+        return Objective(dict(adapted.named_parameters()), None, x, y)
+
+    def gradient_rule(self) -> str:
+        return DELTA
 
 
 @register
@@ -81,4 +86,4 @@ class NaiveReptileFixed(NaiveReptile):
     """The sample loop with the sign fixed: the outer optimiser receives θ − θ̃, which is Reptile."""
 
     name = "naive_reptile_fixed"
-    sign = -1.0
+    delta_sign = 1.0

@@ -19,7 +19,7 @@ from torch import nn
 
 from metacompare import inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy, linear_head
+from metacompare.algorithms.base import MetaAlgorithm, Net, Objective, linear_head
 from metacompare.data import Task
 
 
@@ -43,25 +43,27 @@ class Pretrain(MetaAlgorithm):
     def body(self) -> nn.Module:
         return self.model[:-1]
 
-    def meta_parameters(self) -> list[torch.Tensor]:
+    def named_meta_parameters(self) -> inner.Params:
         if self.head is None:
-            return list(self.model.parameters())
+            return self.theta()
         # The model's own ways-output layer is never trained: every test task gets a fresh head.
-        return [*self.body.parameters(), *self.head.parameters()]
+        return {**dict(self.body.named_parameters()), **{f"head.{k}": v for k, v in self.head.named_parameters()}}
 
-    def task_gradient(self, task: Task) -> TaskGradient:
-        """Gradient of the supervised loss on all of the task's examples; the base class averages them."""
+    def task_objective(self, net: Net, params: inner.Params, task: Task) -> Objective:
+        """No adaptation: the supervised loss on all of the task's examples, with the dataset-wide labels
+        under the all-class head; its gradient (through θ, the default rule) is the plain one."""
         x, y = task.all_x, task.all_y
         if self.head is None:
-            outputs = self.model(x)
-        else:
-            if task.classes is None:
-                raise ValueError("pretrain needs Task.classes, the dataset-wide class of each task label")
-            y = task.classes.to(y.device)[y]
-            outputs = self.head(self.body(x))
-        loss = self.loss_fn(outputs, y)
-        grads = torch.autograd.grad(loss, self.meta_parameters())
-        return TaskGradient(list(grads), loss.item(), accuracy(outputs.detach(), y))
+            return Objective(params, lambda p: inner.task_loss(net.forward(p, x), y).mean(), x, y)
+        if task.classes is None:
+            raise ValueError("pretrain needs Task.classes, the dataset-wide class of each task label")
+        y = task.classes.to(y.device)[y]
+
+        def classify(p: inner.Params, inputs: torch.Tensor) -> torch.Tensor:
+            body = {k: v for k, v in p.items() if not k.startswith("head.")}
+            head = {k[len("head."):]: v for k, v in p.items() if k.startswith("head.")}
+            return net.call(self.head, head, net.call(self.body, body, inputs))
+        return Objective(params, lambda p: inner.task_loss(classify(p, x), y).mean(), x, y, classify)
 
     def adapt(self, task: Task, steps: int, procedure=None, generator=None) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.head is None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from metacompare import inner
 from metacompare.algorithms.registry import register
-from metacompare.algorithms.base import MetaAlgorithm, TaskGradient, accuracy
+from metacompare.algorithms.base import DELTA, MetaAlgorithm, Net, Objective
 from metacompare.data import Task
 
 
@@ -19,19 +20,13 @@ class Scratch(MetaAlgorithm):
     name = "scratch"
     work_rule = "none"  # metacompare.budget.task_work
 
-    def task_gradient(self, task: Task) -> TaskGradient:
-        """Nothing carries over between tasks: a zero meta-gradient, and the unadapted query loss."""
-        with torch.no_grad():
-            outputs = self.model(task.query_x)
-            loss = self.loss_fn(outputs, task.query_y).item()
-        return TaskGradient([torch.zeros_like(p) for p in self.meta_parameters()], loss,
-                            accuracy(outputs, task.query_y))
+    def task_objective(self, net: Net, params: inner.Params, task: Task) -> Objective:
+        """Nothing is adapted (θ − θ̃ = 0: a zero meta-gradient); the logged fit is the unadapted query
+        loss, so that curves have a value."""
+        return Objective(params, None, task.query_x, task.query_y)
 
-    def meta_train_step(self, tasks: list[Task], engine=None) -> dict[str, float]:
-        """Leaves θ as initialised; returns the untrained network's query loss, so curves have a value."""
-        steps = [self.task_gradient(task) for task in tasks]
-        metrics = {"loss": sum(s.loss for s in steps) / len(steps)}
-        accuracies = [s.accuracy for s in steps if s.accuracy is not None]
-        if accuracies:
-            metrics["accuracy"] = sum(accuracies) / len(accuracies)
-        return metrics
+    def gradient_rule(self) -> str:
+        return DELTA
+
+    def outer_update(self, grads: list[torch.Tensor]) -> None:
+        """Leaves θ as initialised (and the outer optimiser's state as it is)."""

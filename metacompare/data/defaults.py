@@ -75,7 +75,7 @@ def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots:
                 label_column: str = "label", text_column: str = "text", procs: int = 1) -> dict[str, Any]:
     """A complete raw config (the mapping a YAML file would hold) for comparing on this data; ``procs``:
     the processes ``compare --procs`` gives each run, which Reptile's carried Adam state can use only as
-    that many chains (``inner_chains``, :mod:`metacompare.algorithms.chains`)."""
+    that many chains (``inner_chains``, :mod:`metacompare.engines.chains`)."""
     from metacompare.config import expand
 
     raw = base_config(path, form, label_column, text_column)

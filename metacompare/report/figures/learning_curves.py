@@ -69,7 +69,7 @@ def prose(frame: pd.DataFrame, exp: Experiment) -> tuple[str, str]:
                "validation episodes when the setting has one seed (clipped to the score's range). Left: against "
                "meta-iterations; right: against wall-clock seconds. The training loss and accuracy in metrics.csv "
                "mean the same for every algorithm: the adapted weights' loss on the examples they were adapted "
-               "on, averaged over the meta-batch (MetaAlgorithm.fit_summary)." + reference_note(drawn))
+               "on, averaged over the meta-batch (metacompare.engines.rules.logged_fit)." + reference_note(drawn))
     return text + ".", caption
 
 

@@ -1,4 +1,4 @@
-"""Reptile's carried inner state as independent chains, so that its meta-batch can run on processes.
+"""The chains engine: Reptile's carried inner state as independent chains, so that its meta-batch can run on processes.
 
 supervised-reptile (Nichol et al. 2018) carries one Adam state from task to task (``inner_state:
 carry``): each task starts from the moments and step count the previous task left, one serial chain
@@ -27,6 +27,9 @@ import torch
 from metacompare import distributed, grouped, inner
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm
 from metacompare.data import Task
+from metacompare.engines import looped, rules
+from metacompare.engines.batched import stack
+from metacompare.engines.net import TaskNet
 
 
 def spans(count: int, chains: int) -> list[tuple[int, int]]:
@@ -63,7 +66,9 @@ def _looped(algorithm, tasks, shares, mine):
     for c in mine:
         state = algorithm.chains[c]
         for task in tasks[slice(*shares[c])]:
-            step, state = algorithm.chained_task_gradient(task, state)
+            net = TaskNet(algorithm, carry=True, state=state)
+            step = looped.task_gradient(algorithm, task, net)
+            state = net.state
             for acc, g in zip(total, step.grads):
                 acc.add_(g)
             loss += step.loss
@@ -92,8 +97,7 @@ def _rounds(algorithm, tasks, shares, mine):
         for members in by_step.values():
             torch.set_rng_state(start)  # every group draws the round's one shuffle sequence
             group = [tasks[shares[c][0] + k] for c in members]
-            sums, fit_loss, fit_acc, states = algorithm.chained_stack_gradient(
-                group, [algorithm.chains[c] for c in members])
+            sums, fit_loss, fit_acc, states = _stack_link(algorithm, group, [algorithm.chains[c] for c in members])
             for acc, g in zip(total, sums):
                 acc.add_(g)
             loss += fit_loss * len(group)
@@ -104,24 +108,21 @@ def _rounds(algorithm, tasks, shares, mine):
     return total, loss, accuracy_sum
 
 
+def _stack_link(algorithm: MetaAlgorithm, tasks: list[Task], states: list) -> tuple:
+    """One link of several chains at once, in the grouped network: the sum over ``tasks`` of θ − θ̃, the
+    mean fit loss and accuracy, and each chain's new state. ``states`` share one step count."""
+    net = TaskNet(algorithm, tasks=len(tasks), carry=True, state=inner.stack_states(states))
+    theta = algorithm.named_meta_parameters()
+    objective = algorithm.task_objective(net, rules.start(algorithm, theta, len(tasks), track=False),
+                                         stack(tasks))
+    loss, acc = rules.logged_fit(algorithm, net, objective)
+    with torch.no_grad():
+        sums = [len(tasks) * t.detach() - objective.adapted[k].detach().sum(0) for k, t in theta.items()]
+    return sums, loss, acc, inner.unstack_state(net.state, len(tasks))
+
+
 def _step(state) -> int:
     return 0 if state is None else state.step
-
-
-def stack_states(states: list) -> "inner.AdamState | None":
-    """Chains' Adam states stacked along a leading task axis (None where none has started)."""
-    if all(s is None for s in states):
-        return None
-    if any(s is None for s in states) or len({s.step for s in states}) != 1:
-        raise ValueError("only chains at one Adam step count can share a stack")
-    first = states[0]
-    return inner.AdamState(first.step, {k: torch.stack([s.m[k] for s in states]) for k in first.m},
-                           {k: torch.stack([s.v[k] for s in states]) for k in first.v})
-
-
-def unstack_state(state: inner.AdamState, count: int) -> list[inner.AdamState]:
-    return [inner.AdamState(state.step, {k: t[i] for k, t in state.m.items()}, {k: t[i] for k, t in state.v.items()})
-            for i in range(count)]
 
 
 def _synchronised(algorithm, mine, sums, stats):
