@@ -219,13 +219,7 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
     width and ResNet-12's first block's (default 8 with ``quick``, else 64, MetaOptNet's ResNet-12)."""
     from metacompare import provenance, results
 
-    unknown = [n for n in implementations or () if n not in IMPLEMENTATIONS]
-    if unknown:
-        raise UserError(f"--implementations: unknown {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
-    if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
-        raise UserError(f"--device: {device!r} needs a visible CUDA GPU; use --device cpu")
-    if repeats < 1:
-        raise UserError(f"--repeats: must be at least 1, got {repeats}")
+    _check_arguments(implementations, device, repeats)
     names = [n for n in implementations or (QUICK_IMPLEMENTATIONS if quick else ONE_THREAD)
              if IMPLEMENTATIONS[n].procs == 1]
     # The whole-machine race: its default contenders, or those named, when a data-parallel one is among them.
@@ -257,18 +251,35 @@ def bench(models: list[str], steps: list[int], ways: int = 5, shots: int = 1, qu
             if whole:
                 bar.set_postfix_str(f"{s.model}, {s.inner_steps} inner step{'s' * (s.inner_steps > 1)}, whole machine")
                 machine_rows += race(s, whole, repeats, whole_peaks, 0, isolate=not quick, bar=bar)
-    for stem, table, title in [("bench", rows, where if device != "cpu" else f"{threads or DEFAULT_THREADS} thread(s) per process"),
-                               ("bench_machine", machine_rows, f"whole machine: {MACHINE_PROCS} cores, peers at "
-                                                               f"{DEFAULT_THREADS} threads, metacompare at "
-                                                               f"{MACHINE_PROCS} processes x 1 thread")]:
-        if table:
-            results.write_csv(out / f"{stem}.csv", table, COLUMNS)
-            plot(table, out / f"{stem}.png")
-            print(f"\n{title}\n{format_table(table)}")
+    _write_tables(out, rows, where if device != "cpu" else f"{threads or DEFAULT_THREADS} thread(s) per process",
+                  machine_rows)
     _sampling(rows + machine_rows, out, sampling_config, data_root, ways, shots, query, quick)
     results.save_json(out / "provenance.json", provenance.record(out))  # which code made these numbers
     print(f"wrote {', '.join(str(out / f'{stem}.csv') for stem, t in [('bench', rows), ('bench_machine', machine_rows)] if t)}")
     return rows + machine_rows
+
+
+def _check_arguments(implementations: list[str] | None, device: str, repeats: int) -> None:
+    unknown = [n for n in implementations or () if n not in IMPLEMENTATIONS]
+    if unknown:
+        raise UserError(f"--implementations: unknown {unknown}; choose from {', '.join(IMPLEMENTATIONS)}")
+    if device != "cpu" and not (device.startswith("cuda") and torch.cuda.is_available()):
+        raise UserError(f"--device: {device!r} needs a visible CUDA GPU; use --device cpu")
+    if repeats < 1:
+        raise UserError(f"--repeats: must be at least 1, got {repeats}")
+
+
+def _write_tables(out: Path, rows: list[dict], title: str, machine_rows: list[dict]) -> None:
+    """``bench.csv`` and ``bench_machine.csv`` (where raced), each with its figure and console table."""
+    from metacompare import results
+
+    machine_title = (f"whole machine: {MACHINE_PROCS} cores, peers at {DEFAULT_THREADS} threads, metacompare at "
+                     f"{MACHINE_PROCS} processes x 1 thread")
+    for stem, table, heading in [("bench", rows, title), ("bench_machine", machine_rows, machine_title)]:
+        if table:
+            results.write_csv(out / f"{stem}.csv", table, COLUMNS)
+            plot(table, out / f"{stem}.png")
+            print(f"\n{heading}\n{format_table(table)}")
 
 
 def matmul_peaks(size: int, device: str = "cpu") -> tuple[dict[str, float], str]:
