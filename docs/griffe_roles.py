@@ -1,6 +1,6 @@
 """Griffe extension (mkdocs.yml, mkdocstrings' ``extensions:``): Sphinx roles in docstrings become links.
 
-The package's docstrings name other objects the Sphinx way (``:class:`RunConfig```, ``:mod:`metacompare.inner```,
+The package's docstrings name other objects the Sphinx way (``:class:`RunConfig```, ``:mod:`metacompare.algorithms.inner```,
 ``:meth:`task_gradient```). mkdocstrings renders Markdown, where those roles would show as raw text; this
 rewrites each one into an autorefs cross-reference, with the name resolved in the scope of the object whose
 docstring holds it (so ``:meth:`task_gradient``` inside ``MetaAlgorithm`` points at

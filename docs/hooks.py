@@ -1,11 +1,11 @@
 """MkDocs hooks (``hooks:`` in mkdocs.yml): generated pages, results files, and the drift check.
 
 - ``reference/config.md`` and ``reference/cli.md`` are generated from the code at every build
-  (:mod:`metacompare.reference`); nothing generated is committed. A config field without a meaning is a
+  (:mod:`doctools.reference`); nothing generated is committed. A config field without a meaning is a
   warning, which ``mkdocs build --strict`` turns into a failure.
 - The committed figures and ``report.html`` pages under ``results/`` are added to the site at the same
   paths, so pages link to them as ``results/...`` (they live outside ``docs/``).
-- Every results table in a page (``<!-- table: ... -->`` blocks, :mod:`metacompare.doctables`) must equal
+- Every results table in a page (``<!-- table: ... -->`` blocks, :mod:`doctools.doctables`) must equal
   what its results file renders to; a stale one is a warning, so the strict build fails on it.
 - Every figure in a page becomes a link to the image itself (``class="mc-zoom"``): a click opens it full
   size (``assets/zoom.js`` shows it over the page; without JavaScript the browser opens the file).
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's metacompare, not whichever one 
 
 from mkdocs.structure.files import File  # noqa: E402
 
-from metacompare import doctables, reference  # noqa: E402
+from doctools import doctables, reference  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.metacompare")
 ASSETS = ("results/*/report/*.png", "results/*/report/report.html", "results/*/compare/*.png",
@@ -33,7 +33,7 @@ ASSETS = ("results/*/report/*.png", "results/*/report/report.html", "results/*/c
 def on_files(files, config):
     missing = reference.undocumented()
     if missing:
-        log.warning("config fields without a meaning (add them to metacompare/field_docs.py, or a "
+        log.warning("config fields without a meaning (add them to doctools/field_docs.py, or a "
                     "metadata={'doc': ...} or comment in runconfig.py): %s", ", ".join(missing))
     files.append(File.generated(config, "reference/config.md", content=reference.config_reference()))
     files.append(File.generated(config, "reference/cli.md", content=reference.cli_reference()))

@@ -1,6 +1,6 @@
 """Does the ``_foreach`` Adam step pay? Reptile's training inner loop as supervised-reptile runs it on
 Omniglot (configs/omniglot_minimal.yaml: Nichol et al.'s network, 5 Adam steps on mini-batches of 10
-out of 50 images, Adam's state carried), timed with :class:`metacompare.inner.Adam` on its ``_foreach``
+out of 50 images, Adam's state carried), timed with :class:`metacompare.algorithms.inner.Adam` on its ``_foreach``
 kernels against the same step written per tensor (the path that keeps a graph for second order), and
 with the network and images in channels_last as well. Both from the same θ and images, interleaved
 after warm-ups, in this process's CPU time, so load from other processes hits them alike. One thread.
@@ -20,7 +20,7 @@ from unittest import mock
 import torch
 from torch.func import functional_call
 
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.models import conv4_nichol
 
 

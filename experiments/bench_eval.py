@@ -28,9 +28,11 @@ import time
 
 import torch
 
-from metacompare import precision, scoring
-from metacompare.build import build_run
-from metacompare.config import load_experiment
+from metacompare.models import precision
+
+from metacompare.training import scoring
+from metacompare.training.build import build_run
+from metacompare.config.loading import load_experiment
 
 
 def timed(algorithm, episodes, cfg, device, dtype, chunk: int) -> tuple[float, float, list]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metacompare.config import expand
+from metacompare.config.loading import expand
 from metacompare.data import TaskSampler, load_omniglot, omniglot_splits, stream_seed
 from metacompare.data.folder import FolderImages
 from metacompare.data.index import index_folder

@@ -1,5 +1,5 @@
 """Does ``compile: true`` pay? One meta-iteration of metacompare's eager step against its torch.compile'd
-step, on the bench's setting (``metacompare.bench_worker.Setting``: same model, θ and random Omniglot-shaped
+step, on the bench's setting (``metacompare.workflows.bench_worker.Setting``: same model, θ and random Omniglot-shaped
 tasks), for Reptile, FOMAML and MAML on the looped and the task-batched engine.
 
 For each contender: the compile (the first call, less one eager step) is reported apart; the first
@@ -23,10 +23,10 @@ import time
 
 import torch
 
-from metacompare import compiled
-from metacompare.bench_worker import Setting, make_model, make_tasks
-from metacompare.build import build_for
-from metacompare.config import RunConfig
+from metacompare.engines import torch_compile as compiled
+from metacompare.workflows.bench_worker import Setting, make_model, make_tasks
+from metacompare.training.build import build_for
+from metacompare.config.loading import RunConfig
 
 # Of the largest gradient entry: the level of the fast paths accepted at this size (float32), and bf16's
 # own rounding (the bench records 3-10% of the largest entry between bf16 and float32 learn2learn).

@@ -12,8 +12,8 @@ for a in reptile fomaml maml anil metasgd pretrain scratch; do
   OMP_NUM_THREADS=1 PYTHONPATH=$PWD python - "$a" "$out" <<'PY'
 import json, sys, tempfile, torch
 torch.set_num_threads(1)
-from metacompare.config import load_experiment
-from metacompare.runner import train_and_evaluate
+from metacompare.config.loading import load_experiment
+from metacompare.training.runner import train_and_evaluate
 algorithm, out = sys.argv[1], sys.argv[2]
 model = [] if algorithm in ("reptile", "fomaml", "maml") else ["model=conv4"]
 runs = [("configs/sine.yaml", ["iterations=30", "eval_interval=15", "test_episodes=50", "eval_episodes=10"]),

@@ -33,7 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metacompare.data import defaults  # noqa: E402
+from metacompare.workflows import data_defaults as defaults  # noqa: E402
 from metacompare.data.index import index_folder  # noqa: E402
 from metacompare.data.splits import split_classes  # noqa: E402
 

@@ -1,11 +1,11 @@
 """How far a budget rung's snapshot lands from a run of its own at that budget.
 
-A rung of `compare`'s budget ladder is a snapshot of the longer run (metacompare.ladder). Where a
+A rung of `compare`'s budget ladder is a snapshot of the longer run (metacompare.training.ladder). Where a
 schedule follows the fraction of the budget spent (Reptile's meta-step annealed to 0, a cosine outer
 rate), the snapshot is taken mid-schedule, while a run of its own at the rung's budget would have
 finished its schedule. For each setting and seed this trains the longer run under ``--budget`` with
 compare's five rungs, then the run of its own at ``--rung`` of that budget (the same config and seed:
-the same initial weights and training tasks; :func:`metacompare.ladder.rung_config`), and compares
+the same initial weights and training tasks; :func:`metacompare.training.ladder.rung_config`), and compares
 their test scores paired over the same test episodes (:func:`metacompare.report.stats.paired_test`)
 and across seeds (:func:`metacompare.report.stats.pairwise`). A work budget keeps both deterministic.
 Also recorded: the seconds the ladder's snapshot scoring took beside the longer run's training.
@@ -28,11 +28,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from metacompare import budget, provenance
-from metacompare.config import load_experiment, with_overrides
-from metacompare.ladder import rung_config, rung_name
+from metacompare.training import budget
+
+from metacompare.storage import provenance
+from metacompare.config.loading import load_experiment, with_overrides
+from metacompare.training.ladder import rung_config, rung_name
 from metacompare.report.stats import paired_test, pairwise
-from metacompare.runner import run_dir, train_and_evaluate
+from metacompare.training.runner import run_dir, train_and_evaluate
 
 # The schedules a rung can catch mid-way, and a control with none (configs/sine.yaml otherwise).
 SETTINGS = {

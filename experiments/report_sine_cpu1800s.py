@@ -8,10 +8,12 @@ seed (the same command with ``--set algorithm=reptile --set seed=1``). This scri
 over exactly those runs (it trains only what is missing): python experiments/report_sine_cpu1800s.py
 """
 
-from metacompare import budget, tune
-from metacompare.compare import read_chosen, write_report
-from metacompare.config import with_overrides
-from metacompare.runner import train_and_evaluate
+from metacompare.training import budget
+
+from metacompare.workflows import tune
+from metacompare.workflows.compare import read_chosen, write_report
+from metacompare.config.loading import with_overrides
+from metacompare.training.runner import train_and_evaluate
 
 SPEC, CHOSEN, BUDGET = "experiments/compare_sine.yaml", "results/sine_compare_cpu300s/tune/search.yaml", "cpu:1800"
 SEEDS = {"fomaml": 1, "maml": 1, "reptile": 2}

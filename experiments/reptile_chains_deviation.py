@@ -26,10 +26,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from metacompare import precision, provenance, scoring
+from metacompare.models import precision
+
+from metacompare.storage import provenance
+
+from metacompare.training import scoring
 from metacompare.report.stats import pairwise
-from metacompare.build import build_run
-from metacompare.config import load_experiment
+from metacompare.training.build import build_run
+from metacompare.config.loading import load_experiment
 
 MODES = {"serial": {}, "chains2": {"inner_chains": 2}, "chains5-batched": {"inner_chains": 5, "batch_tasks": True},
          "chains2-batched": {"inner_chains": 2, "batch_tasks": True}}

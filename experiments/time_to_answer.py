@@ -24,11 +24,11 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, as the docstring shows
-from metacompare.timing import PHASES  # noqa: E402
+from metacompare.training.timing import PHASES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ZIP = ROOT.parent / "shared" / "data" / "omniglot" / "images_background_small1.zip"  # where the tests find it
-PARTS = PHASES  # the runner's wall-time split (metacompare.timing)
+PARTS = PHASES  # the runner's wall-time split (metacompare.training.timing)
 
 
 def run_compare(data: Path, results: Path, budget: str, procs: int, extra: list[str]) -> float:

@@ -2,15 +2,20 @@
 
 The Python API is `metacompare.api` (``from metacompare.api import compare, inspect, run``). Its
 names are also attributes of this package, loaded on first use so that ``import metacompare`` stays
-light; ``compare`` is the one exception: ``metacompare.compare`` is the module of that name.
+light. Modules that moved into the package's folders keep their old import paths for one release
+(:mod:`metacompare._moved`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The API names this package offers (metacompare.api.__all__ less `compare`, the module's name here).
-__all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "Objective", "RunConfig", "Task",
+from metacompare import _moved
+
+_moved.install()
+
+# The API names this package offers (metacompare.api.__all__).
+__all__ = ["Comparison", "compare", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "Objective", "RunConfig", "Task",
            "TaskGradient",
            "UserError", "algorithm_names", "inspect", "load_comparison", "load_config", "load_results", "register",
            "run", "write_report"]

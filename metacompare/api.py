@@ -20,18 +20,19 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from metacompare import compare as comparing
-from metacompare import files, provenance
+from metacompare.workflows import compare as comparing
+from metacompare import files
+from metacompare.storage import provenance
 from metacompare.algorithms import ALGORITHMS
 from metacompare.algorithms.base import MetaAlgorithm, Objective, TaskGradient
 from metacompare.algorithms.registry import register
-from metacompare.config import RunConfig, load_experiment, parse_override, with_overrides
+from metacompare.config.loading import RunConfig, load_experiment, parse_override, with_overrides
 from metacompare.data import Task
-from metacompare.data import inspect as inspecting
+from metacompare.workflows import inspect_data as inspecting
 from metacompare.errors import ConfigError, DataError, UserError
 from metacompare.report import write_report
 from metacompare.report.experiment import Experiment, analyse
-from metacompare.runner import train_and_evaluate
+from metacompare.training.runner import train_and_evaluate
 from metacompare.workflows.own_data import config_file
 
 __all__ = ["Comparison", "ConfigError", "DataError", "Experiment", "MetaAlgorithm", "Objective", "RunConfig", "Task",

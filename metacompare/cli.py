@@ -19,7 +19,7 @@ from metacompare.errors import UserError
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from metacompare.data.inspect import inspect
+    from metacompare.workflows.inspect_data import inspect
 
     print(inspect(args.path, args.form, args.label_column, args.text_column, args.ways, args.shots, args.query,
                   verify=args.verify, overrides=args.set))
@@ -27,10 +27,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from metacompare import distributed
-    from metacompare.config import load_experiment, with_overrides
+    from metacompare.engines import distributed
+    from metacompare.config.loading import load_experiment, with_overrides
     from metacompare.report.console import summary_line
-    from metacompare.runner import train_and_evaluate
+    from metacompare.training.runner import train_and_evaluate
 
     configs = load_experiment(_config_or_data(args), args.set)
     if args.results_dir:
@@ -53,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from metacompare.compare import compare
+    from metacompare.workflows.compare import compare
 
     report = compare(_config_or_data(args, args.budget), args.budget, tuned=not args.no_tune, seeds=args.seeds,
                      overrides=args.set, results_dir=args.results_dir, progress=not args.no_progress,
@@ -66,7 +66,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from metacompare.report.console import summary_line
-    from metacompare.tune import run_tune
+    from metacompare.workflows.tune import run_tune
 
     for summary in run_tune(args.file, args.set, seeds=args.seeds, results_dir=args.results_dir,
                             progress=not args.no_progress, workers=args.workers or 1, executor=args.executor,
@@ -76,7 +76,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from metacompare.sweep import load_sweep, run_sweep, status_counts
+    from metacompare.workflows.sweep import load_sweep, run_sweep, status_counts
 
     configs = load_sweep(args.sweep, args.set, results_dir=args.results_dir)
     summaries = run_sweep(configs, workers=args.workers, executor=args.executor, address=args.address,
@@ -115,7 +115,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from metacompare.bench import bench
+    from metacompare.workflows.bench import bench
 
     bench(args.models, args.steps, ways=args.ways, shots=args.shots, query=args.query, meta_batch=args.meta_batch,
           repeats=args.repeats, implementations=args.implementations, out_dir=args.out, threads=args.threads,
@@ -125,14 +125,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from metacompare.catalogue import listing
+    from metacompare.workflows.catalogue import listing
 
     print(listing())
     return 0
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from metacompare import data, download
+    from metacompare import data
+    from metacompare.data import download
 
     root = Path(args.root or f"data/{args.dataset}")
     if data.source_of(args.dataset).files_per_split:
@@ -169,7 +170,7 @@ def _speaks(about_a_stop: bool = False) -> bool:
     """Whether this process prints the line. Of the workers of ``run --procs`` (one machine, one config)
     rank 0 alone prints errors and warnings (else each line once per process) and none a stop, which
     their launcher reports; processes started otherwise (torchrun by hand, other machines) all print."""
-    from metacompare import distributed
+    from metacompare.engines import distributed
 
     return not os.environ.get(distributed.LAUNCHED) or (distributed.is_writer() and not about_a_stop)
 

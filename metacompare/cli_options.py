@@ -50,7 +50,7 @@ class _Version(argparse.Action):
         super().__init__(option_strings, argparse.SUPPRESS, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from metacompare.provenance import version_text
+        from metacompare.storage.provenance import version_text
 
         print(version_text())
         parser.exit()
@@ -217,7 +217,7 @@ def _download_options(download: argparse.ArgumentParser) -> None:
 
 
 def _bench_options(bench: argparse.ArgumentParser) -> None:
-    """``bench``'s own options (metacompare.bench)."""
+    """``bench``'s own options (metacompare.workflows.bench)."""
     small = bounded(int, 1, 100)
     bench.add_argument("--models", nargs="+", default=["conv4", "conv4_strided"],
                        choices=["conv4", "conv4_strided", "resnet12"],
@@ -259,7 +259,7 @@ def check_options(args: argparse.Namespace) -> None:
     """The one point where the command's own options meet its ``--set`` overrides."""
     if not hasattr(args, "set"):
         return
-    from metacompare.config import refuse_set_twice
+    from metacompare.config.loading import refuse_set_twice
 
     command = args.commands[args.command]
     refuse_set_twice({f"--{dest.replace('_', '-')}": (fields, getattr(args, dest))

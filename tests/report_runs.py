@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from metacompare import results
-from metacompare.config import RunConfig, dump
+from metacompare.storage import results
+from metacompare.config.loading import RunConfig, dump
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 T1 = 12.706204736174694  # Student-t 0.975 quantile, 1 degree of freedom (tables: 12.706)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from metacompare.algorithms import ALGORITHMS
-from metacompare.config import RunConfig, with_overrides
+from metacompare.config.loading import RunConfig, with_overrides
 from metacompare.engines import COMPILED, ENGINES, parallel
 from metacompare.models import mlp
 from tests.conftest import make_sine_task
@@ -28,7 +28,7 @@ GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "add-algorithm.
 
 def define():
     """The guide's file, as one function so that the test registers it only while it runs."""
-    from metacompare import inner
+    from metacompare.algorithms import inner
     from metacompare.algorithms.base import MetaAlgorithm, Objective
     from metacompare.algorithms.registry import register
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from metacompare.algorithms import ALGORITHMS, build_algorithm
 from metacompare.algorithms.naive_reptile import naive_reptile_step
-from metacompare.config import RunConfig
+from metacompare.config.loading import RunConfig
 from metacompare.models import conv4, mlp
 from metacompare.engines.looped import task_gradient
 from tests.conftest import make_sine_task, make_task

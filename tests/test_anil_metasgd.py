@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metacompare.algorithms import build_algorithm
-from metacompare.config import RunConfig
+from metacompare.config.loading import RunConfig
 from metacompare.models import mlp
 from metacompare.engines.looped import task_gradient
 from tests.conftest import make_sine_task, make_task

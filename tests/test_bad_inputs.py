@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from metacompare.algorithms.base import MetaAlgorithm
-from metacompare.config import ConfigError
+from metacompare.config.loading import ConfigError
 from metacompare.data import build_tasks
-from metacompare.download import download_omniglot
+from metacompare.data.download import download_omniglot
 from tests.faults import (cli, cli_process, closed_port_url, file_server, leftovers, md5, omniglot_config,
                           omniglot_zip, one_torch_thread, silent_server, sine_config, snapshot, write_config)
 
@@ -122,7 +122,7 @@ FIELDS = {
     "conv4_too_small_image": ({"dataset": "omniglot", "model": "conv4", "ways": 2, "omniglot": {"image_size": 12}},
                               ("omniglot.image_size: conv4", "needs at least 16", "conv4_strided")),
     "no_sources": ({"omniglot": {"sources": []}}, ("omniglot.sources: the list is empty",)),
-    # model: resnet12's section (metacompare.resnet12)
+    # model: resnet12's section (metacompare.models.resnet12)
     "resnet12_three_widths": ({"dataset": "omniglot", "model": "resnet12", "ways": 2, "resnet12": {"widths": [8, 16, 32]}},
                               ("resnet12.widths: expected the 4 blocks' channels", "[64, 160, 320, 640]")),
     "resnet12_dropblock_rate_one": ({"dataset": "omniglot", "model": "resnet12", "ways": 2,
@@ -351,7 +351,7 @@ def test_resuming_with_a_changed_config(tmp_path, capsys, monkeypatch):
     """A checkpoint under another configuration (a run folder copied or renamed by hand) is refused."""
     folder = _interrupted_run(tmp_path, capsys, monkeypatch, write_config(tmp_path / "a.yaml", sine_config()))
     changed = write_config(tmp_path / "cfg.yaml", sine_config(inner_lr=0.02))
-    from metacompare.config import load_experiment
+    from metacompare.config.loading import load_experiment
 
     folder.rename(folder.with_name(load_experiment(changed)[0].run_id()))
     refused(capsys, tmp_path, ("checkpoint.pt", "different config (fields differ: inner_lr)",
@@ -380,7 +380,7 @@ def test_download_fetches_checks_and_the_zip_loads(tmp_path):
                                    checksums={"images_background": md5(served / "images_background.zip")})
     assert path == root / "images_background.zip" and md5(path) == md5(served / "images_background.zip")
     assert leftovers(root) == []
-    from metacompare.config import expand
+    from metacompare.config.loading import expand
 
     cfg = expand(omniglot_config(root, omniglot={"sources": ["images_background"], "rotations": False,
                                                   "image_size": 12, "train_alphabets": ["Alpha0", "Alpha1"],

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from metacompare.algorithms import build_algorithm
-from metacompare.config import OmniglotConfig, RunConfig
+from metacompare.config.loading import OmniglotConfig, RunConfig
 from metacompare.data import Task, build_tasks, load_omniglot
 from metacompare.models import build_model, conv4, mlp
-from metacompare.runner import train_and_evaluate
+from metacompare.training.runner import train_and_evaluate
 from tests.conftest import make_sine_task, make_task
 
 NUM_CLASSES = 7

@@ -14,12 +14,16 @@ import dataclasses
 import pytest
 import torch
 
-from metacompare import batch_eval, inner, scoring
+from metacompare.engines import batch_eval
+
+from metacompare.algorithms import inner
+
+from metacompare.training import scoring
 from metacompare.algorithms import build_algorithm
-from metacompare.config import ConfigError, RunConfig, with_overrides
+from metacompare.config.loading import ConfigError, RunConfig, with_overrides
 from metacompare.errors import UserError
 from metacompare.models import conv4_finn, conv4_nichol
-from metacompare.runconfig import EvalProcedure
+from metacompare.config.runconfig import EvalProcedure
 from tests.conftest import make_task
 
 WAYS, SHOTS, QUERY, SIZE, EPISODES = 3, 3, 2, 28, 7
@@ -153,7 +157,7 @@ def test_a_run_with_eval_batch_scores_what_the_looped_run_scores(tmp_path):
     and test, trained and floor, per episode."""
     import pandas
 
-    from metacompare import runner
+    from metacompare.training import runner
     from tests.faults import sine_config
 
     fields = sine_config(algorithm="reptile", inner_optimizer="adam", inner_betas=(0.0, 0.999), inner_state="carry",

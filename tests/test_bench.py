@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from metacompare import results
-from metacompare.bench import COLUMNS, format_table
-from metacompare.bench_worker import MACHINE_PROCS, QUICK_IMPLEMENTATIONS, QUICK_MACHINE
+from metacompare.storage import results
+from metacompare.workflows.bench import COLUMNS, format_table
+from metacompare.workflows.bench_worker import MACHINE_PROCS, QUICK_IMPLEMENTATIONS, QUICK_MACHINE
 from metacompare.cli import main
 
 
@@ -55,7 +55,7 @@ def test_a_gpu_race_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
 def test_task_sampling_rate_on_the_omniglot_config(omniglot_root):
     """The sampling rate is measured on the race's task shape: the config's first algorithm (Reptile,
     10 training images per class) plus 15 query images once asked for more drawings than a class has."""
-    from metacompare.bench import sampling_rate
+    from metacompare.workflows.bench import sampling_rate
 
     rate = sampling_rate("configs/omniglot_minimal.yaml", str(omniglot_root), ways=5, shots=1, query=15, count=3)
     assert rate["tasks"] == 3 and 0 < rate["tasks_per_s"] < math.inf

@@ -8,10 +8,10 @@ import time
 import pandas as pd
 import pytest
 
-from metacompare import budget, runner
-from metacompare.config import ConfigError, RunConfig, validate, with_overrides
+from metacompare.training import budget, runner
+from metacompare.config.loading import ConfigError, RunConfig, validate, with_overrides
 from metacompare.errors import UserError
-from metacompare.runner import train_and_evaluate
+from metacompare.training.runner import train_and_evaluate
 from tests.test_tune import one_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 

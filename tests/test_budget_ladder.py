@@ -9,14 +9,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from metacompare import files, ladder
+from metacompare import files
+
+from metacompare.training import ladder
 from metacompare.cli import main
-from metacompare.config import load_experiment, with_overrides
+from metacompare.config.loading import load_experiment, with_overrides
 from metacompare.report import budgets
-from metacompare.runner import run_dir, train_and_evaluate
+from metacompare.training.runner import run_dir, train_and_evaluate
 from tests.test_tune import TINY, one_thread  # noqa: F401 (autouse fixture)
 
-# Work per iteration (metacompare.budget): fomaml (3*5 + 3*5) x 2 tasks = 60, reptile 3*10*2 x 2 = 120.
+# Work per iteration (metacompare.training.budget): fomaml (3*5 + 3*5) x 2 tasks = 60, reptile 3*10*2 x 2 = 120.
 PER_ITERATION = {"fomaml": 60, "reptile": 120}
 BUDGET = 2400
 

@@ -1,13 +1,13 @@
-"""metacompare.build: the one place a config becomes device, dtype, tasks, network and algorithm."""
+"""metacompare.training.build: the one place a config becomes device, dtype, tasks, network and algorithm."""
 
 from __future__ import annotations
 
 import torch
 
-from metacompare.build import build_for, build_network, build_run, placement
-from metacompare.config import RunConfig, expand, with_overrides
+from metacompare.training.build import build_for, build_network, build_run, placement
+from metacompare.config.loading import RunConfig, expand, with_overrides
 from metacompare.workflows.lake import load_trained
-from metacompare.runner import run_dir, train_and_evaluate
+from metacompare.training.runner import run_dir, train_and_evaluate
 
 
 def sine(**changes) -> RunConfig:

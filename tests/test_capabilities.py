@@ -15,8 +15,8 @@ from torch import nn
 from metacompare import models
 from metacompare.algorithms import ALGORITHMS
 from metacompare.algorithms.base import DELTA, MetaAlgorithm, Objective, linear_head
-from metacompare.config import ConfigError, RunConfig, expand, with_overrides
-from metacompare.validation import CHOICES, NO_BATCHNORM2D, OPTIONAL_FIELDS
+from metacompare.config.loading import ConfigError, RunConfig, expand, with_overrides
+from metacompare.config.validation import CHOICES, NO_BATCHNORM2D, OPTIONAL_FIELDS
 from tests.faults import sine_config
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}

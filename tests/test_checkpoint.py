@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from metacompare import runner
-from metacompare.build import build_run
+from metacompare.training import runner
+from metacompare.training.build import build_run
 from metacompare.errors import UserError
 from metacompare.training import checkpoint
 from metacompare.training.checkpoint import RunState

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from metacompare import cli, provenance
+from metacompare import cli
+
+from metacompare.storage import provenance
 from metacompare.algorithms import ALGORITHMS
 from metacompare.engines import ENGINES
-from metacompare.backends import BACKENDS
-from metacompare.config import CHOICES
-from metacompare.tracking import TRACKERS
+from metacompare.algorithms.backends import BACKENDS
+from metacompare.config.loading import CHOICES
+from metacompare.storage.tracking import TRACKERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +127,7 @@ def test_list_prints_every_registered_name_with_a_description(capsys):
 
 
 def test_a_summary_is_the_first_paragraph_on_one_line_roles_plain_and_cut_at_the_width():
-    from metacompare.catalogue import LIST_WIDTH, summary_of
+    from metacompare.workflows.catalogue import LIST_WIDTH, summary_of
 
     def short():
         """Uses :meth:`adapt` and ``x``.

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from metacompare import compare, tune
+from metacompare.workflows import compare, tune
 from metacompare.cli import main
 from metacompare.errors import UserError
 from tests.test_tune import TINY, one_thread  # noqa: F401 (autouse fixture)
@@ -135,7 +135,7 @@ def tiny_config(tmp_path):
 
 
 def record(tmp_path, **fields):
-    """A tune record as metacompare.tune.write_record writes it (only the keys --chosen reads)."""
+    """A tune record as metacompare.workflows.tune.write_record writes it (only the keys --chosen reads)."""
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump({"trials_per_algorithm": 8, "trial_budget": {"work": 40.0}, **fields}))
     return path
@@ -202,7 +202,7 @@ def test_learning_curves_name_every_algorithm_even_when_its_first_seed_has_no_cu
     the legend entry (it once went missing)."""
     from matplotlib.figure import Figure
 
-    from metacompare.config import RunConfig
+    from metacompare.config.loading import RunConfig
 
     def metrics(values):
         return pd.DataFrame({"iteration": [10, 20], "train_cpu_seconds": [1.0, 2.0], "work": [5, 10],

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from metacompare import compare, executors, tune
+from metacompare.workflows import compare, executors, tune
 from metacompare.cli import build_parser, main
 from tests.faults import CHILD_ENV, ROOT, wait_for
 from tests.test_lifecycle_sweep import alive, workers_of

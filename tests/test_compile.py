@@ -1,4 +1,4 @@
-"""``compile: true`` (metacompare.compiled): the torch.compile'd step gives the eager meta-gradient.
+"""``compile: true`` (metacompare.engines.torch_compile): the torch.compile'd step gives the eager meta-gradient.
 
 The compiled step is an engine's pure form (:mod:`metacompare.engines.compiled`): the algorithm's one
 objective differentiated by ``torch.func``, for one task, the grouped network or under ``vmap``.
@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metacompare import compiled
+from metacompare.engines import torch_compile as compiled
 from metacompare.algorithms import build_algorithm
 from metacompare.engines import batched, vmap
 from metacompare.engines import compiled as compiled_engine
 from metacompare.engines.looped import task_gradient
-from metacompare.config import ConfigError, RunConfig, with_overrides
+from metacompare.config.loading import ConfigError, RunConfig, with_overrides
 from tests.test_fast_paths import config, flat, max_abs, ours, reference, tasks_of, tiny_conv
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from metacompare.config import ConfigError, RunConfig, expand, load_experiment, with_overrides
+from metacompare.config.loading import ConfigError, RunConfig, expand, load_experiment, with_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -30,14 +30,16 @@ import re
 import pytest
 import torch
 
-from metacompare import precision, scoring
+from metacompare.models import precision
+
+from metacompare.training import scoring
 from metacompare.algorithms import ALGORITHMS
 from metacompare.algorithms.base import MetaAlgorithm
-from metacompare.config import ConfigError
+from metacompare.config.loading import ConfigError
 from metacompare.engines import ENGINES
 from metacompare.engines.looped import looped_gradient
-from metacompare.build import Run, build_for, build_network, build_run, seed_everything
-from metacompare.config import EvalProcedure, RunConfig, with_overrides
+from metacompare.training.build import Run, build_for, build_network, build_run, seed_everything
+from metacompare.config.loading import EvalProcedure, RunConfig, with_overrides
 from tests.faults import one_torch_thread
 
 one_thread = pytest.fixture(autouse=True)(one_torch_thread)  # as a run computes, and fast on shared cores

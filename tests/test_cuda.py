@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from metacompare import distributed, precision, results
+from metacompare.engines import distributed
+
+from metacompare.models import precision
+
+from metacompare.storage import results
 from metacompare.algorithms import build_algorithm
 from metacompare.cli import main
-from metacompare.config import RunConfig
+from metacompare.config.loading import RunConfig
 from metacompare.models import conv4, conv4_finn
 from tests.conftest import make_task
 from tests.faults import sine_config, write_config
@@ -94,7 +98,7 @@ def test_float32_on_cuda_is_exact_without_tf32():
     """The fast paths' float32 gradients on a GPU differ from learn2learn's by up to 3e-1 (relative,
     5 inner steps at step 0.4) because cuDNN runs float32 convolutions in TF32 by default; with TF32
     off they agree as on the CPU."""
-    from metacompare.bench_worker import IMPLEMENTATIONS, Setting, make_model, make_tasks, step_function
+    from metacompare.workflows.bench_worker import IMPLEMENTATIONS, Setting, make_model, make_tasks, step_function
 
     s = Setting(model="conv4_strided", inner_steps=5, meta_batch=4, filters=8, image_size=14, query=2, device="cuda")
     def grads(name):

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from metacompare.config import OmniglotConfig, RunConfig
+from metacompare.config.loading import OmniglotConfig, RunConfig
 from metacompare.data import SineWaves, TaskSampler, build_tasks, omniglot_splits
 
 

@@ -12,7 +12,7 @@ import torch
 
 from metacompare import data, models
 from metacompare.algorithms import build_algorithm
-from metacompare.config import ConfigError, expand
+from metacompare.config.loading import ConfigError, expand
 from metacompare.data.labelled import Labelled
 from metacompare.data.source import DataSource
 
@@ -48,7 +48,7 @@ def test_no_dataset_is_chosen_by_name_outside_the_registry():
 
 
 def test_every_config_dataset_is_a_registered_source():
-    from metacompare.config import CHOICES
+    from metacompare.config.loading import CHOICES
 
     assert list(CHOICES["dataset"]) == ["sine", "omniglot", "miniimagenet", "mnist", "digits", "folder", "table",
                                         "text"]
@@ -61,7 +61,7 @@ def test_every_source_declares_what_the_rest_reads(name, tmp_path):
     shapes (known without reading images) are images exactly when it says so."""
     from dataclasses import replace
 
-    from metacompare.config import CHOICES, RunConfig
+    from metacompare.config.loading import CHOICES, RunConfig
 
     source = data.SOURCES[name]
     assert source.name == name and source.networks and set(source.networks) <= set(CHOICES["model"])
@@ -167,6 +167,6 @@ def test_models_and_validation_know_data_only_through_the_registry():
     from tests.test_imports import imports_of, modules
 
     known = set(modules())
-    for name in ("metacompare.models", "metacompare.validation"):
+    for name in ("metacompare.models", "metacompare.config.validation"):
         used = {m for m in imports_of(name, modules()[name], known) if m.startswith("metacompare.data")}
         assert used <= {"metacompare.data", "metacompare.data.source"}, (name, used)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metacompare.config import load_experiment
+from metacompare.config.loading import load_experiment
 from tests.faults import (cli, final_metrics, omniglot_config, omniglot_zip, one_torch_thread, sine_config,
                           write_config)
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from metacompare.algorithms import ALGORITHMS, build_algorithm
-from metacompare.config import ConfigError, expand
+from metacompare.config.loading import ConfigError, expand
 from metacompare.data import build_tasks
 from metacompare.data.digits import DigitImages, load_sklearn_digits
 from metacompare.models import build_model, metamodel
-from metacompare.results import SUMMARY_COLUMNS, read_csv
+from metacompare.storage.results import SUMMARY_COLUMNS, read_csv
 from tests.faults import cli, one_torch_thread, write_config
 
 one_thread = pytest.fixture(autouse=True)(one_torch_thread)

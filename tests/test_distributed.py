@@ -24,10 +24,12 @@ import pandas
 import pytest
 import torch
 
-from metacompare import distributed, runner, scoring
+from metacompare.engines import distributed
+
+from metacompare.training import runner, scoring
 from metacompare.algorithms import ALGORITHMS, build_algorithm
 from metacompare.engines.looped import looped_gradient
-from metacompare.config import ConfigError, MamlPlusPlusConfig, RunConfig
+from metacompare.config.loading import ConfigError, MamlPlusPlusConfig, RunConfig
 from metacompare.models import build_model
 from metacompare.engines.looped import task_gradient
 from tests.conftest import make_sine_task

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metacompare import doctables, reference
+from doctools import doctables, reference
 from metacompare.report import tables
 from metacompare.cli import build_parser
 from metacompare.errors import UserError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER = "results/omniglot_minimal_machine_compare_cpu3600s/compare"
@@ -124,7 +124,7 @@ def test_figures_link_from_docs_pages_through_the_mounted_results(tmp_path):
 
 
 def _dotted_fields(cls: type, prefix: str = "") -> list[str]:
-    """Every field of cls and of the dataclasses it holds, dotted, independently of metacompare.reference."""
+    """Every field of cls and of the dataclasses it holds, dotted, independently of doctools.reference."""
     names, hints = [], typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         names.append(prefix + f.name)
@@ -149,7 +149,7 @@ def test_config_reference_lists_every_field_with_type_default_and_meaning():
 
 def test_field_docs_name_only_fields_that_exist():
     """A renamed or removed field must not leave its meaning behind."""
-    from metacompare.field_docs import FIELD_DOCS
+    from doctools.field_docs import FIELD_DOCS
 
     assert sorted(set(FIELD_DOCS) - set(_dotted_fields(RunConfig))) == []
 
@@ -294,7 +294,7 @@ def _command(page: str, start: str) -> list[str]:
 def _first_run(omniglot_root: Path, tmp_path: Path, capsys):
     """Run the quick start's and the README's Omniglot download line into ``tmp_path`` (from a local copy
     of the dataset's files); return the config its run line reads."""
-    from metacompare.config import load_experiment
+    from metacompare.config.loading import load_experiment
     from tests.faults import cli, file_server
 
     for page in ("README.md", "docs/quickstart.md"):

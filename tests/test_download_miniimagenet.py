@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from metacompare import download
-from metacompare.download import DownloadError, download_miniimagenet
+from metacompare.data import download
+from metacompare.data.download import DownloadError, download_miniimagenet
 from metacompare.data.miniimagenet import cache_file, load_split
 from tests.faults import cli, closed_port_url, file_server, leftovers
 from tests.test_miniimagenet import CLASSES, PER_CLASS, write_cache

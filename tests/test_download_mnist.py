@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from metacompare import download
-from metacompare.config import expand
+from metacompare.data import download
+from metacompare.config.loading import expand
 from metacompare.data import DataError, build_tasks
 from metacompare.data.digits import load_mnist
-from metacompare.download import DownloadError, download_mnist
+from metacompare.data.download import DownloadError, download_mnist
 from tests.faults import cli, closed_port_url, file_server, leftovers, one_torch_thread, silent_server, write_config
 
 one_thread = pytest.fixture(autouse=True)(one_torch_thread)

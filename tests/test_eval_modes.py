@@ -7,7 +7,7 @@ import torch
 
 from metacompare.algorithms import build_algorithm
 from metacompare.algorithms.base import predict_query
-from metacompare.config import ConfigError, RunConfig, expand
+from metacompare.config.loading import ConfigError, RunConfig, expand
 from metacompare.models import conv4, mlp
 from tests.conftest import make_sine_task, make_task
 
@@ -91,8 +91,8 @@ def test_evaluation_mode_is_a_validated_config_field_recorded_with_the_run():
 def test_a_run_records_its_evaluation_mode(tmp_path):
     import yaml
 
-    from metacompare import results
-    from metacompare.runner import run_dir, train_and_evaluate
+    from metacompare.storage import results
+    from metacompare.training.runner import run_dir, train_and_evaluate
 
     cfg = expand(dict(experiment="modes", evaluation="non_transductive", iterations=1, eval_interval=1,
                       meta_batch_size=2, eval_episodes=2, test_episodes=2, eval_inner_steps=1,

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from metacompare.algorithms import build_algorithm
-from metacompare import grouped, precision
-from metacompare.bench_worker import IMPLEMENTATIONS, Setting, step_function
-from metacompare.config import ConfigError, RunConfig, with_overrides
+from metacompare.models import grouped, precision
+from metacompare.workflows.bench_worker import IMPLEMENTATIONS, Setting, step_function
+from metacompare.config.loading import ConfigError, RunConfig, with_overrides
 from metacompare.data import Task
 from metacompare.models import conv4, mlp
 from tests.conftest import make_sine_task, make_task
@@ -198,7 +198,7 @@ def test_foreach_adam_equals_the_per_tensor_formula(dtype, tolerance):
     """A first-order Adam step runs on ``torch._foreach_*`` kernels; with a graph to keep (second order)
     it runs the per-tensor formula. Both are the same step: seven carried steps on a subset of the
     parameters (the others pass through untouched, as Finn et al.'s BatchNorm offsets do)."""
-    from metacompare.inner import Adam
+    from metacompare.algorithms.inner import Adam
 
     torch.manual_seed(0)
     params = {name: torch.randn(4, 3, dtype=dtype) for name in ("a", "b", "frozen")}

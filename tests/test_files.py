@@ -16,8 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metacompare import files, results
-from metacompare.config import expand, load_experiment
+from metacompare import files
+
+from metacompare.storage import results
+from metacompare.config.loading import expand, load_experiment
 from metacompare.errors import UserError
 
 FIX = "do the fix"
@@ -232,6 +234,6 @@ def test_any_text_as_a_summary_reads_or_gives_one_line(tmp_path, text):
 
 def test_yaml_dump_of_a_config_reads_back():
     """The strict reader accepts what metacompare itself writes (a run's config.yaml)."""
-    from metacompare.config import RunConfig, dump
+    from metacompare.config.loading import RunConfig, dump
 
     assert files.parse_yaml(dump(RunConfig()), "config.yaml", FIX) == yaml.safe_load(dump(RunConfig()))

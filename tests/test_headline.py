@@ -1,11 +1,13 @@
-"""The answer's opening when its winner is no winner (metacompare.headline)."""
+"""The answer's opening when its winner is no winner (metacompare.workflows.headline)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from metacompare import headline, timing
+from metacompare.workflows import headline
+
+from metacompare.training import timing
 from tests.faults import cli
 from tests.test_tune import one_thread  # noqa: F401 (autouse fixture)
 
@@ -85,7 +87,7 @@ def test_compare_at_a_budget_too_small_to_learn_says_no_algorithm_learned(tmp_pa
     assert "on 30 paired test episodes" in out and "--budget work:12000" in out
     assert "compare: 4 algorithms x 1 seed(s) = 4 runs at --budget work:3000" in err
     assert "compare: 4/4 runs done" in err and "their own wall times add up to" in err
-    # the report splits each run's wall time (metacompare.timing), the parts adding up to the run's
+    # the report splits each run's wall time (metacompare.training.timing), the parts adding up to the run's
     folder = tmp_path / "r" / "table_noise_compare_work3000" / "compare"
     split = pd.read_csv(folder / "time_split.csv")
     assert sorted(split["algorithm"]) == ["fomaml", "maml", "pretrain", "reptile"]
@@ -98,7 +100,7 @@ def test_the_no_learning_headline_names_the_smallest_rung_where_an_algorithm_lea
     """The ladder's smaller rungs are tested against each run's floor on the same episodes: at half the
     budget maml's snapshot is well above its floor, at a quarter nothing is, at the full budget nothing
     is either; the headline says the budget is too small and names work:500 where maml did learn."""
-    from metacompare.compare import learned_at
+    from metacompare.workflows.compare import learned_at
 
     episodes = range(30)
     floor = [0.4 + 0.01 * (e % 3) for e in episodes]

@@ -119,7 +119,69 @@ def test_a_package_and_its_submodule_importing_each_other_is_a_cycle(tmp_path):
 
 def test_metacompare_has_no_import_cycle():
     graph = import_graph()
-    assert len(graph) > 30 and "metacompare.runner" in graph
+    assert len(graph) > 30 and "metacompare.training.runner" in graph
     cycle = find_cycle(graph)
     if cycle:
         pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+# The wings from the bottom up: a module may import from its own layer and the layers below it, never
+# from one above (so the data sources never reach for training code, nor an algorithm for an engine).
+LAYERS = [
+    ("core", ["metacompare.errors", "metacompare.paths", "metacompare.files", "metacompare._l2l",
+              "metacompare._moved", "metacompare.config.runconfig"]),
+    ("data", ["metacompare.data"]),
+    ("storage", ["metacompare.storage"]),  # a run's record names its data source
+    ("models", ["metacompare.models"]),
+    ("algorithms", ["metacompare.algorithms"]),
+    ("engines", ["metacompare.engines"]),
+    ("config", ["metacompare.config"]),  # loading and validation check configs against the plug-ins
+    ("training", ["metacompare.training"]),
+    ("report", ["metacompare.report"]),
+    ("workflows", ["metacompare.workflows"]),
+    ("interfaces", ["metacompare.api", "metacompare.cli", "metacompare.cli_options", "metacompare.__main__",
+                    "metacompare"]),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index in :data:`LAYERS` of the longest prefix naming ``module`` (or a package above it)."""
+    best, index = "", None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, index = prefix, i
+    if index is None:
+        raise KeyError(f"{module} is in no layer: add it to LAYERS")
+    return index
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} ({LAYERS[layer_of(a)][0]}) imports {b} ({LAYERS[layer_of(b)][0]})"
+                  for a, targets in graph.items() for b in targets if layer_of(b) > layer_of(a))
+
+
+def test_layer_rule_catches_an_import_from_above():
+    graph = {"metacompare.data.sine": {"metacompare.errors"}, "metacompare.algorithms.maml": {"metacompare.engines.x"}}
+    assert layer_violations(graph) == [
+        "metacompare.algorithms.maml (algorithms) imports metacompare.engines.x (engines)"]
+    assert layer_of("metacompare.config.runconfig") < layer_of("metacompare.data.sine") < layer_of("metacompare.config")
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert layer_violations(import_graph()) == []
+
+
+def test_every_module_is_small():
+    """No module over 400 lines and no function over 60: a reader takes in each at once."""
+    too_long = []
+    for name, path in modules().items():
+        source = path.read_text()
+        if source.count("\n") > 400:
+            too_long.append(f"{name}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > 60:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert too_long == []

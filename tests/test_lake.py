@@ -9,7 +9,7 @@ from PIL import Image
 
 from metacompare.algorithms import build_algorithm
 from metacompare.cli import main
-from metacompare.config import expand
+from metacompare.config.loading import expand
 from metacompare.data import DataError, load_omniglot
 from metacompare.errors import UserError
 from metacompare.data.lake_runs import load_image, read_run, read_runs
@@ -119,7 +119,7 @@ def test_bad_inputs_name_the_problem(lake_runs, tmp_path):
 
 def test_runner_saves_final_weights_that_evaluate_reads(lake_runs, tmp_path):
     """A tiny 20-way run on a generated Omniglot folder, then `evaluate RUN_FOLDER`."""
-    from metacompare.runner import run_dir, train_and_evaluate
+    from metacompare.training.runner import run_dir, train_and_evaluate
 
     for alphabet in ("Train", "Valid", "Test"):
         for c in range(5):  # 5 characters x 4 rotations = 20 classes per split

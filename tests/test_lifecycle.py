@@ -20,10 +20,12 @@ import sys
 import pytest
 import torch
 
-from metacompare import results, runner
+from metacompare.storage import results
+
+from metacompare.training import runner
 from metacompare.algorithms import ALGORITHMS
 from metacompare.algorithms.base import MetaAlgorithm
-from metacompare.config import ConfigError, RunConfig, expand, load_experiment
+from metacompare.config.loading import ConfigError, RunConfig, expand, load_experiment
 from tests.faults import cli, final_metrics, leftovers, omniglot_config, omniglot_zip, sine_config, write_config
 
 RUN = sine_config(iterations=6, checkpoint_interval=2)
@@ -152,7 +154,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, capsys, monkeyp
 # ------------------------------------------------------------------- a stop during the test
 def test_a_run_stopped_during_its_final_test_records_all_its_figures(tmp_path, capsys, monkeypatch, reference):
     config, expected = reference
-    from metacompare import scoring
+    from metacompare.training import scoring
 
     original = scoring.score_test
 
@@ -186,8 +188,8 @@ def test_a_broken_summary_is_one_line_naming_it(tmp_path, capsys, content):
 
 
 def test_finished_runs_count_as_finished_beside_a_broken_one_in_a_sweep(tmp_path):
-    from metacompare.executors import finished_runs
-    from metacompare.sweep import expand_sweep
+    from metacompare.workflows.executors import finished_runs
+    from metacompare.workflows.sweep import expand_sweep
 
     configs = expand_sweep({"experiment": "e", "base": {**RUN, "results_dir": str(tmp_path)},
                             "grid": {"seed": [0, 1]}})
@@ -212,7 +214,7 @@ def test_report_goes_on_past_an_unreadable_experiment(tmp_path, capsys):
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_a_setting_the_algorithm_ignores_is_refused(name):
     """Every optional field (config.OPTIONAL_FIELDS) against every algorithm's declared ``uses``."""
-    from metacompare.config import OPTIONAL_FIELDS
+    from metacompare.config.loading import OPTIONAL_FIELDS
 
     assert OPTIONAL_FIELDS  # carrying Adam's state across tasks is Reptile's alone
     raw = sine_config(algorithm=name, inner_optimizer="adam", inner_state="carry")

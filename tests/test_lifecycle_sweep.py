@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from metacompare.errors import UserError
-from metacompare.executors import RAY_CONNECT_TIMEOUT_S, experiment_lock
-from metacompare.sweep import expand_sweep, run_sweep
+from metacompare.workflows.executors import RAY_CONNECT_TIMEOUT_S, experiment_lock
+from metacompare.workflows.sweep import expand_sweep, run_sweep
 from metacompare.files import load_torch
 from tests.faults import closed_port_url, sine_config, start_sweep, wait_for, write_config
 

@@ -16,7 +16,7 @@ from torch import nn
 from metacompare.algorithms import ALGORITHMS, build_algorithm
 from metacompare.algorithms import maml_plus
 from metacompare.algorithms.base import cosine_rate
-from metacompare.config import ConfigError, MamlPlusPlusConfig, RunConfig, expand, with_overrides
+from metacompare.config.loading import ConfigError, MamlPlusPlusConfig, RunConfig, expand, with_overrides
 from metacompare.data import Task
 from metacompare.engines.looped import task_gradient
 from tests.conftest import make_task
@@ -313,7 +313,7 @@ def test_derivative_order_annealing_runs_on_the_other_backends():
 def test_the_paper_config_has_mamlpps_protocol_and_published_number():
     from pathlib import Path
 
-    from metacompare.config import load_experiment, reported_accuracy
+    from metacompare.config.loading import load_experiment, reported_accuracy
     from metacompare.report.published import PUBLISHED_ACCURACY
 
     path = Path(__file__).resolve().parents[1] / "configs" / "papers" / "mamlpp_omniglot_5way_1shot.yaml"

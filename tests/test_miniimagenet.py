@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from metacompare.config import expand
+from metacompare.config.loading import expand
 from metacompare.data import DataError, build_tasks
 from metacompare.data.miniimagenet import cache_file, load_split
 from metacompare.models import build_model
@@ -81,7 +81,7 @@ def test_model_is_conv4_with_32_filters_and_max_pooling(mini_root):
 
 
 def test_a_run_trains_and_scores_on_miniimagenet(mini_root):
-    from metacompare.runner import train_and_evaluate
+    from metacompare.training.runner import train_and_evaluate
 
     summary = train_and_evaluate(mini_config(mini_root, algorithm="fomaml"), progress=False)
     assert summary["status"] == "finished" and summary["iterations_done"] == 2
@@ -105,7 +105,7 @@ def test_corrupt_file_is_a_data_error(tmp_path):
 
 
 def test_miniimagenet_needs_a_conv_model(tmp_path):
-    from metacompare.config import ConfigError
+    from metacompare.config.loading import ConfigError
 
     with pytest.raises(ConfigError, match="miniimagenet needs a conv model"):
         expand({"dataset": "miniimagenet", "model": "mlp", "ways": 5})

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from metacompare.algorithms import build_algorithm
-from metacompare.config import ConfigError, RunConfig, with_overrides
+from metacompare.config.loading import ConfigError, RunConfig, with_overrides
 from metacompare.data import Task
 from metacompare.models import mlp
 from tests.conftest import make_sine_task
@@ -114,7 +114,7 @@ def test_the_former_names_are_accepted_and_run_the_renamed_algorithms():
     """``seed_reptile`` and ``seed_reptile_fixed`` (the names before the rename) still load: a config or
     a per_algorithm section naming them runs ``naive_reptile`` and ``naive_reptile_fixed``."""
     from metacompare.algorithms import ALGORITHMS
-    from metacompare.config import expand
+    from metacompare.config.loading import expand
 
     raw = {"algorithm": ["seed_reptile", "seed_reptile_fixed"], "dataset": "sine", "inner_lr": 0.02,
            "per_algorithm": {"seed_reptile_fixed": {"inner_lr": 0.05}}}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metacompare.config import load_experiment, reported_accuracy
+from metacompare.config.loading import load_experiment, reported_accuracy
 
 PAPERS = Path(__file__).resolve().parents[1] / "configs" / "papers"
 RESNET12 = sorted(PAPERS.glob("*_resnet12.yaml"))  # the same settings on ResNet-12 (issue 25), tested below

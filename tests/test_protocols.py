@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metacompare.algorithms import build_algorithm
-from metacompare.config import OmniglotConfig, RunConfig, load_experiment
+from metacompare.config.loading import OmniglotConfig, RunConfig, load_experiment
 from metacompare.data import build_tasks, omniglot_splits
 from metacompare.engines.looped import task_gradient
 from tests.conftest import make_task

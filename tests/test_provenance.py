@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metacompare import provenance
+from metacompare.storage import provenance
 from metacompare.cli import main
 from metacompare.errors import UserError
 from metacompare.storage import gitstate

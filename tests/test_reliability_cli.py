@@ -20,11 +20,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from metacompare import bench, distributed, precision
+from metacompare.workflows import bench
+
+from metacompare.engines import distributed
+
+from metacompare.models import precision
 from metacompare.algorithms import ALGORITHMS
 from metacompare.cli import OPTION_FIELDS, build_parser, main
-from metacompare.config import ConfigError, expand
-from metacompare.validation import OPTIONAL_FIELDS, READ_ONLY_WITH
+from metacompare.config.loading import ConfigError, expand
+from metacompare.config.validation import OPTIONAL_FIELDS, READ_ONLY_WITH
 from tests.faults import CHILD_ENV, ROOT, cli, sine_config, wait_for, write_config
 
 # The arguments each command needs before an option can be looked at.
@@ -225,7 +229,7 @@ def test_launcher_validation_class_a_worker_leaves_lines_to_rank_0_and_stops_to_
     assert cli(capsys, "run", config, "--no-progress")[1:] == ("", "")
     monkeypatch.setenv("RANK", "0")
     assert cli(capsys, "run", config, "--no-progress")[2].count("inner_lr") == 1
-    monkeypatch.setattr("metacompare.config.load_experiment", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr("metacompare.config.loading.load_experiment", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli(capsys, "run", config, "--no-progress") == (130, "", "")
 
 
@@ -284,7 +288,7 @@ def test_option_conflict_class_an_option_and_a_set_of_its_field_are_refused(tmp_
 
 def test_option_conflict_class_agreeing_values_and_other_fields_pass():
     """Class: option against ``--set``. The same value twice, or another field, is no conflict."""
-    from metacompare.config import refuse_set_twice
+    from metacompare.config.loading import refuse_set_twice
 
     refuse_set_twice({"--ways": (("ways",), 3)}, ["ways=3", "shots=2"])
     with pytest.raises(ConfigError, match="--ways 3 already decides ways"):

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from metacompare import paths
-from metacompare.config import expand
+from metacompare.config.loading import expand
 from metacompare.data.table import read_frame
 from metacompare.errors import ConfigError, DataError, UserError
 from metacompare.models import build_model, input_shape
@@ -338,7 +338,7 @@ def test_paths_beyond_the_system_limits_are_one_line(tmp_path, capsys, monkeypat
 def test_experiment_named_after_long_data_fits_a_folder_name(tmp_path):
     """Class: path limits. ``--data`` on a folder whose name is near the limit gives an experiment
     name that leaves room for ``_compare_<budget>``, and two such folders still get two names."""
-    from metacompare.data.defaults import experiment_name
+    from metacompare.workflows.data_defaults import experiment_name
 
     names = {experiment_name(tmp_path / ("x" * 250 + tail), "folder") for tail in ("a", "b")}
     assert len(names) == 2 and all(len(f"{name}_compare_cpu3600s") <= 255 for name in names)

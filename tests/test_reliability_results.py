@@ -16,8 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from metacompare import compare, files, provenance, results, tune
-from metacompare.config import ConfigError, expand
+from metacompare.workflows import compare, tune
+
+from metacompare import files
+
+from metacompare.storage import provenance, results
+from metacompare.config.loading import ConfigError, expand
 from metacompare.errors import UserError
 from tests.faults import cli, one_torch_thread
 from tests.report_runs import add_run
@@ -87,7 +91,7 @@ def test_two_data_folders_under_one_experiment_name_are_not_reported_as_each_oth
 def test_a_summary_written_for_other_settings_is_not_handed_back_class(tmp_path):
     """Class: a finished run is trusted without asking. A summary.json whose config is not the run's
     (copied or hand-edited) is refused when read back, naming the fields."""
-    from metacompare.runner import run_dir, train_and_evaluate
+    from metacompare.training.runner import run_dir, train_and_evaluate
 
     cfg = expand({**TINY, "algorithm": "fomaml", "results_dir": str(tmp_path)})[0]
     train_and_evaluate(cfg, progress=False)
@@ -196,7 +200,7 @@ def test_per_run_files_are_read_only_through_the_checked_reader_class(tmp_path):
     metrics.write_text(metrics.read_text().replace("0.4", "0.4x"))
     with pytest.raises(files.FileProblem, match="metrics.csv: column 'val_accuracy_mean' holds '0.4x'"):
         analyse(exp)
-    package = Path(provenance.__file__).parent
+    package = Path(provenance.__file__).parents[1]  # metacompare/
     raw = ("pd.read_csv(", "pandas.read_csv(", "csv.reader(", "csv.DictReader(")  # around files.read_*
     readers = [str(p.relative_to(package)) for p in package.rglob("*.py")
                if any(r in p.read_text() for r in raw) and p.name not in ("files.py", "results.py")]
@@ -266,7 +270,7 @@ def test_atomically_written_results_honour_the_umask_class(tmp_path, umask, mode
 def test_every_command_that_writes_a_results_folder_takes_its_lock_class(tmp_path):
     """Class (minor): two `compare` commands on one results folder were not refused (sweep refused).
     compare, tune and sweep take one lock per results folder; the second is refused naming the first."""
-    from metacompare.sweep import expand_sweep, run_sweep
+    from metacompare.workflows.sweep import expand_sweep, run_sweep
 
     config = write(tmp_path)
     folder = tmp_path / "results" / "tiny_compare_work100"

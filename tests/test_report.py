@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metacompare import results
+from metacompare.storage import results
 from metacompare.cli import main
 from metacompare.report import PUBLISHED_ACCURACY, analyse, learning_curve, scores_by_steps, write_report
 from metacompare.report.figures import pairwise

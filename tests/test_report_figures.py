@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 
-from metacompare import results
-from metacompare.config import reported_accuracy
+from metacompare.storage import results
+from metacompare.config.loading import reported_accuracy
 from metacompare.report import analyse, published, write_report
 from metacompare.report.draw import style
 from metacompare.report.figures import adaptation_steps, baselines, cost, heatmap, learning_curves, pairwise
@@ -224,7 +224,7 @@ def test_paired_section_without_episode_files_says_so(omni):
 def test_bench_chart_uses_the_shared_style(tmp_path):
     from matplotlib.colors import to_hex
 
-    from metacompare.bench import plot
+    from metacompare.workflows.bench import plot
 
     bars = (("learn2learn maml", "learn2learn", 5.0), ("metacompare maml", "metacompare", 8.0))
     rows = [{"model": "conv4", "inner_steps": 1, "implementation": name, "library": library, "tasks_per_s": speed}

@@ -19,11 +19,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metacompare import distributed, runner
+from metacompare.engines import distributed
+
+from metacompare.training import runner
 from metacompare.algorithms import build_algorithm
 from metacompare.engines import chains
-from metacompare.config import ConfigError, RunConfig
-from metacompare.validation import validate
+from metacompare.config.loading import ConfigError, RunConfig
+from metacompare.config.validation import validate
 from tests.conftest import make_task
 from tests.faults import final_metrics, sine_config
 from tests.test_protocols import reptile_mini_batches, tf_adam_step, tiny_net
@@ -196,7 +198,7 @@ def test_a_stopped_run_with_chains_resumes_exactly(tmp_path):
 def test_the_seeded_study_gives_every_algorithm_two_processes():
     """experiments/compare_omniglot_minimal_seeds.yaml under `compare --procs 2`: no algorithm is refused
     the second process (Reptile by its 2 chains); the machine study with Reptile's chains likewise."""
-    from metacompare import tune
+    from metacompare.workflows import tune
 
     configs, _ = tune.load("experiments/compare_omniglot_minimal_seeds.yaml", ())
     assert sorted(c.algorithm for c in configs) == ["fomaml", "maml", "pretrain", "reptile"]

@@ -1,4 +1,4 @@
-"""ResNet-12 (metacompare.resnet12): its shape, its BatchNorm, DropBlock, and every fast path.
+"""ResNet-12 (metacompare.models.resnet12): its shape, its BatchNorm, DropBlock, and every fast path.
 
 The contract over every registered algorithm runs it too (tests/test_contract.py, kind ``resnet12``:
 outer steps, state round trips, evaluation, looped = task-batched engine to 1e-10 in float64, seeded
@@ -15,15 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metacompare import distributed, grouped, precision
+from metacompare.engines import distributed
+
+from metacompare.models import grouped, precision
 from metacompare.algorithms import build_algorithm
-from metacompare.bench_worker import IMPLEMENTATIONS, Setting, resnet12_widths, step_function
-from metacompare.catalogue import catalogue
-from metacompare.config import ConfigError, RunConfig, with_overrides
+from metacompare.workflows.bench_worker import IMPLEMENTATIONS, Setting, resnet12_widths, step_function
+from metacompare.workflows.catalogue import catalogue
+from metacompare.config.loading import ConfigError, RunConfig, with_overrides
 from metacompare.data import Task
 from metacompare.models import build_model
-from metacompare.resnet12 import DropBlock, ResidualBlock, drop_block, resnet12
-from metacompare.runconfig import ResNet12Config
+from metacompare.models.resnet12 import DropBlock, ResidualBlock, drop_block, resnet12
+from metacompare.config.runconfig import ResNet12Config
 from tests.conftest import make_task
 from tests.faults import one_torch_thread
 

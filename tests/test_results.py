@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from metacompare.results import mean_ci95, t_critical
+from metacompare.storage.results import mean_ci95, t_critical
 
 
 def test_ci_uses_student_t_quantiles():

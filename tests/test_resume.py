@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
-from metacompare.config import load_experiment
-from metacompare.results import SUMMARY_COLUMNS
+from metacompare.config.loading import load_experiment
+from metacompare.storage.results import SUMMARY_COLUMNS
 from tests.faults import (cli, cli_process, final_metrics, kill, kill_group, leftovers, one_torch_thread,
                           sine_config, start_run, start_sweep, wait_for, write_config)
 

@@ -161,7 +161,7 @@ def test_the_api_page_links_its_cross_references_and_shows_no_raw_roles(site):
     api = (site / "reference" / "api.html").read_text()
     for role in (":class:`", ":mod:`", ":meth:`", ":func:`", ":attr:`", ":data:`"):
         assert role not in api
-    assert 'href="#metacompare.runconfig.RunConfig"' in api  # :class:`~metacompare.runconfig.RunConfig`
+    assert 'href="#metacompare.config.runconfig.RunConfig"' in api  # :class:`~metacompare.config.runconfig.RunConfig`
     assert api.count('class="autorefs autorefs-internal"') >= 20
 
 

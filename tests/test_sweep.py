@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from metacompare.cli import main
-from metacompare.config import ConfigError
+from metacompare.config.loading import ConfigError
 from metacompare.errors import UserError
-from metacompare.executors import experiment_lock
-from metacompare.sweep import expand_sweep, grid_points, load_sweep, run_sweep
+from metacompare.workflows.executors import experiment_lock
+from metacompare.workflows.sweep import expand_sweep, grid_points, load_sweep, run_sweep
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TINY = dict(dataset="sine", shots=5, query=5, iterations=5, eval_interval=5, eval_episodes=5, test_episodes=5,

@@ -1,4 +1,4 @@
-"""Time to the answer (metacompare.timing): the wall-time split of a run, the plan and the progress line."""
+"""Time to the answer (metacompare.training.timing): the wall-time split of a run, the plan and the progress line."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metacompare import timing
-from metacompare.config import expand
-from metacompare.runner import run_dir, train_and_evaluate
+from metacompare.training import timing
+from metacompare.config.loading import expand
+from metacompare.training.runner import run_dir, train_and_evaluate
 from tests.test_tune import TINY, one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -76,7 +76,7 @@ def test_a_run_records_its_split_and_scores_its_floor_on_the_first_episodes(tmp_
 
 
 def test_own_data_defaults_give_reptile_the_processes_and_batch_their_scoring(tmp_path):
-    from metacompare.data.defaults import data_config
+    from metacompare.workflows.data_defaults import data_config
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame(rng.normal(size=(120, 4)), columns=list("abcd"))
@@ -85,7 +85,7 @@ def test_own_data_defaults_give_reptile_the_processes_and_batch_their_scoring(tm
     one, two = data_config(tmp_path / "t.csv", ways=3), data_config(tmp_path / "t.csv", ways=3, procs=2)
     assert "inner_chains" not in one["per_algorithm"]["reptile"] and two["per_algorithm"]["reptile"]["inner_chains"] == 2
     assert one["eval_batch"] == 50 and one["floor_episodes"] == 100 and one["eval_episodes"] == 50
-    from metacompare import distributed
+    from metacompare.engines import distributed
 
     reptile = expand({k: v for k, v in two.items() if k != "algorithm"} | {"algorithm": "reptile"})[0]
     assert distributed.refusal(reptile, 2) is None

@@ -16,9 +16,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from metacompare import tracking
+from metacompare.storage import tracking
 from metacompare.cli import main
-from metacompare.config import ConfigError, RunConfig, load_experiment, with_overrides
+from metacompare.config.loading import ConfigError, RunConfig, load_experiment, with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SINE = str(ROOT / "configs/sine.yaml")

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from metacompare import tune
-from metacompare.config import ConfigError
+from metacompare.workflows import tune
+from metacompare.config.loading import ConfigError
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -127,7 +127,7 @@ def test_the_pruner_stops_a_trial_far_behind_the_median(tmp_path, monkeypatch):
     configs, spec = tune.load(write(tmp_path, {**SPACE, "trials": 4}, algorithm="fomaml"))
     spec.per_algorithm = {}
     losses = iter([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [50.0, 50.0]])
-    from metacompare import runner
+    from metacompare.training import runner
 
     real = runner.evaluate
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metacompare.config import expand, load_experiment
+from metacompare.config.loading import expand, load_experiment
 from metacompare.data import TaskSampler, build_tasks, load_omniglot, stream_seed
 from metacompare.data.folder import FolderImages
 from metacompare.data.index import index_folder

@@ -12,6 +12,6 @@ from metacompare.algorithms import anil, metasgd  # noqa: F401  (registration)
 from metacompare.algorithms import pretrain, scratch  # noqa: F401  (baselines)
 from metacompare.algorithms import naive_reptile  # noqa: F401  (the Reptile tutorial article's loop)
 from metacompare.algorithms.registry import ALGORITHMS, ALIASES, build_algorithm, canonical, register
-from metacompare.backends import BACKENDS
+from metacompare.algorithms.backends import BACKENDS
 
 __all__ = ["ALGORITHMS", "ALIASES", "BACKENDS", "register", "build_algorithm", "canonical"]

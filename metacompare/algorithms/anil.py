@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, Net, Objective, linear_head
 from metacompare.data import Task

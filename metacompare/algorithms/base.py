@@ -10,7 +10,7 @@ adaptation (MAML), at the adapted weights (FOMAML), or the step θ − θ̃ itse
 network and the inner loop on their tensors), so no plug-in knows which engine runs it.
 :meth:`meta_train_step` writes the engine's mean to ``.grad`` and steps the outer optimiser, so every
 algorithm's outer update happens in one place. Adaptation, in training and at test time, goes through
-the one inner loop of :mod:`metacompare.inner`.
+the one inner loop of :mod:`metacompare.algorithms.inner`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metacompare import inner, precision
-from metacompare.backends import BACKENDS, get_adapt
-from metacompare.runconfig import EvalProcedure, MamlPlusPlusConfig, RunConfig
+from metacompare.algorithms import inner
+
+from metacompare.models import precision
+from metacompare.algorithms.backends import BACKENDS, get_adapt
+from metacompare.config.runconfig import EvalProcedure, MamlPlusPlusConfig, RunConfig
 from metacompare.data import Task
 
 
@@ -74,7 +76,7 @@ class Net(Protocol):
 
     def adapt(self, forward: inner.Forward, params: inner.Params, x: torch.Tensor, y: torch.Tensor,
               loop: inner.InnerLoop, trace: list | None = None) -> inner.Params:
-        """:func:`metacompare.inner.adapt` on these tensors: the adapted parameters."""
+        """:func:`metacompare.algorithms.inner.adapt` on these tensors: the adapted parameters."""
 
 
 @dataclass
@@ -186,7 +188,7 @@ class MetaAlgorithm(ABC):
     # Config fields it runs at one value only, and why (its own fixed inner loop); another value is refused.
     requires: ClassVar[Mapping[str, Any]] = MappingProxyType({})
     requires_why: ClassVar[str] = ""
-    # How a training task's work is counted, a declaration the budget reads (metacompare.budget.task_work):
+    # How a training task's work is counted, a declaration the budget reads (metacompare.training.budget.task_work):
     # adapt_then_query, adapt_all, supervised or none; second order unless ``first_order``.
     work_rule: ClassVar[str] = "adapt_then_query"
     # The meta-gradient is first order throughout (FOMAML); default False.
@@ -315,7 +317,7 @@ class MetaAlgorithm(ABC):
     def logging_fit(self) -> Iterator[None]:
         """Times the extra forward pass that measures the logged training fit, without gradients. It is
         measurement, not training: it is reported (:meth:`take_logging_seconds`) and the budget leaves it
-        out (:meth:`metacompare.budget.BudgetMeter.charge`), as it leaves out validation. Unequal
+        out (:meth:`metacompare.training.budget.BudgetMeter.charge`), as it leaves out validation. Unequal
         otherwise: it costs Reptile (one forward over all its 50 training images per task) about 17% of
         its training time on omniglot_minimal, the MAML family less; the authors' code computes its training accuracies only on its print iterations."""
         wall, cpu = time.perf_counter(), time.process_time()

@@ -15,12 +15,12 @@ from typing import Callable, ClassVar
 import torch
 from torch import nn
 
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.algorithms import maml_plus
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import AT_ADAPTED, THROUGH, MetaAlgorithm, Net, Objective, adapted_names
 from metacompare.data import Task
-from metacompare.runconfig import MamlPlusPlusConfig
+from metacompare.config.runconfig import MamlPlusPlusConfig
 
 
 @register

@@ -2,8 +2,8 @@
 the schedules and the per-step tensors that :class:`~metacompare.algorithms.maml.MAML` uses when
 ``mamlpp`` turns them on (``maml++`` turns them all on, :data:`PRESET`).
 
-Every option goes through the one inner loop (:func:`metacompare.inner.adapt`): learned step sizes are
-its :class:`~metacompare.inner.PerStepSGD` optimiser, per-step BatchNorm tensors its ``at_step`` hook,
+Every option goes through the one inner loop (:func:`metacompare.algorithms.inner.adapt`): learned step sizes are
+its :class:`~metacompare.algorithms.inner.PerStepSGD` optimiser, per-step BatchNorm tensors its ``at_step`` hook,
 the multi-step loss its ``trace``. The paper's schedules count epochs (500 iterations each); here they
 read the fraction of training done (``MetaAlgorithm.progress``), so they scale with any budget.
 """
@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metacompare import inner
-from metacompare.runconfig import MamlPlusPlusConfig, RunConfig
+from metacompare.algorithms import inner
+from metacompare.config.runconfig import MamlPlusPlusConfig, RunConfig
 
 # The paper's values, checked against its code (AntreasAntoniou/HowToTrainYourMAMLPytorch, experiment_config/
 # omniglot_maml++-omniglot_1_8_0.1_64_5_0.json): MSL over 10 of 100 epochs, per-step BN weights and biases,

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, Net, Objective
 from metacompare.data import Task

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from metacompare.algorithms.registry import register
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.algorithms.base import DELTA, MetaAlgorithm, Net, Objective
 from metacompare.data import Task
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, Net, Objective, linear_head
 from metacompare.data import Task
@@ -26,7 +26,7 @@ from metacompare.data import Task
 @register
 class Pretrain(MetaAlgorithm):
     name = "pretrain"
-    work_rule = "supervised"  # metacompare.budget.task_work
+    work_rule = "supervised"  # metacompare.training.budget.task_work
     needs_query = False  # trains on all of a task's examples
     uses_num_classes = True  # build_algorithm passes the training split's class count
 

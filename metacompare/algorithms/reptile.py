@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from torch import nn
 
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import DELTA, MetaAlgorithm, Net, Objective
 from metacompare.data import Task
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 
 @register
 class Reptile(MetaAlgorithm):
     name = "reptile"
-    work_rule = "adapt_all"  # metacompare.budget.task_work
+    work_rule = "adapt_all"  # metacompare.training.budget.task_work
     backends = ("metacompare", "learn2learn")
     needs_query = False  # trains on all of a task's examples
     # the only algorithm that carries inner state across tasks; batched whole (no task_chunk)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from metacompare import inner
+from metacompare.algorithms import inner
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import DELTA, MetaAlgorithm, Net, Objective
 from metacompare.data import Task
@@ -18,7 +18,7 @@ from metacompare.data import Task
 @register
 class Scratch(MetaAlgorithm):
     name = "scratch"
-    work_rule = "none"  # metacompare.budget.task_work
+    work_rule = "none"  # metacompare.training.budget.task_work
 
     def task_objective(self, net: Net, params: inner.Params, task: Task) -> Objective:
         """Nothing is adapted (θ − θ̃ = 0: a zero meta-gradient); the logged fit is the unadapted query

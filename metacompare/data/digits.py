@@ -2,7 +2,7 @@
 
 - ``mnist``: the 70,000 28x28 images of LeCun et al.'s MNIST (training and test files together),
   read by ``torchvision.datasets.MNIST`` from ``<data_root>/MNIST/raw``; with ``digits.download``
-  the four IDX files are fetched and MD5-checked first (:func:`metacompare.download.download_mnist`).
+  the four IDX files are fetched and MD5-checked first (:func:`metacompare.data.download.download_mnist`).
 - ``digits``: the 1,797 8x8 digits that scikit-learn ships (``sklearn.datasets.load_digits``, the
   UCI optical-recognition set), upsampled bilinearly to 28x28, so the experiment runs offline.
 
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from metacompare import paths
 from metacompare.data.source import DataSource, register
 from metacompare.errors import ConfigError, DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 IMAGE_SIZE = 28  # MNIST's size; the tutorial's MetaModel takes 28*28 inputs
 
@@ -69,7 +69,7 @@ def load_mnist(root: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST's training and test files together: ``[70000, 28, 28]`` uint8 images and their digits."""
     from torchvision.datasets import MNIST
 
-    from metacompare.download import MNIST_FILES, download_mnist
+    from metacompare.data.download import MNIST_FILES, download_mnist
 
     raw = Path(root) / "MNIST" / "raw"
     if download:

@@ -25,7 +25,7 @@ from metacompare.data.labelled import Labelled
 from metacompare.data.source import register
 from metacompare.data.user import Source, UserSource, members
 from metacompare.errors import DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)

@@ -2,7 +2,7 @@
 
 learn2learn's ``MiniImagenet`` reads ``mini-imagenet-cache-{train,validation,test}.pkl`` from the data
 folder (a dict with ``image_data``: ``[N, 84, 84, 3]`` uint8 and ``class_dict``: ``{class: [indices]}``)
-(about 3 GB in all; ``metacompare.download`` fetches them from the mirrors that still serve them). It
+(about 3 GB in all; ``metacompare.data.download`` fetches them from the mirrors that still serve them). It
 holds the images as float 0-255; they are kept here as uint8 (a quarter of the memory) and scaled to
 [0, 1] per item, as the MAML and Reptile code do. 64 / 16 / 20 classes of 600 images each in the real files.
 """
@@ -21,7 +21,7 @@ from metacompare._l2l import l2l
 from metacompare.data.labelled import Labelled
 from metacompare.data.source import DataSource, register
 from metacompare.errors import DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SHAPE = (3, 84, 84)
@@ -58,7 +58,7 @@ def load_split(root: Path, split: str, download: bool = False) -> MiniImagenetIm
     if reason:
         if not download:
             raise DataError(f"mini-ImageNet {split} split not found: {path} does not exist; {miniimagenet_help(root)}")
-        from metacompare.download import download_miniimagenet
+        from metacompare.data.download import download_miniimagenet
 
         download_miniimagenet(root, [split])  # learn2learn 0.2.0's own links fail (see download.py)
     try:

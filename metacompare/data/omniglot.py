@@ -20,7 +20,7 @@ from metacompare import paths
 from metacompare.data.labelled import Labelled
 from metacompare.data.source import DataSource, register
 from metacompare.errors import DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 OMNIGLOT_SOURCES = ("images_background", "images_evaluation",
                     "images_background_small1", "images_background_small2")
@@ -128,7 +128,7 @@ def omniglot_splits(cfg: RunConfig) -> dict[str, OmniglotCharacters]:
             raise DataError(f"omniglot.sources: unknown source '{source}'; choose from {', '.join(OMNIGLOT_SOURCES)}")
     missing = [s for s in oc.sources if not (root / s).is_dir() and not (root / f"{s}.zip").is_file()]
     if missing and oc.download and set(missing) <= {"images_background", "images_evaluation"}:
-        from metacompare.download import download_omniglot
+        from metacompare.data.download import download_omniglot
 
         download_omniglot(root, missing)
     characters = load_omniglot(str(root), tuple(oc.sources), oc.image_size)

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from metacompare.data.source import DataSource, register
 from metacompare.data.tasks import stream_seed
 from metacompare.errors import ConfigError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 
 class SineWaves(Dataset):

@@ -5,7 +5,7 @@ every built-in one).
 A source says everything the rest of the package needs to know about its data, so that no other
 module asks which dataset a config names: the three task datasets (:meth:`DataSource.splits`), what
 one example is (:meth:`DataSource.input_shape`, read by :mod:`metacompare.models`), the networks it
-takes and its own config checks (:meth:`DataSource.check`, called by :mod:`metacompare.validation`),
+takes and its own config checks (:meth:`DataSource.check`, called by :mod:`metacompare.config.validation`),
 and what ``inspect`` prints (:meth:`DataSource.describe`).
 """
 
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from metacompare.data.splits import SPLITS
 from metacompare.errors import ConfigError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 # The networks that take images; metacompare.models checks each against the images' size.
 IMAGE_NETWORKS = ("conv4", "conv4_strided", "conv4_finn", "conv4_nichol", "resnet12", "metamodel")
@@ -34,7 +34,7 @@ class DataSource:
     size_field: str = "model"  # the field that sets the image side, where a config may change it
     content_digest: bool = False  # a user's data: runs record its digest and are refused when it changes
     section: str | None = None  # the config section that says which data and split (episode identity)
-    grouped_eval: bool = True  # its network has a grouped form (metacompare.batch_eval)
+    grouped_eval: bool = True  # its network has a grouped form (metacompare.engines.batch_eval)
     files_per_split: bool = False  # `download` fetches its files by split, not by source (mini-ImageNet)
 
     def splits(self, cfg: RunConfig) -> tuple[dict[str, Dataset], dict[str, Any] | None]:
@@ -67,7 +67,7 @@ class DataSource:
 
     def episode_fields(self, config: dict[str, Any], data: str | None) -> dict[str, Any]:
         """What fixes this data's evaluation episodes beyond the tasks' sizes and seeds
-        (:func:`metacompare.provenance.episode_identity`), read from a run's recorded ``config``:
+        (:func:`metacompare.storage.provenance.episode_identity`), read from a run's recorded ``config``:
         its section's settings (not where the files lie) and where the data is (``data``: its digest)."""
         out = {f"{self.section}.{key}": value for key, value in sorted((config.get(self.section) or {}).items())
                if self.section and key not in ("root", "download", "cache_mb", "embedding_dim")}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from metacompare.errors import DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 SPLITS = ("train", "validation", "test")
 RECORD = "data_index.json"

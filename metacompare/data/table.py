@@ -24,7 +24,7 @@ from metacompare.data.labelled import Labelled
 from metacompare.data.source import register
 from metacompare.data.user import Source, UserSource, file_digest, members
 from metacompare.errors import DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")

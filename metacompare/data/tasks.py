@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from metacompare._l2l import l2l
 from metacompare.data.source import source_of
 from metacompare.errors import DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 
 def stream_seed(seed: int, stream: str) -> int:

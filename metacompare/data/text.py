@@ -24,7 +24,7 @@ from metacompare.data.source import register
 from metacompare.data.table import Table, Vectors, labels_of, read_frame
 from metacompare.data.user import Source, file_digest, members
 from metacompare.errors import DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 
 def tokenizer():
@@ -77,7 +77,7 @@ class Text(Table):
 
     name = "text"
     networks = ("bag_of_embeddings",)
-    grouped_eval = False  # the bag of embeddings has no grouped form (metacompare.batch_eval)
+    grouped_eval = False  # the bag of embeddings has no grouped form (metacompare.engines.batch_eval)
 
     def read(self, cfg: RunConfig, path: Path) -> Source:
         ud = cfg.user_data

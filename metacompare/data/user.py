@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from metacompare.data import splits
 from metacompare.data.source import DataSource, source_of
 from metacompare.errors import ConfigError, DataError
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 QUERIES = (1, 5, 15)  # query sizes inspect reports the largest task for
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import functools
 
-from metacompare import distributed
+from metacompare.engines import distributed
 from metacompare.algorithms.base import Engine, install_engines
 from metacompare.engines import batched, chains, compiled, looped, parallel, vmap
-from metacompare.runconfig import RunConfig
+from metacompare.config.runconfig import RunConfig
 
 ENGINES: dict[str, Engine] = {"looped": looped.looped_gradient, "batched": batched.batched_gradient,
                               "vmap": vmap.vmap_gradient}

@@ -1,4 +1,4 @@
-"""The task-batched engine: a whole meta-batch in one grouped network (:mod:`metacompare.grouped`).
+"""The task-batched engine: a whole meta-batch in one grouped network (:mod:`metacompare.models.grouped`).
 
 Every task gets its own copy of θ along a leading task axis and the objective runs once on the stack;
 ``task_chunk`` bounds memory by running that many tasks at a time (plug-ins that read it), the chunks'
@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from metacompare import grouped
+from metacompare.models import grouped
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm
 from metacompare.data import Task
 from metacompare.engines import looped, rules

@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import torch
 
-from metacompare import distributed, grouped, inner
+from metacompare.engines import distributed
+
+from metacompare.models import grouped
+
+from metacompare.algorithms import inner
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm
 from metacompare.data import Task
 from metacompare.engines import looped, rules

@@ -1,4 +1,4 @@
-"""``compile: true``: an engine's pure form through ``torch.compile`` (:mod:`metacompare.compiled`).
+"""``compile: true``: an engine's pure form through ``torch.compile`` (:mod:`metacompare.engines.torch_compile`).
 
 ``torch.autograd.grad`` breaks a Dynamo graph and a compiled backward cannot be differentiated again,
 so what is compiled is the engine's whole step as one pure ``torch.func`` function (forward, inner
@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from typing import Callable
 
-from metacompare import compiled
+from metacompare.engines import torch_compile as compiled
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 from metacompare.engines import batched, looped, rules, vmap

@@ -1,7 +1,7 @@
 """The :class:`~metacompare.algorithms.base.Net` an engine hands an algorithm's objective.
 
 One class: what differs between engines is only how the network is called (``functional_call`` on one
-task's parameters, or the grouped network of :mod:`metacompare.grouped` on a stack of them), whether the
+task's parameters, or the grouped network of :mod:`metacompare.models.grouped` on a stack of them), whether the
 inner loop's step gradients come from ``torch.autograd`` or ``torch.func`` (``pure``, for ``vmap`` and
 ``torch.compile``), and whether an inner optimiser state is carried in and out (Reptile's ``carry``).
 """
@@ -15,7 +15,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metacompare import grouped, inner
+from metacompare.models import grouped
+
+from metacompare.algorithms import inner
 
 
 @dataclass

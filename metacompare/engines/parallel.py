@@ -1,4 +1,4 @@
-"""The data-parallel engine (:mod:`metacompare.distributed`): each process runs its slice of the
+"""The data-parallel engine (:mod:`metacompare.engines.distributed`): each process runs its slice of the
 meta-batch on the engine the config names; the slices' sums are all-reduced and divided by the
 meta-batch size, so every process gets the one-process mean.
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from metacompare import distributed
+from metacompare.engines import distributed
 from metacompare.algorithms.base import BatchGradient, MetaAlgorithm, TaskGradient
 from metacompare.data import Task
 from metacompare.engines import batched, compiled, looped, vmap

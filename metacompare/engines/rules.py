@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from metacompare import grouped, inner
+from metacompare.models import grouped
+
+from metacompare.algorithms import inner
 from metacompare.algorithms.base import AT_ADAPTED, RULES, THROUGH, MetaAlgorithm, Net, Objective
 from metacompare.data import Task
 

@@ -1,6 +1,6 @@
 """The answer at every budget: a comparison's table, figure and sentences over its budget rungs.
 
-Input: one row per (algorithm, seed, rung, test episode) with the score there (:func:`metacompare.ladder.read`
+Input: one row per (algorithm, seed, rung, test episode) with the score there (:func:`metacompare.training.ladder.read`
 stacked). Within each rung every algorithm is compared with the rung's best on the shared test
 episodes (paired t-test, Holm-corrected over that rung's comparisons, :mod:`metacompare.report.stats`).
 Time-to-target is MLPerf's measure ("time to train to a target quality"): here the smallest rung
@@ -20,7 +20,7 @@ from matplotlib.ticker import NullLocator
 from metacompare.report.draw import style
 from metacompare.report.metric import ACCURACY, MSE, Metric
 from metacompare.report.stats import aligned, holm, paired_test, pool_seeds, verdict
-from metacompare.results import mean_ci95
+from metacompare.storage.results import mean_ci95
 
 TARGET_FRACTION = 0.95  # the default target: 95% of the best final score (for an error: the best / 0.95)
 BEST = "best at this budget"

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from metacompare.errors import UserError
 from metacompare.report.write import write_report
-from metacompare.results import read_runs
+from metacompare.storage.results import read_runs
 
 
 def summary_line(s: dict[str, Any]) -> str:

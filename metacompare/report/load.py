@@ -3,7 +3,7 @@
 
 A failed run may have no files, a diverged run no test score, an older run no per-episode scores:
 each is read as far as it goes. A damaged file is never read around: the tables go through the
-checked readers (:mod:`metacompare.results`), so a damaged ``episodes.csv`` is left out of the paired
+checked readers (:mod:`metacompare.storage.results`), so a damaged ``episodes.csv`` is left out of the paired
 statistics with a note, and a damaged ``runs.csv`` or ``metrics.csv``, or data changed since the runs
 answered for it, refuses this experiment's report in one line (``report`` still reports the others).
 """
@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from metacompare import files, provenance, results
-from metacompare.config import RunConfig
+from metacompare import files
+
+from metacompare.storage import provenance, results
+from metacompare.config.loading import RunConfig
 from metacompare.errors import UserError
 from metacompare.report.metric import Metric, num
 

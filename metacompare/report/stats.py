@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from metacompare.results import mean_ci95, t_critical
+from metacompare.storage.results import mean_ci95, t_critical
 
 ALPHA = 0.05
 PAIR_COLUMNS = ["a", "b", "over", "n", "mean_a", "mean_b", "difference", "difference_ci95", "t_p", "wilcoxon_p",

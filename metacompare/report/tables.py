@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from metacompare import files, results
+from metacompare import files
+
+from metacompare.storage import results
 from metacompare.errors import UserError
 
 # Where the documentation lives, relative to the repository root (links from docs pages start there).

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-from metacompare import provenance, results
+from metacompare.storage import provenance, results
 from metacompare.errors import UserError
 from metacompare.report.draw import style
 from metacompare.report.experiment import Experiment, Section, analyse

@@ -6,7 +6,7 @@ code: a study that will be committed. :func:`guard` refuses those from a dirty t
 allows it (``--allow-dirty``, or ``METACOMPARE_ALLOW_DIRTY=1`` in the environment), in which case every
 summary says ``dirty: true`` and the report carries a warning line. Results written anywhere else
 (tests, scratch folders) are never refused, only marked. Every command that records results (run,
-sweep, tune, compare, bench) meets the guard in one place, :func:`metacompare.results.check_writable`,
+sweep, tune, compare, bench) meets the guard in one place, :func:`metacompare.storage.results.check_writable`,
 before it trains or races.
 """
 

@@ -23,8 +23,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from metacompare import distributed, files, results
-from metacompare.config import RunConfig, identity_of
+from metacompare.engines import distributed
+
+from metacompare import files
+
+from metacompare.storage import results
+from metacompare.config.loading import RunConfig, identity_of
 from metacompare.errors import UserError
 
 FILE = "checkpoint.pt"

@@ -1,5 +1,5 @@
 """The answer paragraph of a comparison's report: which algorithm is best under the budget, by how
-much, at what cost and how sure, in words, from the tables :mod:`metacompare.compare` computed."""
+much, at what cost and how sure, in words, from the tables :mod:`metacompare.workflows.compare` computed."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from metacompare import headline
+from metacompare.workflows import headline
 
 
 def answer(table: pd.DataFrame, pairs: pd.DataFrame | None, seed_pairs: pd.DataFrame | None,
            higher_is_better: bool, name: str, bound: dict, percent: bool,
            against_floor: pd.DataFrame | None = None, learned_at: dict[str, list[str]] | None = None) -> str:
     """The first paragraph: which is best, by how much, at what cost, how sure; opened by
-    :func:`metacompare.headline.opening` where the best did not learn (``against_floor``: per-episode
-    scores and floors, :func:`metacompare.headline.floor_pairs`; ``learned_at``: :func:`metacompare.compare.learned_at`) or is
+    :func:`metacompare.workflows.headline.opening` where the best did not learn (``against_floor``: per-episode
+    scores and floors, :func:`metacompare.workflows.headline.floor_pairs`; ``learned_at``: :func:`metacompare.workflows.compare.learned_at`) or is
     no better than pre-training."""
     scored = table[np.isfinite(table["score"])]
     if scored.empty:

@@ -16,8 +16,8 @@ import torch
 
 from metacompare import files, paths
 from metacompare.algorithms.base import predict_query
-from metacompare.build import build_for, build_network, placement
-from metacompare.config import RunConfig, expand
+from metacompare.training.build import build_for, build_network, placement
+from metacompare.config.loading import RunConfig, expand
 from metacompare.data import Task
 from metacompare.data.lake_runs import WAYS, read_runs
 from metacompare.errors import UserError

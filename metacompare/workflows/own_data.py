@@ -1,5 +1,5 @@
 """A run or a compare on the user's own folder or table, with no config file: the default config for
-that data (:func:`metacompare.data.defaults.data_config`), written where the results will lie so that
+that data (:func:`metacompare.workflows.data_defaults.data_config`), written where the results will lie so that
 it can be read, edited and rerun."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from metacompare import budget as budgets
-from metacompare.data.defaults import data_config, write_config
+from metacompare.training import budget as budgets
+from metacompare.workflows.data_defaults import data_config, write_config
 
 
 def config_file(data: str | Path, *, form: str | None = None, ways: int = 5, shots: int = 1,

@@ -1,4 +1,4 @@
-"""The ``tune:`` section of a tune file (see :mod:`metacompare.tune`): the effort every algorithm
+"""The ``tune:`` section of a tune file (see :mod:`metacompare.workflows.tune`): the effort every algorithm
 gets and the space it searches, read and checked before any trial runs, so that every value of the
 space makes a valid run tested on the same episodes."""
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from metacompare import provenance
+from metacompare.storage import provenance
 from metacompare.algorithms import canonical
-from metacompare.config import ConfigError, RunConfig, _apply, _suggest, expand, with_overrides
+from metacompare.config.loading import ConfigError, RunConfig, _apply, _suggest, expand, with_overrides
 
 KINDS = ("log", "float", "int", "choice")
 BUDGET_KINDS = ("seconds", "cpu_seconds", "work")  # the bounds a BudgetConfig holds
@@ -41,7 +41,7 @@ class TuneSpec:
 def load(path: str | Path, overrides: Sequence[str] = ()) -> tuple[list[RunConfig], TuneSpec]:
     """A tune file (or a plain config, tuned over the default space) as run configs and a spec."""
     from metacompare import files
-    from metacompare.sweep import _load_base
+    from metacompare.workflows.sweep import _load_base
 
     path = Path(path)
     if not path.is_file():

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from metacompare import results
+from metacompare.storage import results
 from metacompare.report.draw import style
 from metacompare.report.experiment import Experiment, Section
 from metacompare.report.figures.common import colour, figure_section, is_baseline, sentence

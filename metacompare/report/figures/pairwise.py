@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from metacompare.provenance import episode_difference
+from metacompare.storage.provenance import episode_difference
 from metacompare.report.experiment import Experiment, Section
 from metacompare.report.select import headlines, run_ids
 from metacompare.report.stats import pairwise
@@ -42,7 +42,7 @@ def _in_report_order(scores: pd.DataFrame, exp: Experiment) -> pd.DataFrame:
 
 def other_episodes(exp: Experiment) -> str:
     """Why the headline runs cannot be paired per episode ('' when they can): they were tested on
-    different episodes (ways, shots, data, ``eval_seed``... :func:`metacompare.provenance.episode_identity`)."""
+    different episodes (ways, shots, data, ``eval_seed``... :func:`metacompare.storage.provenance.episode_identity`)."""
     keep = {r for row in headlines(exp) for r in run_ids(row)}
     kept = exp.episodes[exp.episodes["run_id"].isin(keep)].drop_duplicates("run_id")
     if kept["episodes_key"].nunique() < 2:
