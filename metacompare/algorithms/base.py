@@ -34,6 +34,7 @@ from metacompare.models import precision
 from metacompare.algorithms.backends import BACKENDS, get_adapt
 from metacompare.config.runconfig import EvalProcedure, MamlPlusPlusConfig, RunConfig
 from metacompare.data import Task
+from metacompare.data.source import classifies
 
 
 @dataclass
@@ -210,7 +211,7 @@ class MetaAlgorithm(ABC):
 
     def __init__(self, model: nn.Module, cfg: RunConfig):
         self.model, self.cfg = model, cfg
-        self.loss_fn: Callable = F.cross_entropy if cfg.is_classification else F.mse_loss
+        self.loss_fn: Callable = F.cross_entropy if classifies(cfg) else F.mse_loss
         self.adapt_fn = get_adapt(cfg.backend)
         self.adapted = adapted_names(model)
         self.outer_optimizer = make_optimizer(cfg.outer_optimizer, self.meta_parameters(), cfg.outer_lr)

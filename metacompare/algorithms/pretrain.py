@@ -21,6 +21,7 @@ from metacompare.algorithms import inner
 from metacompare.algorithms.registry import register
 from metacompare.algorithms.base import MetaAlgorithm, Net, Objective, linear_head
 from metacompare.data import Task
+from metacompare.data.source import classifies
 
 
 @register
@@ -32,7 +33,7 @@ class Pretrain(MetaAlgorithm):
 
     def __init__(self, model: nn.Module, cfg, num_classes: int | None = None):
         self.head: nn.Linear | None = None
-        if cfg.is_classification:
+        if classifies(cfg):
             last = linear_head(model, self.name)
             if not num_classes:
                 raise ValueError("pretrain needs num_classes (the training split's class count) for classification")

@@ -254,10 +254,6 @@ class RunConfig:
         return f"{self.algorithm}-{digest}"
 
     @property
-    def is_classification(self) -> bool:
-        return self.dataset != "sine"
-
-    @property
     def training_shots(self) -> int:
         return self.train_shots or self.shots
 

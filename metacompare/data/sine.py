@@ -47,6 +47,7 @@ class Sine(DataSource):
     """Regression on one function per task: the ``mlp`` of Finn et al., one "way"."""
 
     name = "sine"
+    classification = False
     networks = ("mlp",)
     images = False
 

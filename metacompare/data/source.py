@@ -36,6 +36,7 @@ class DataSource:
     section: str | None = None  # the config section that says which data and split (episode identity)
     grouped_eval: bool = True  # its network has a grouped form (metacompare.engines.batch_eval)
     files_per_split: bool = False  # `download` fetches its files by split, not by source (mini-ImageNet)
+    classification: bool = True  # labels are classes (cross-entropy, accuracy); False: regression (MSE)
 
     def splits(self, cfg: RunConfig) -> tuple[dict[str, Dataset], dict[str, Any] | None]:
         """The train / validation / test datasets (``labels_to_indices`` / ``indices_to_labels``, as
@@ -101,6 +102,14 @@ def register(source: DataSource) -> DataSource:
 def unregister(name: str) -> None:
     """Remove a source registered for a while (a test's toy source)."""
     del SOURCES[name]
+
+
+def classifies(cfg: RunConfig | str) -> bool:
+    """Whether the tasks of ``cfg`` (or of a dataset name, as a recorded run names it) are classification,
+    scored by accuracy, or regression, scored by MSE. A name no source has (an old record) counts as
+    classification."""
+    source = SOURCES.get(cfg if isinstance(cfg, str) else cfg.dataset)
+    return source is None or source.classification
 
 
 def source_of(cfg: RunConfig | str) -> DataSource:

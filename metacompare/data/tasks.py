@@ -23,6 +23,7 @@ from metacompare._l2l import l2l
 from metacompare.data.source import source_of
 from metacompare.errors import DataError
 from metacompare.config.runconfig import RunConfig
+from metacompare.data.source import classifies
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -91,7 +92,7 @@ class TaskSampler:
     def __init__(self, dataset: Dataset, cfg: RunConfig, num_tasks: int, seed: int, split: str,
                  shots: int | None = None, query: int | None = None, rotate: bool = False):
         """``shots``/``query``: examples per class (default: the config's training-task sizes)."""
-        classify = cfg.is_classification
+        classify = classifies(cfg)
         shots = cfg.training_shots if shots is None else shots
         query = cfg.query if query is None else query
         meta = l2l.data.MetaDataset(dataset, labels_to_indices=dataset.labels_to_indices,

@@ -12,13 +12,14 @@ from tqdm import tqdm
 from metacompare.errors import UserError
 from metacompare.report.write import write_report
 from metacompare.storage.results import read_runs
+from metacompare.data.source import classifies
 
 
 def summary_line(s: dict[str, Any]) -> str:
     """A run's score, its interval, its cost and its folder, as ``run`` and ``tune`` print it."""
     if s["status"] != "finished":
         return f"{s['algorithm']}: {s['status']} at iteration {s.get('diverged_at')} ({s['run_id']})"
-    if s["dataset"] == "sine":
+    if not classifies(str(s["dataset"])):
         score = f"test MSE {s['test_loss_mean']:.4f} ± {s['test_loss_ci95']:.4f}"
     else:
         score = f"test accuracy {100 * s['test_accuracy_mean']:.2f}% ± {100 * s['test_accuracy_ci95']:.2f}%"

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metacompare.data.source import classifies
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -74,5 +76,5 @@ def num(value: Any) -> float:
 
 
 def choose_metric(runs: pd.DataFrame) -> Metric:
-    """Sine is scored by test MSE (lower is better), classification by test accuracy."""
-    return MSE if set(runs["dataset"].astype(str)) == {"sine"} else ACCURACY
+    """Regression (sine) is scored by test MSE (lower is better), classification by test accuracy."""
+    return ACCURACY if any(classifies(d) for d in set(runs["dataset"].astype(str))) else MSE

@@ -21,6 +21,7 @@ from metacompare import files
 
 from metacompare.storage import results
 from metacompare.errors import UserError
+from metacompare.data.source import classifies
 
 # Where the documentation lives, relative to the repository root (links from docs pages start there).
 DOC_DIR = "docs"
@@ -131,7 +132,7 @@ def view_compare(root: Path, source: str, options: dict[str, str], page: Path) -
     over the test episodes from runs.csv), the untrained floor, iterations and training time."""
     table = _read(root, source)
     runs = _runs(root, source)
-    regression = runs is not None and (runs["dataset"] == "sine").all()
+    regression = runs is not None and not any(classifies(d) for d in set(runs["dataset"].astype(str)))
     table = table.sort_values("score", ascending=regression, kind="stable")
     spec = ".3f" if regression else "%.2f"
     cpu = table["train_cpu_seconds"].notna().all() and "cpu" in source

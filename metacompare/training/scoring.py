@@ -19,11 +19,12 @@ from metacompare.engines import batch_eval, distributed
 from metacompare.storage import results
 from metacompare.config.loading import RunConfig
 from metacompare.data import Task
+from metacompare.data.source import classifies
 
 
 def score_key(cfg: RunConfig) -> str:
     """The summary statistic that ranks runs: ``accuracy`` (higher is better) or ``loss`` (MSE, lower)."""
-    return "accuracy" if cfg.is_classification else "loss"
+    return "accuracy" if classifies(cfg) else "loss"
 
 
 def floor_count(cfg: RunConfig) -> int:
@@ -38,7 +39,7 @@ def better(cfg: RunConfig, new: float, old: float | None) -> bool:
     """Is validation score ``new`` better than ``old`` for this dataset?"""
     if old is None or math.isnan(old):
         return not math.isnan(new)
-    return new > old if cfg.is_classification else new < old
+    return new > old if classifies(cfg) else new < old
 
 
 def evaluate(algorithm, episodes: list[Task], steps: int, device: torch.device, dtype: torch.dtype,
@@ -86,6 +87,6 @@ def score_test(algorithm, episodes: list[Task], cfg: RunConfig, device, dtype, p
         label = prefix if name == "own" else f"{prefix}{name}_"
         flat.update({f"{label}{k}": v for k, v in stats.items()})
         episode_columns[f"{label}loss"] = [loss for loss, _ in rows]
-        if cfg.is_classification:
+        if classifies(cfg):
             episode_columns[f"{label}accuracy"] = [acc for _, acc in rows]
     return flat

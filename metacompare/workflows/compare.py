@@ -34,6 +34,7 @@ from metacompare.errors import ConfigError, UserError
 from metacompare.report import budgets, tables
 from metacompare.training.runner import run_dir, train_and_evaluate
 from metacompare.workflows.compare_answer import answer, budget_words
+from metacompare.data.source import classifies
 
 
 def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int | None = None,
@@ -161,7 +162,7 @@ def read_chosen(path: str | Path, configs: list[RunConfig]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- evidence
 def metric(cfg: RunConfig) -> tuple[str, bool, str]:
     """The per-episode column that ranks runs, whether higher is better, and how to name it."""
-    if cfg.is_classification:
+    if classifies(cfg):
         return "test_accuracy", True, "test accuracy"
     return "test_loss", False, "test MSE"
 
@@ -238,11 +239,11 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     drawn = budgets.figure(rungs, out, kind, higher)
     cfg = configs[0]
     lines = [f"# Which meta-learner? {cfg.dataset}, {cfg.ways}-way {cfg.shots}-shot, {budget_words(bound)} each", "",
-             " ".join(filter(None, [answer(table, pairs, seed_pairs, higher, name, bound, cfg.is_classification,
+             " ".join(filter(None, [answer(table, pairs, seed_pairs, higher, name, bound, classifies(cfg),
                                            against_floor, learned_at(stacked, against_floor, bound, higher)),
                                     budgets.winner_words(rungs, kind),
                                     budgets.target_words(rungs, kind, higher, target)])), "",
-             "## Algorithms", "", _table(out, "algorithms", cfg.is_classification),
+             "## Algorithms", "", _table(out, "algorithms", classifies(cfg)),
              "Score: mean over seeds of each run's mean over the same test episodes, with its 95% interval across "
              "seeds (with one seed: over that run's test episodes); untrained floor: the network before any training, "
              "under the same test procedure; training seconds exclude validation (timed apart). Every column "
@@ -252,7 +253,7 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     for title, label, frame in (("Paired comparisons over test episodes", "pairwise_episodes", pairs),
                                 ("Paired comparisons over seeds", "pairwise_seeds", seed_pairs)):
         if frame is not None:
-            lines += [f"## {title}", "", _table(out, label, cfg.is_classification), PAIRED_WORDS, ""]
+            lines += [f"## {title}", "", _table(out, label, classifies(cfg)), PAIRED_WORDS, ""]
     if source is not None:
         lines += ["## Tuning", "", _source_words(source, spec), ""]
     elif spec is not None:
@@ -340,7 +341,7 @@ def learning_curves(configs: list[RunConfig], path: Path, seconds: str = "train_
 
     from metacompare.report.draw import style
 
-    key = f"val_{'accuracy' if configs[0].is_classification else 'loss'}_mean"
+    key = f"val_{'accuracy' if classifies(configs[0]) else 'loss'}_mean"
     frames = [(c, results.read_metrics(run_dir(c))) for c in configs]
     frames = [(c, f) for c, f in frames if f is not None and key in f and {seconds, "work"} <= set(f.columns)]
     if not frames:

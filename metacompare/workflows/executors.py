@@ -34,6 +34,7 @@ from metacompare.engines import pool
 
 from metacompare.storage import results
 from metacompare.errors import UserError
+from metacompare.data.source import classifies
 
 MAX_WORKERS = 256  # each worker holds a torch interpreter (~0.3-1 GB)
 RAY_CONNECT_TIMEOUT_S = 10.0  # an unreachable --address fails after this long
@@ -269,7 +270,7 @@ def outcome_line(s: dict[str, Any]) -> str:
         return f"{head}: {s.get('error', '')}"
     if s["status"] == "diverged":
         return f"{head} at iteration {s.get('diverged_at')}"
-    if s.get("dataset") == "sine":
+    if not classifies(str(s.get("dataset"))):
         return f"{head}: test MSE {_fmt(s['test_loss_mean'])} ± {_fmt(s['test_loss_ci95'])}"
     return f"{head}: test accuracy {_fmt(100 * s['test_accuracy_mean'], 2)}% ± {_fmt(100 * s['test_accuracy_ci95'], 2)}%"
 

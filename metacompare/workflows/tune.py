@@ -52,6 +52,7 @@ from metacompare.config.loading import RunConfig, with_overrides
 from metacompare.errors import UserError
 from metacompare.training.runner import run_dir, train_and_evaluate
 from metacompare.workflows.tune_spec import BUDGET_KINDS, UNCAPPED, TuneSpec, load  # tune.load: compare's too
+from metacompare.data.source import classifies
 
 
 # ------------------------------------------------------------------------------------- trials
@@ -95,7 +96,7 @@ def selected_score(cfg: RunConfig, rows: pd.DataFrame | None) -> float:
     if values.empty:
         return math.nan
     if cfg.test_checkpoint == "best":
-        return float(values.max() if cfg.is_classification else values.min())
+        return float(values.max() if classifies(cfg) else values.min())
     return float(values.iloc[-1])
 
 
@@ -127,7 +128,7 @@ def objective(cfg: RunConfig, spec: TuneSpec, progress: bool):
 
 
 def _worst(cfg: RunConfig) -> float:
-    return -math.inf if cfg.is_classification else math.inf
+    return -math.inf if classifies(cfg) else math.inf
 
 
 def study_for(cfg: RunConfig, spec: TuneSpec, index: int = 0):
@@ -144,7 +145,7 @@ def study_for(cfg: RunConfig, spec: TuneSpec, index: int = 0):
                                          engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.create_study(
         study_name=cfg.algorithm, storage=storage, load_if_exists=True,
-        direction="maximize" if cfg.is_classification else "minimize",
+        direction="maximize" if classifies(cfg) else "minimize",
         sampler=optuna.samplers.TPESampler(seed=spec.seed + index),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, spec.trials // 3)), n_warmup_steps=1))
 
@@ -282,7 +283,7 @@ def tune(configs: list[RunConfig], spec: TuneSpec, progress: bool = True, worker
     chosen, curve = {}, []
     for cfg, study in zip(configs, studies):
         chosen[cfg.algorithm] = dict(study.best_trial.params)
-        curve += tuning_curve(study, cfg.algorithm, cfg.is_classification)
+        curve += tuning_curve(study, cfg.algorithm, classifies(cfg))
     write_record(configs, spec, chosen, curve)
     return chosen
 
