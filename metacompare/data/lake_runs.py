@@ -22,6 +22,15 @@ from metacompare.data.tasks import Task
 from metacompare.errors import DataError
 
 WAYS = 20
+
+
+def check_trained_on(dataset: str, path: str | Path) -> None:
+    """Lake's runs are Omniglot characters: refuse a model trained on other data (``path``: its run)."""
+    if dataset != "omniglot":
+        raise DataError(f"{path}: trained on {dataset}; Lake's runs are Omniglot characters, so score "
+                        f"a model trained with dataset: omniglot")
+
+
 RUNS_HELP = ("unpack one-shot-classification/all_runs.zip of https://github.com/brendenlake/omniglot "
              "and pass the folder that holds run01 ... run20")
 

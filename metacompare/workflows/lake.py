@@ -19,7 +19,7 @@ from metacompare.algorithms.base import predict_query
 from metacompare.training.build import build_for, build_network, placement
 from metacompare.config.loading import RunConfig, expand
 from metacompare.data import Task
-from metacompare.data.lake_runs import WAYS, read_runs
+from metacompare.data.lake_runs import WAYS, check_trained_on, read_runs
 from metacompare.errors import UserError
 from metacompare.models import build_model
 
@@ -120,9 +120,7 @@ def evaluate_checkpoint(path: str | Path, runs_folder: str | Path, steps: int | 
                         overrides: Sequence[str] = ()) -> LakeResult:
     """Score a trained Omniglot model on Lake's runs; ``steps`` defaults to the run's eval_inner_steps."""
     algorithm, cfg = load_trained(path, overrides)
-    if cfg.dataset != "omniglot":
-        raise UserError(f"{path}: trained on {cfg.dataset}; Lake's runs are Omniglot characters, so score "
-                        f"a model trained with dataset: omniglot")
+    check_trained_on(cfg.dataset, path)
     head = getattr(algorithm.model[-1], "out_features", cfg.ways)
     if cfg.ways != WAYS or head != WAYS:
         raise UserError(f"{path}: the model classifies {cfg.ways} ways, but Lake's runs are {WAYS}-way one-shot "
