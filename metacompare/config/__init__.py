@@ -2,7 +2,7 @@
 overrides into them (:mod:`~metacompare.config.loading`), and every check of a config against the
 registered plug-ins (:mod:`~metacompare.config.validation`).
 
-``metacompare.config.load_config`` and the other names of ``loading`` resolve here too, imported on
+``metacompare.config.load_experiment`` and the other names of ``loading`` resolve here too, imported on
 first use: ``loading`` needs the algorithm registry, which itself needs ``runconfig`` from this package.
 """
 
