@@ -13,6 +13,7 @@ from metacompare.workflows.bench_worker import MACHINE_PROCS, QUICK_IMPLEMENTATI
 from metacompare.cli import main
 
 
+@pytest.mark.slow  # 35 s: the whole quick race; test_cli_help runs bench end to end in the default suite
 def test_quick_bench_writes_a_finite_csv_and_a_chart(tmp_path, capsys):
     assert main(["bench", "--quick", "--models", "conv4_strided", "--steps", "1", "--ways", "3", "--query", "2",
                  "--meta-batch", "3", "--repeats", "1", "--out", str(tmp_path)]) == 0

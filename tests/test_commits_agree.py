@@ -114,6 +114,7 @@ def test_what_is_not_a_commit_is_refused(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # 11 s: trains through the CLI from an exported tree
 def test_head_against_itself_agrees_to_the_last_bit(tmp_path):
     """One tiny sine MAML run trained at HEAD's committed tree twice, through the command line."""
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -105,6 +105,7 @@ def kill_and_resume(tmp_path: Path, reference: dict, rng: random.Random, kills: 
     return killed
 
 
+@pytest.mark.slow  # 50 s: two killed-and-resumed real runs; the deterministic kill points run by default
 @pytest.mark.parametrize("trial", range(2))
 def test_sigkill_at_a_random_point_then_resume(trial, tmp_path, reference):
     assert kill_and_resume(tmp_path, reference, random.Random(1000 + trial), kills=1) == 1

@@ -155,6 +155,7 @@ def test_every_tutorial_has_run_blocks_and_is_in_the_order():
 
 
 # ------------------------------------------------------------------------------------ the pages
+@pytest.mark.slow  # 33 s: trains on an unpacked image folder; the other tutorials run by default
 def test_image_folder_tutorial_runs(reader):
     ran = reader("image-folder.md")
     printed = "".join(out for _, out in ran)
