@@ -210,3 +210,19 @@ def test_runs_without_snapshots_are_named_and_one_rung_says_nothing_more():
         "Not scored below 1,800 s: reptile (runs finished without snapshots; delete them to retrain with the ladder).")
     top = LADDER[LADDER["budget"] == 1800]
     assert budgets.winner_words(top, "seconds") == "" and budgets.target_words(top, "seconds", True) == ""
+
+
+def test_snapshots_are_scored_by_the_algorithm_s_own_procedure_only(tmp_path):
+    """A config's common procedure is scored at the full budget (the top rung) and not at the snapshots,
+    whose own-procedure scores are those of the run without the common procedure."""
+    common = {"optimizer": "sgd", "lr": 0.1, "steps": 2}
+    with_common = ladder_config(tmp_path, "fomaml", 600, common_evaluation=common)
+    train_and_evaluate(with_common, progress=False)
+    without = with_overrides(with_common, common_evaluation=None, results_dir=str(tmp_path / "plain"))
+    train_and_evaluate(without, progress=False)
+    rungs, plain = rung_scores(with_common), rung_scores(without)
+    snapshots, top = rungs[rungs["rung"] != "1"], rungs[rungs["rung"] == "1"]
+    assert len(snapshots) == 4 * 3 and snapshots["test_common_loss"].isna().all()
+    assert top["test_common_loss"].notna().all()
+    mine = plain[plain["rung"] != "1"]
+    assert snapshots["test_loss"].tolist() == mine["test_loss"].tolist()

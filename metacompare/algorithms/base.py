@@ -217,6 +217,7 @@ class MetaAlgorithm(ABC):
         self.outer_optimizer = make_optimizer(cfg.outer_optimizer, self.meta_parameters(), cfg.outer_lr)
         self.inner_state: Any = None  # the inner optimiser's state when it is carried across tasks
         self._logging = [0.0, 0.0]  # wall and CPU seconds spent on the logged training fit (logging_fit)
+        self.measure_fit = True  # this iteration's logged fit is measured (the runner: every fit_interval)
         self.progress = 0.0  # fraction of training done, set each iteration by set_outer_lr
 
     # ------------------------------------------------------------------------------ the network
@@ -275,6 +276,8 @@ class MetaAlgorithm(ABC):
         with precision.autocast(self.cfg), training_mode(self.model):  # autocast: a no-op unless bfloat16
             batch = engine(self, tasks)
         self.outer_update(batch.grads)
+        if not self.measure_fit:  # an engine that measures inside its graph still reports; not logged
+            return {}
         metrics = {"loss": batch.loss}
         if batch.accuracy is not None:
             metrics["accuracy"] = batch.accuracy

@@ -198,6 +198,9 @@ class RunConfig:
     # the untrained floor and the training-task gap on the first this many test (and training-class)
     # episodes; 0: all test_episodes (metacompare.training.scoring.floor_count)
     floor_episodes: int = 0
+    # measure the logged training fit (metacompare.engines.rules.logged_fit) every this many iterations:
+    # an extra forward pass that is measurement, not training, and costs wall time a budget does not buy
+    fit_interval: int = 1
     eval_inner_steps: int = 10
     seed: int = 0
     eval_seed: int = 2018
@@ -272,7 +275,7 @@ NOT_IN_RUN_ID = ("results_dir", "experiment", "device", "data_root", "tracker", 
 # Fields that came after results were first recorded, with the value that does what runs did before the
 # field existed (``mamlpp: null``: the algorithm's own choice). At that value a field is left out of
 # the identity, so a run keeps the run id it had then: recorded runs and checkpoints are still found.
-AS_BEFORE = {"compile": False, "vmap": False, "floor_episodes": 0, "inner_chains": 1, "outer_lr_schedule": "linear", "mamlpp": None}
+AS_BEFORE = {"compile": False, "vmap": False, "floor_episodes": 0, "fit_interval": 1, "inner_chains": 1, "outer_lr_schedule": "linear", "mamlpp": None}
 SECTIONS_AS_BEFORE = {"budget": BudgetConfig, "digits": DigitsConfig, "user_data": UserDataConfig,
                       "resnet12": ResNet12Config}  # sections: at all their defaults
 

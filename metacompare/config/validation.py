@@ -42,14 +42,14 @@ CHOICES: dict[str, typing.Collection[str]] = {
 }
 NON_NEGATIVE = ("query", "train_shots", "test_query", "inner_batch_size", "eval_inner_batch_size", "eval_batch",
                 "floor_episodes", "budget_rungs", "task_chunk")  # task_chunk 0: the whole meta-batch
-POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval",
+POSITIVE = ("ways", "shots", "inner_steps", "meta_batch_size", "iterations", "eval_interval", "fit_interval",
             "eval_episodes", "test_episodes", "eval_inner_steps", "checkpoint_interval", "filters", "inner_chains")
 POSITIVE_FLOAT = ("inner_lr", "outer_lr")
 # Upper bounds where a larger value would exhaust memory (episodes are drawn up front; sizes and widths
 # set the activations) or overflow a counter, checked before anything is built.
 AT_MOST = {"ways": 1000, "shots": 1000, "query": 1000, "meta_batch_size": 10_000, "inner_steps": 100_000,
            "eval_inner_steps": 100_000, "eval_episodes": 100_000, "test_episodes": 100_000, "filters": 4096,
-           "task_chunk": 10_000, "num_tasks": 10**8, "iterations": 10**9, "eval_interval": 10**9,
+           "task_chunk": 10_000, "num_tasks": 10**8, "iterations": 10**9, "eval_interval": 10**9, "fit_interval": 10**9,
            "checkpoint_interval": 10**9, "train_shots": 1000, "test_query": 1000, "inner_batch_size": 10**6,
            "eval_inner_batch_size": 10**6, "eval_batch": 100_000,
            "floor_episodes": 100_000, "budget_rungs": 16}

@@ -9,6 +9,8 @@ weights each task's copy gets 1/T of its own gradient, so the sum over the task 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from metacompare.models import grouped
@@ -93,7 +95,10 @@ def fit_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 def logged_fit(algorithm: MetaAlgorithm, net: Net, objective: Objective) -> tuple[float, float | None]:
     """The logged training loss, one definition for every algorithm and engine: the adapted weights'
     loss (and accuracy) on the examples the objective names, measured without gradients and timed
-    apart from training (:meth:`MetaAlgorithm.logging_fit`)."""
+    apart from training (:meth:`MetaAlgorithm.logging_fit`). Not measured (NaN) on the iterations between
+    two ``fit_interval`` ones (``algorithm.measure_fit`` False): the training step is the same without it."""
+    if not algorithm.measure_fit:
+        return math.nan, None if objective.fit_y.is_floating_point() else math.nan
     with algorithm.logging_fit():
         predict = objective.predict or net.forward
         loss, acc = fit_metrics(predict(objective.adapted, objective.fit_x), objective.fit_y)

@@ -91,12 +91,15 @@ class Ladder:
             self.taken[name] = {"fraction": fraction, "iteration": iteration, **meter.row()}
 
     def score(self, algorithm, episodes: list, device, dtype) -> list[dict[str, Any]]:
-        """Per-episode test scores of every rung taken, on ``episodes`` with the run's test procedures
-        (batched where ``eval_batch`` is set, as the run's own test); the algorithm's state is restored."""
+        """Per-episode test scores of every rung taken, on ``episodes`` with the run's own test procedure
+        (batched where ``eval_batch`` is set, as the run's own test; a config's common procedure is scored
+        at the full budget only: the ladder compares each algorithm as its authors test it); the
+        algorithm's state is restored."""
         todo = sorted((item for item in self.taken.items() if item[0] in self.meters),  # not: another budget_rungs
                       key=lambda item: item[1]["fraction"])
         if not todo:
             return []
+        own_procedure = dataclasses.replace(self.cfg, common_evaluation=None)
         kept = copy.deepcopy(algorithm.state_dict())  # state_dict() shares the live tensors loading overwrites
         rows = []
         for name, taken in todo:
@@ -104,7 +107,7 @@ class Ladder:
                                                if distributed.is_writer() else None)
             algorithm.load_state_dict(snapshot)
             columns: dict[str, list] = {}
-            scoring.score_test(algorithm, episodes, self.cfg, device, dtype, "test_", columns)
+            scoring.score_test(algorithm, episodes, own_procedure, device, dtype, "test_", columns)
             rows += _rows(name, taken, columns)
         algorithm.load_state_dict(kept)
         return rows

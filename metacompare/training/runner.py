@@ -179,6 +179,7 @@ def train(run: Run, progress: bool, on_validation: Callable[[int, dict], None] |
     resumed_at = state.iteration
     run.ladder.cross(state.iteration, run.algorithm, state.extra)  # a rung below one iteration: the initial weights
     with progress_bar(run, progress) as bar, checkpoint.deferred_stop() as stop:
+        fit: dict[str, float] = {}  # the last measured training fit (every fit_interval iterations)
         while state.healthy and state.iteration < cfg.iterations and not run.meter.spent(state.iteration):
             metrics = step(run)
             if not state.healthy:
@@ -186,10 +187,12 @@ def train(run: Run, progress: bool, on_validation: Callable[[int, dict], None] |
                           f"run recorded as diverged")
                 return
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
-            run.tracker.train(state.iteration, metrics)
+            if metrics:
+                fit = metrics
+                bar.set_postfix({k: f"{v:.3f}" for k, v in metrics.items()}, refresh=False)  # drawn at mininterval
+                run.tracker.train(state.iteration, metrics)
             if run.meter.due(state.iteration) or state.iteration == cfg.iterations:
-                validate(run, metrics, on_validation)
+                validate(run, fit, on_validation)
             # after this iteration's validation: under test_checkpoint: best a run of its own that
             # stopped here would test the best state including it
             run.ladder.cross(state.iteration, run.algorithm, state.extra)
@@ -216,12 +219,14 @@ def progress_bar(run: Run, progress: bool) -> Iterator[tqdm]:
 
 def step(run: Run) -> dict[str, float]:
     """One meta-iteration on a fresh meta-batch, charged to the budget (budget.BudgetMeter.charge
-    decides what counts). A non-finite loss or weight marks the run diverged."""
+    decides what counts), its training fit measured on the first and every ``fit_interval``-th
+    iteration (else no metrics). A non-finite loss or weight marks the run diverged."""
     cfg, built, state = run.cfg, run.built, run.state
     began = budget.clock()
     batch = [precision.prepare_task(built.tasks.train.sample().to(built.device, built.dtype), cfg)
              for _ in range(cfg.meta_batch_size)]
     stepped = time.perf_counter()
+    built.algorithm.measure_fit = (state.iteration + 1) % cfg.fit_interval == 0 or state.iteration == 0
     built.algorithm.set_outer_lr(run.meter.fraction(state.iteration))
     metrics = built.algorithm.meta_train_step(batch)
     state.train_time += run.meter.charge(began, stepped, built.algorithm)
@@ -232,14 +237,15 @@ def step(run: Run) -> dict[str, float]:
 
 
 def validate(run: Run, metrics: dict[str, float], on_validation: Callable[[int, dict], None] | None) -> None:
-    """Score the validation episodes now: a metrics row, the best state so far (test_checkpoint: best),
-    the tracker and ``on_validation``. Its time is counted apart from the budget."""
+    """Score the validation episodes now: a metrics row (with ``metrics``, the last measured training fit),
+    the best state so far (test_checkpoint: best), the tracker and ``on_validation``. Its time is counted
+    apart from the budget."""
     cfg, built, state = run.cfg, run.built, run.state
     tick = time.perf_counter()
     val = evaluate(built.algorithm, built.tasks.validation, cfg.eval_inner_steps, built.device, built.dtype)
     run.meter.validated(time.perf_counter() - tick)
     state.rows.append({"iteration": state.iteration, "wall_time_s": run.wall(), **run.meter.row(),
-                       "train_loss": metrics["loss"], "train_accuracy": metrics.get("accuracy", math.nan),
+                       "train_loss": metrics.get("loss", math.nan), "train_accuracy": metrics.get("accuracy", math.nan),
                        **{f"val_{k}": v for k, v in val.items()}})
     if run.writer:
         results.write_csv(run.out / "metrics.csv", state.rows, _metric_columns(state.rows))
