@@ -44,6 +44,12 @@ def test_plan_names_the_runs_their_processes_and_an_estimate():
     assert "known after the first run" in timing.plan_words(runs, "work:1e6", {"work": 1e6})
     tuned = timing.plan_words(runs, "60", {"seconds": 60}, tuning=(8, {"seconds": 15}))
     assert "after 8 tuning trials" in tuned and "estimated wall time 5 min" in tuned  # (2 x 60 + 8 x 15) x 1.3 = 312 s
+    # two runs at a time share the four pending runs of 300 CPU-s on 1 process each: 2 x 390 s
+    shared = timing.plan_words([(name, 1, False) for name in ("reptile", "fomaml", "maml", "pretrain")], "cpu:300",
+                               {"cpu_seconds": 300}, workers=2)
+    assert "2 runs at a time" in shared and "estimated wall time 13 min" in shared
+    # never less than one run's own time (300 CPU-s on 2 processes, plus 30%: 195 s)
+    assert "estimated wall time 3 min" in timing.plan_words(runs[:1], "cpu:300", {"cpu_seconds": 300}, workers=2)
 
 
 def test_run_all_keeps_the_order_and_counts_only_runs_trained_here(capsys):

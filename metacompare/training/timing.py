@@ -77,9 +77,10 @@ def run_seconds(bound: dict[str, float], procs: int) -> float | None:
 
 
 def plan_words(runs: list[tuple[str, int, bool]], bound_text: str, bound: dict[str, float],
-               tuning: tuple[int, dict[str, float]] | None = None) -> str:
+               tuning: tuple[int, dict[str, float]] | None = None, workers: int = 1) -> str:
     """What a comparison will run and a first estimate of its wall time. ``runs``: (algorithm, processes,
-    finished already) per final run; ``tuning``: (trials in all, each trial's budget), if it tunes."""
+    finished already) per final run; ``tuning``: (trials in all, each trial's budget), if it tunes;
+    ``workers``: runs trained at once, so the runs' wall times are shared among them."""
     algorithms = list(dict.fromkeys(name for name, _, _ in runs))
     seeds = len(runs) // max(1, len(algorithms))
     procs = {name: p for name, p, _ in runs}
@@ -87,13 +88,15 @@ def plan_words(runs: list[tuple[str, int, bool]], bound_text: str, bound: dict[s
     estimates = [run_seconds(bound, p) for _, p in pending]
     if tuning is not None:
         estimates += [run_seconds(tuning[1], 1)] * tuning[0]
-    known = None if any(e is None for e in estimates) else sum(estimates)
+    known = None if any(e is None for e in estimates) else max(sum(estimates) / workers, max(estimates, default=0))
     words = (f"compare: {len(algorithms)} algorithms x {seeds} seed(s) = {len(runs)} runs at --budget {bound_text}"
              f" each ({', '.join(f'{n} on {p} process' + ('es' if p > 1 else '') for n, p in procs.items())})")
     if tuning is not None:
         words += f", after {tuning[0]} tuning trials"
     if len(pending) < len(runs):
         words += f"; {len(runs) - len(pending)} run(s) already finished"
+    if workers > 1:
+        words += f"; {workers} runs at a time"
     return words + (f"; estimated wall time {duration_words(known)} (training plus about {OVERHEAD:.0%} for "
                     f"scoring; scoring takes about the same time at any budget, so a small budget takes longer)"
                     if known is not None else "; wall time: known after the first run (a work budget)")

@@ -65,7 +65,7 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     plan = tune.final_configs(configs, source["chosen"] if source else {}, seeds or spec.seeds, bound)
     tuning = (spec.trials * len(configs), spec.trial_budget) if tuned and source is None else None
     print(timing.plan_words([(c.algorithm, processes(c, procs), _finished(c)) for c in plan], budget_text, bound,
-                            tuning), file=sys.stderr)
+                            tuning, workers), file=sys.stderr)
     with results.experiment_lock(Path(configs[0].results_dir) / configs[0].experiment, "compare"):
         try:
             chosen = source["chosen"] if source else tune.tune(configs, spec, progress, workers, executor, address) \
