@@ -16,7 +16,8 @@ from tests.test_budget import tiny
 from tests.test_tune import one_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 
-@pytest.mark.parametrize("algorithm, batch_tasks", [("fomaml", False), ("maml", True), ("reptile", False)])
+@pytest.mark.parametrize("algorithm, batch_tasks", [("fomaml", False), ("maml", True), ("reptile", False),
+                                                   ("pretrain", False)])
 def test_a_sparser_fit_trains_the_same_weights_and_measures_a_tenth(tmp_path, monkeypatch, algorithm, batch_tasks):
     logged: dict[int, list[int]] = {}
     weights, summaries = {}, {}
