@@ -226,3 +226,20 @@ def test_snapshots_are_scored_by_the_algorithm_s_own_procedure_only(tmp_path):
     assert top["test_common_loss"].notna().all()
     mine = plain[plain["rung"] != "1"]
     assert snapshots["test_loss"].tolist() == mine["test_loss"].tolist()
+
+
+def test_the_recorded_omniglot_ladder_is_the_3_seed_study_with_snapshots_and_one_serial_reptile_chain():
+    """experiments/compare_omniglot_minimal_ladder.yaml: the recorded 3-seed study's settings, 5 rungs
+    scored on 300 shared episodes, Reptile as supervised-reptile runs it (one chain), the fit every 10th."""
+    from metacompare.workflows import tune
+
+    ladder_runs, _ = tune.load("experiments/compare_omniglot_minimal_ladder.yaml", ())
+    seeds_runs, _ = tune.load("experiments/compare_omniglot_minimal_seeds.yaml", ())
+    assert sorted(c.algorithm for c in ladder_runs) == ["fomaml", "maml", "pretrain", "reptile"]
+    assert {(c.budget_rungs, c.floor_episodes, c.fit_interval, c.test_episodes) for c in ladder_runs} == {(5, 300, 10, 1000)}
+    by_name = {c.algorithm: c for c in seeds_runs}
+    for cfg in ladder_runs:
+        same = {"inner_chains": 1} if cfg.algorithm == "reptile" else {}
+        expected = with_overrides(by_name[cfg.algorithm], budget_rungs=5, floor_episodes=300, fit_interval=10,
+                                  experiment=cfg.experiment, **same)
+        assert cfg.identity() == expected.identity()
