@@ -16,14 +16,16 @@ from tests.test_budget import tiny
 from tests.test_tune import one_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 
-@pytest.mark.parametrize("algorithm, batch_tasks", [("fomaml", False), ("maml", True), ("reptile", False),
-                                                   ("pretrain", False)])
-def test_a_sparser_fit_trains_the_same_weights_and_measures_a_tenth(tmp_path, monkeypatch, algorithm, batch_tasks):
+@pytest.mark.parametrize("algorithm, engine", [("fomaml", {}), ("maml", {"batch_tasks": True}), ("reptile", {}),
+                                               ("reptile", {"inner_chains": 2, "inner_state": "carry",
+                                                            "inner_optimizer": "adam"}),
+                                               ("maml", {"vmap": True}), ("pretrain", {})])
+def test_a_sparser_fit_trains_the_same_weights_and_measures_a_tenth(tmp_path, monkeypatch, algorithm, engine):
     logged: dict[int, list[int]] = {}
     weights, summaries = {}, {}
     for every in (1, 10):
-        cfg = tiny(tmp_path / str(every), algorithm=algorithm, batch_tasks=batch_tasks, iterations=40,
-                   eval_interval=20, fit_interval=every)
+        cfg = tiny(tmp_path / str(every), algorithm=algorithm, iterations=40, eval_interval=20, fit_interval=every,
+                   **engine)
         steps = logged.setdefault(every, [])
         monkeypatch.setattr(tracking.Trackers, "train", lambda self, step, metrics, steps=steps: steps.append(step))
         summaries[every] = train_and_evaluate(cfg, progress=False)
