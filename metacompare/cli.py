@@ -175,15 +175,18 @@ def _speaks(about_a_stop: bool = False) -> bool:
     return not os.environ.get(distributed.LAUNCHED) or (distributed.is_writer() and not about_a_stop)
 
 
-def _warning_lines(source: str | None):
-    """A ``warnings.showwarning`` printing each message once, on one line that names the user's file."""
-    seen: set[str] = set()
+WARNED = "METACOMPARE_WARNED"  # the warning lines already printed, for the processes this one starts
 
+
+def _warning_lines(source: str | None):
+    """A ``warnings.showwarning`` printing each message once, on one line that names the user's file:
+    once per command, too, when its workers (``--procs``, ``--workers``) load the same config again,
+    since they inherit the lines printed so far through the environment."""
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = f"metacompare: warning: {message}" + (f" ({source})" if source else "")
-        if text not in seen and _speaks():
-            seen.add(text)
-            print(text, file=sys.stderr)
+        said, seen = str(message), os.environ.get(WARNED, "").split("\n")  # workers read a copy of the file
+        if said not in seen and _speaks():
+            os.environ[WARNED] = "\n".join([*filter(None, seen), said])
+            print(f"metacompare: warning: {said}" + (f" ({source})" if source else ""), file=sys.stderr)
     return show
 
 
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     source = next((getattr(args, name) for name in ("config", "file", "sweep", "data", "path", "checkpoint")
                    if getattr(args, name, None)), None)
     previous, warnings.showwarning = warnings.showwarning, _warning_lines(source)
+    warned = os.environ.get(WARNED)  # kept for this command's workers, not for the next command in this process
     try:
         check_options(args)
         with dirty_allowed(getattr(args, "allow_dirty", False)):  # every write path's guard reads it
@@ -227,3 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = previous
+        if warned is None:
+            os.environ.pop(WARNED, None)
+        else:
+            os.environ[WARNED] = warned

@@ -432,3 +432,27 @@ def test_warning_class_a_warning_is_one_line_once_naming_the_users_file(tmp_path
     lines = [line for line in err.splitlines() if "warning" in line.lower()]
     assert len(lines) == 1 and lines[0].startswith("metacompare: warning: precision: bfloat16 with maml")
     assert lines[0].endswith(f"({config})") and "warnings.warn" not in err
+
+
+def test_warning_class_a_procs_run_prints_its_config_warning_once(tmp_path, capsys, monkeypatch):
+    """Class (still short): under ``--procs`` the launcher and then the workers' writer each loaded the
+    config and printed its warning, so it appeared twice. The workers inherit the lines already printed
+    (here the worker command runs in this process, as torchrun would start it)."""
+    from metacompare.cli import WARNED, main
+    from metacompare.engines import distributed
+
+    inherited = []
+
+    def worker(argv, procs):
+        inherited.append(os.environ.get(WARNED, ""))
+        return main(argv)
+
+    monkeypatch.setattr(distributed, "launch", worker)
+    config = write_config(tmp_path / "bf16.yaml", sine_config(algorithm="maml", inner_steps=2, precision="bfloat16",
+                                                             iterations=2, eval_interval=2, test_episodes=2))
+    code, _, err = cli(capsys, "run", config, "--procs", "2", "--results-dir", tmp_path / "r", "--no-progress",
+                       "--no-report")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1 and "precision: bfloat16 with maml" in lines[0] and "bfloat16 with maml" in inherited[0]
+    assert WARNED not in os.environ  # the next command in this process warns again

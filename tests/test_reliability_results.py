@@ -285,3 +285,61 @@ def test_every_command_that_writes_a_results_folder_takes_its_lock_class(tmp_pat
         with pytest.raises(UserError, match="another sweep is running"):
             tune.run_tune(write(tmp_path, {"trials": 1, "seeds": 1}), progress=False)
     assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_a_run_another_process_is_training_is_refused_and_resumed_after_class(tmp_path, capsys):
+    """Class (still short): single `run` commands took no lock, so two of them on one config both trained
+    the run and wrote its checkpoint. The run folder is locked while it trains; a second command is
+    refused (one line, exit 2) and writes nothing; once the first is gone the run trains as usual."""
+    from metacompare.config.loading import load_experiment
+    from metacompare.training.runner import run_dir
+
+    from metacompare.engines import distributed
+
+    config = write(tmp_path, algorithm="fomaml")
+    cfg = load_experiment(config)[0]
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True)
+    with results.run_lock(folder):
+        line = one_line_error(capsys, "run", config, "--no-progress", "--no-report")
+        assert str(folder) in line and "another process is training this run" in line
+        with pytest.raises(UserError, match="another process is training this run"):  # before torchrun starts
+            distributed.run_config(cfg, 2, progress=False)
+        assert sorted(p.name for p in folder.iterdir()) == []
+    code, _, err = cli(capsys, "run", config, "--no-progress", "--no-report")
+    assert code == 0 and (folder / "summary.json").exists(), err
+
+
+def test_a_run_refused_for_its_data_leaves_no_new_results_folder_at_any_depth_class(tmp_path, capsys):
+    """Class (minor): only the run folder and its parent were removed after a refusal; a results
+    folder given deeper than that (here three new levels) was left behind, empty. The data is refused
+    when the run is built, after its folder was claimed."""
+    from tests.faults import omniglot_config
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(omniglot_config(tmp_path / "nowhere")))
+    line = one_line_error(capsys, "run", config, "--results-dir", tmp_path / "new" / "deeper" / "r",
+                          "--no-progress", "--no-report")
+    assert "nowhere" in line and not (tmp_path / "new").exists()
+
+
+def test_a_metrics_file_cut_at_a_line_end_is_named_class(tmp_path, capsys):
+    """Class (still short): a metrics.csv that lost its last rows exactly at a line end read as a shorter
+    curve. A finished run's summary keeps how many rows it wrote; reading and reporting refuse fewer."""
+    from metacompare.config.loading import load_experiment
+    from metacompare.report.experiment import analyse
+    from metacompare.training.runner import run_dir
+
+    config = write(tmp_path, algorithm="fomaml")
+    code, _, err = cli(capsys, "run", config, "--no-progress", "--no-report")
+    assert code == 0, err
+    folder = run_dir(load_experiment(config)[0])
+    wrote = json.loads((folder / "summary.json").read_text())["metrics_rows"]
+    assert wrote == len(results.read_metrics(folder)) == 2  # iterations 4, a validation every 2
+    metrics = folder / "metrics.csv"
+    whole = metrics.read_text()
+    metrics.write_text(whole[: whole.rindex("\n", 0, len(whole) - 1) + 1])
+    with pytest.raises(files.FileProblem, match="metrics.csv: holds 1 rows where the run wrote 2"):
+        results.read_metrics(folder)
+    with pytest.raises(files.FileProblem, match="holds 1 rows where the run wrote 2"):
+        analyse(folder.parent)

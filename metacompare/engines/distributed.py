@@ -175,6 +175,10 @@ def run_config(cfg, procs: int, progress: bool = True, force: bool = False) -> i
     from metacompare.storage import results
 
     results.check_writable(os.path.join(cfg.results_dir, cfg.experiment))
+    folder = os.path.join(cfg.results_dir, cfg.experiment, cfg.run_id())
+    if os.path.isdir(folder):  # refused here, in one line, rather than by rank 0 after every worker started
+        with results.run_lock(folder):
+            pass
     with tempfile.TemporaryDirectory(prefix="metacompare-") as folder:
         path = os.path.join(folder, "config.yaml")
         with open(path, "w") as handle:

@@ -153,10 +153,10 @@ def locked(path: Path, wait: bool = True, busy: str = "") -> Iterator[None]:
 
 @contextlib.contextmanager
 def removed_if_refused(folder: Path) -> Iterator[None]:
-    """A refusal inside leaves no empty folder behind: ``folder`` (and its parent), when created
-    inside and still empty at the refusal, are removed again."""
-    folder = Path(folder)
-    new = [p for p in (folder, folder.parent) if not p.exists()]
+    """A refusal inside leaves no empty folder behind: ``folder`` and those of its parents created
+    inside, when still empty at the refusal, are removed again (deepest first)."""
+    folder = Path(folder).absolute()
+    new = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         yield
     except BaseException:
@@ -173,8 +173,8 @@ WRITER_LOCK = ".writer.lock"
 def experiment_lock(experiment_dir: Path, command: str) -> Iterator[None]:
     """The one lock of a results folder that a command writes as a whole (``sweep``, ``compare``,
     ``tune``): a second such command on the same folder is refused at once, naming the first, instead
-    of interleaving with it. (Single ``run`` commands may share a folder: each writes its own run
-    folder and updates runs.csv under its own lock.)"""
+    of interleaving with it. (Single ``run`` commands may share a folder: each holds its own run's
+    :func:`run_lock` and updates runs.csv under the table's lock.)"""
     experiment_dir = Path(experiment_dir)
     check_writable(experiment_dir)
     path = experiment_dir / WRITER_LOCK
@@ -187,6 +187,23 @@ def experiment_lock(experiment_dir: Path, command: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.write_text(f"{command} {os.getpid()}\n")  # whom a refused command names
         yield
+
+
+@contextlib.contextmanager
+def run_lock(run_folder: Path) -> Iterator[None]:
+    """One process trains a run at a time: two ``run`` commands on one config, or a ``run`` beside a
+    ``compare`` that trains the same run, would both write its checkpoint and summary. An ``flock`` on
+    the run folder itself, so that nothing is left behind, released however the process ends."""
+    handle = os.open(run_folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_folder}: another process is training this run; wait for it to finish (this "
+                            f"command then reads its result) or stop it (this command then resumes it)") from None
+        yield
+    finally:
+        os.close(handle)
 
 
 # ------------------------------------------------------------------------------ runs.csv rows
@@ -231,11 +248,16 @@ RUN_FILE_FIX = "delete the run folder and rerun the command that made it to redo
 
 
 def read_metrics(run_folder: Path) -> "pd.DataFrame | None":
-    """A run's ``metrics.csv`` (validation after each evaluation), or None where the run wrote none."""
+    """A run's ``metrics.csv`` (validation after each evaluation), or None where the run wrote none. A
+    finished run's summary says how many rows it wrote, so a file cut exactly at a line end is refused
+    too (a run finished before that count was kept is read as it is)."""
     path = Path(run_folder) / "metrics.csv"
     if not path.exists():
         return None
-    return files.read_frame(path, RUN_FILE_FIX, blank_ok=True)
+    summary = Path(run_folder) / "summary.json"
+    rows = files.read_json(summary, SUMMARY_FIX).get("metrics_rows") if summary.exists() else None
+    rows = rows if isinstance(rows, int) and not isinstance(rows, bool) else None
+    return files.read_frame(path, RUN_FILE_FIX, blank_ok=not rows, rows=rows)
 
 
 def read_episodes(run_folder: Path, episodes: int | None = None) -> "pd.DataFrame | None":

@@ -108,17 +108,40 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     ``on_validation(evaluation_index, scores)`` follows each validation (a tuner's pruner may raise there)."""
     out = run_dir(cfg)
     distributed.start(cfg.device)  # under torchrun: join the group (one process: nothing)
-    if distributed.from_writer((out / "summary.json").exists() and not force):
-        return finished_run(out, cfg=cfg) if distributed.is_writer() else results.read_summary(out / "summary.json")
-    built = prepare(cfg, out, force)
-    run = resume(cfg, out, built)
-    with tracked(run.tracker):
-        score_floor(run)
-        train(run, progress, on_validation)
-        with stop_signals_raise():  # the last checkpoint is whole, so scoring may stop at any point
-            scores = run_test(run)
-            rungs = score_rungs(run)
-    return record(run, scores, rungs)
+    if (done := _finished(out, cfg, force)) is not None:
+        return done
+    with claimed(out):
+        if (done := _finished(out, cfg, force)) is not None:  # another process finished it meanwhile
+            return done
+        built = prepare(cfg, out, force)
+        run = resume(cfg, out, built)
+        with tracked(run.tracker):
+            score_floor(run)
+            train(run, progress, on_validation)
+            with stop_signals_raise():  # the last checkpoint is whole, so scoring may stop at any point
+                scores = run_test(run)
+                rungs = score_rungs(run)
+        return record(run, scores, rungs)
+
+
+def _finished(out: Path, cfg: RunConfig, force: bool) -> dict[str, Any] | None:
+    """The finished run's summary (checked, see :func:`finished_run`), or None to train it."""
+    if not distributed.from_writer((out / "summary.json").exists() and not force):
+        return None
+    return finished_run(out, cfg=cfg) if distributed.is_writer() else results.read_summary(out / "summary.json")
+
+
+@contextmanager
+def claimed(out: Path) -> Iterator[None]:
+    """The run folder's lock (:func:`metacompare.storage.results.run_lock`), held by the writer from the
+    first write to the last; the folder it creates goes again if the run is refused before writing."""
+    if not distributed.is_writer():
+        yield
+        return
+    with results.removed_if_refused(out):
+        results.check_writable(out)
+        with results.run_lock(out):
+            yield
 
 
 def prepare(cfg: RunConfig, out: Path, force: bool) -> Built:
@@ -332,6 +355,7 @@ def summarise(run: Run, scores: dict[str, Any]) -> dict[str, Any]:
         **generalisation(scores["seen"], test, cfg),
         wall_time_s=wall, **run.meter.row(), time_split=timing.split(wall, run.meter.counts, run.clock.spent),
         floor_episodes=scoring.floor_count(cfg),
+        metrics_rows=len(state.rows),  # so that a metrics.csv cut at a line end is found (results.read_metrics)
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=state.train_time / state.iteration if state.iteration else math.nan,
         peak_memory_mb=max(state.peak_mb, peak_memory_mb(run.built.device)), torch_threads=torch.get_num_threads(),
