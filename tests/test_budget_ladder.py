@@ -62,6 +62,16 @@ def test_compare_writes_the_ladder_with_the_runs_own_score_at_the_top(tmp_path, 
     answer = (folder / "compare" / "report.md").read_text().split("\n\n")[1]
     assert "Best at every budget" in answer and "Time to target" in answer
     assert "## The answer at every budget" in (folder / "compare" / "report.md").read_text()
+    # asked again for fewer rungs: the finished runs' snapshots at those rungs only; for more: the ones they hold, said
+    command = ["compare", str(tiny(tmp_path)), "--budget", f"work:{BUDGET}", "--no-tune", "--seeds", "1", "--no-progress"]
+    capsys.readouterr()
+    assert main([*command, "--rungs", "3"]) == 0 and "warning" not in capsys.readouterr().err
+    table = pd.read_csv(folder / "compare" / "budgets.csv", float_precision="round_trip")
+    assert sorted(table["budget"].unique()) == [BUDGET / 4, BUDGET / 2, BUDGET]
+    assert main([*command, "--rungs", "6"]) == 0
+    assert "finished runs in" in (err := capsys.readouterr().err) and "hold no snapshot at 1/32 of the budget" in err
+    table = pd.read_csv(folder / "compare" / "budgets.csv", float_precision="round_trip")
+    assert sorted(table["budget"].unique()) == [BUDGET / 16, BUDGET / 8, BUDGET / 4, BUDGET / 2, BUDGET]
 
 
 def test_a_snapshot_is_the_run_of_its_own_when_no_schedule_follows_the_budget(tmp_path):

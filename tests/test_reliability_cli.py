@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -456,3 +458,28 @@ def test_warning_class_a_procs_run_prints_its_config_warning_once(tmp_path, caps
     lines = [line for line in err.splitlines() if "warning" in line.lower()]
     assert len(lines) == 1 and "precision: bfloat16 with maml" in lines[0] and "bfloat16 with maml" in inherited[0]
     assert WARNED not in os.environ  # the next command in this process warns again
+
+
+def test_budget_class_a_budget_beyond_three_years_is_a_typo(capsys):
+    """Class: ``--budget cpu:1e30`` was accepted and announced an estimate of 1.4e27 hours."""
+    code, _, err = cli(capsys, "compare", "configs/sine.yaml", "--budget", "cpu:1e30", "--no-tune")
+    assert code == 2 and "--budget cpu:1e30: at most 1e+08 CPU seconds (about 3 years)" in err
+
+
+def test_target_class_an_accuracy_target_above_one_is_refused_before_training(tmp_path, capsys):
+    """Class: ``--target 2`` on a classification comparison trained everything, then reported every
+    algorithm "not within" a target of 200%. Accuracy targets are fractions; refused before any run."""
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(48, 3)), columns=["a", "b", "c"])
+    frame["label"] = [f"c{i // 4}" for i in range(48)]
+    frame.to_csv(data := tmp_path / "t.csv", index=False)
+    code, _, err = cli(capsys, "compare", "--data", data, "--budget", "cpu:1", "--no-tune", "--seeds", "1",
+                       "--target", "2", "--results-dir", tmp_path / "r")
+    assert code == 2 and "--target 2: an accuracy target is a fraction from 0 to 1" in err, err
+    assert not list((tmp_path / "r").rglob("summary.json"))
+
+
+def test_ways_class_one_way_classification_is_refused(tmp_path, capsys):
+    """Class: ``--ways 1`` on a classification dataset ran and reported 100% for every algorithm and its
+    untrained network alike. Regression (sine) keeps its one "way"."""
+    code, _, err = cli(capsys, "run", "configs/omniglot.yaml", "--set", "ways=1", "--results-dir", tmp_path)
+    assert code == 2 and "ways: 1-way classification has nothing to tell apart" in err, err

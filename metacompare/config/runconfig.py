@@ -131,6 +131,9 @@ class BudgetConfig:
     evaluations: int = 0
 
 
+BUDGET_AT_MOST = {"seconds": 1e8, "cpu_seconds": 1e8, "work": 1e18}  # 1e8 s: about 3 years; a typo beyond
+
+
 @dataclass(frozen=True)
 class MamlPlusPlusConfig:
     """MAML++'s training options (Antoniou, Edwards & Storkey 2019, "How to train your MAML", ICLR,

@@ -22,7 +22,7 @@ from metacompare import models, paths
 from metacompare.algorithms import ALGORITHMS, BACKENDS
 from metacompare.data import SOURCES, source_of
 from metacompare.errors import ConfigError, UserError
-from metacompare.config.runconfig import RunConfig, _plain
+from metacompare.config.runconfig import BUDGET_AT_MOST, RunConfig, _plain
 from metacompare.storage.tracking import TRACKERS
 
 CHOICES: dict[str, typing.Collection[str]] = {
@@ -146,7 +146,10 @@ def _check_numbers(cfg: RunConfig) -> None:
 
 def _check_dataset(cfg: RunConfig) -> None:
     """The model fits the dataset, and the dataset's own section is usable (its source's checks)."""
-    source_of(cfg).check(cfg)
+    source = source_of(cfg)
+    if source.classification and cfg.ways < 2:  # the one class is every answer: 100% before any training
+        raise ConfigError(f"ways: {cfg.ways}-way classification has nothing to tell apart; use 2 or more (--ways)")
+    source.check(cfg)
     _check_user_data(cfg)
     if not cfg.omniglot.sources:
         raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")
@@ -326,8 +329,9 @@ def _check_mamlpp(cfg: RunConfig) -> None:
 def _check_budget(cfg: RunConfig) -> None:
     for name in ("seconds", "cpu_seconds", "work"):
         value = getattr(cfg.budget, name)
-        if value is not None and not 0 < value < float("inf"):
-            raise ConfigError(f"budget.{name}: must be a positive number or null, got {value}")
+        if value is not None and not 0 < value <= BUDGET_AT_MOST[name]:
+            raise ConfigError(f"budget.{name}: must be a positive number up to {BUDGET_AT_MOST[name]:g} or null, "
+                              f"got {value}")
     if cfg.budget.cpu_seconds is not None and cfg.device != "cpu":
         raise ConfigError(f"budget.cpu_seconds: CPU time does not count work on device {cfg.device}; "
                           f"use budget.seconds (wall clock) there")

@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from metacompare.engines import distributed
+from metacompare.config.runconfig import BUDGET_AT_MOST
 
 FORWARD, BACKWARD = 1, 2  # example-pass costs (Kaplan et al. 2020: 2N and 4N FLOPs per token)
 STEP = FORWARD + BACKWARD  # one inner or outer gradient step, per example
@@ -163,12 +164,18 @@ def parse_budget(text: str) -> dict[str, float]:
         number = float(value)
     except ValueError:
         number = math.nan
-    if kind not in ("seconds", "cpu_seconds", "work") or not 0 < number < math.inf:
-        from metacompare.errors import UserError
+    from metacompare.errors import UserError
 
+    if kind not in BUDGET_AT_MOST or not 0 < number < math.inf:
         raise UserError(f"--budget {text}: expected training seconds (e.g. 300), CPU seconds (cpu:300) "
                         f"or work:N (e.g. work:2e6)")
+    if number > BUDGET_AT_MOST[kind]:
+        raise UserError(f"--budget {text}: at most {BUDGET_AT_MOST[kind]:g} {UNIT_WORDS[kind]}; give a smaller budget")
     return {kind: number}
+
+
+UNIT_WORDS = {"seconds": "seconds (about 3 years)", "cpu_seconds": "CPU seconds (about 3 years)",
+              "work": "example-passes"}
 
 
 def label(budget: dict[str, float]) -> str:

@@ -144,7 +144,18 @@ def read(out: Path, column: str, summary: dict[str, Any]) -> list[dict[str, Any]
 
 
 def stack(runs: list[tuple[RunConfig, dict[str, Any], Path]], column: str) -> pd.DataFrame:
-    """Every finished run's rungs (:func:`read`) as one frame with its ``algorithm`` and ``seed``."""
+    """Every finished run's rungs (:func:`read`) as one frame with its ``algorithm`` and ``seed``: those
+    of ``cfg.budget_rungs`` only (a run trained with more rungs than asked for now holds others too)."""
     rows = [{"algorithm": cfg.algorithm, "seed": cfg.seed, **row} for cfg, summary, out in runs
-            if summary.get("status") == "finished" for row in read(out, column, summary)]
+            if summary.get("status") == "finished" for row in read(out, column, summary)
+            if row["fraction"] in (*fractions(cfg.budget_rungs), 1.0)]
     return pd.DataFrame(rows, columns=["algorithm", "seed", "rung", *RUNG_COLUMNS[1:], "score"])
+
+
+def absent(stacked: pd.DataFrame, runs: list[RunConfig]) -> list[str]:
+    """The rungs asked for (``budget_rungs``) that some finished run in ``stacked`` does not hold: it
+    trained with fewer rungs, and a snapshot cannot be taken after the fact."""
+    held = stacked.groupby(["algorithm", "seed"])["fraction"].agg(set).to_dict()
+    wanted = {f for cfg in runs if (cfg.algorithm, cfg.seed) in held
+              for f in fractions(cfg.budget_rungs) if f not in held[cfg.algorithm, cfg.seed]}
+    return [rung_name(f) for f in sorted(wanted)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,6 +60,8 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     if results_dir:
         changes["results_dir"] = results_dir
     configs = [with_overrides(c, **changes) for c in configs]
+    if target is not None and target > 1 and metric(configs[0])[1]:
+        raise UserError(f"--target {target:g}: an accuracy target is a fraction from 0 to 1 (0.9 for 90%)")
     if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
@@ -234,6 +237,11 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     curves = learning_curves(configs, out / "learning_curves.png",
                              "train_cpu_seconds" if "cpu_seconds" in bound else "train_seconds")
     stacked = ladder.stack([(c, s, run_dir(c)) for c, s in zip(configs, summaries)], column)
+    if missing := ladder.absent(stacked, configs):
+        warnings.warn(f"budget ladder of {configs[0].budget_rungs} rungs: finished runs in {out.parent} hold no snapshot at "
+                      f"{', '.join(missing)} of the budget (they trained with fewer rungs, and a snapshot cannot be "
+                      f"taken afterwards); the ladder shows the rungs they hold. For the others, compare into "
+                      f"another --results-dir", stacklevel=2)
     rungs, kind = budgets.table(stacked, dict(zip(table["algorithm"], table["floor"])), bound, higher), next(iter(bound))
     results.write_csv(out / "budgets.csv", rungs.to_dict("records"), list(rungs.columns))
     drawn = budgets.figure(rungs, out, kind, higher)
