@@ -56,3 +56,14 @@ def test_bfloat16_multi_step_maml_warns_but_one_step_does_not(recwarn):
     assert not [w for w in recwarn if "bfloat16" in str(w.message)]
     with pytest.warns(UserWarning, match="precision: bfloat16 with maml and inner_steps=5"):
         expand({"algorithm": "maml", "precision": "bfloat16", "inner_steps": 5})
+
+
+def test_numbers_written_in_e_notation_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads ``1e5`` and ``1e-3`` as text; they are what the user meant, a whole
+    number where one is expected when it is whole, and refused (naming the field) when it is not."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("dataset: sine\nmodel: mlp\nalgorithm: maml\niterations: 1e5\ninner_lr: 1e-3\n")
+    cfg, = load_experiment(path)
+    assert (cfg.iterations, cfg.inner_lr) == (100_000, 0.001)
+    with pytest.raises(ConfigError, match="iterations: expected a whole number, got '1e-3'"):
+        expand({"dataset": "sine", "model": "mlp", "algorithm": "maml", "iterations": "1e-3"})

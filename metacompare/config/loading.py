@@ -62,16 +62,14 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
+            number = _number_text(value) if isinstance(value, str) else value  # iterations: 1e5, as YAML 1.1 reads it
+            if isinstance(number, float) and number.is_integer():
+                return int(number)
             raise ConfigError(f"{where}: expected a whole number, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as text; it is still a number
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        if isinstance(value, str) and _number_text(value) is not None:  # YAML 1.1 reads 1e-3 (no dot) as text
+            return _number_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -80,6 +78,14 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{where}: expected text, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation {annotation!r} for {where}")
+
+
+def _number_text(text: str) -> float | None:
+    """``1e-3`` or ``1e5`` written without a dot, which YAML 1.1 reads as text; None for other text."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
