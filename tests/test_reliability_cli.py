@@ -478,8 +478,15 @@ def test_target_class_an_accuracy_target_above_one_is_refused_before_training(tm
     assert not list((tmp_path / "r").rglob("summary.json"))
 
 
-def test_ways_class_one_way_classification_is_refused(tmp_path, capsys):
-    """Class: ``--ways 1`` on a classification dataset ran and reported 100% for every algorithm and its
-    untrained network alike. Regression (sine) keeps its one "way"."""
-    code, _, err = cli(capsys, "run", "configs/omniglot.yaml", "--set", "ways=1", "--results-dir", tmp_path)
-    assert code == 2 and "ways: 1-way classification has nothing to tell apart" in err, err
+def test_ways_class_one_way_classification_of_own_data_is_refused(tmp_path, capsys):
+    """Class: ``--ways 1`` on the user's own data ran and reported 100% for every algorithm and its
+    untrained network alike; refused by run, compare and inspect before anything is trained."""
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(48, 3)), columns=["a", "b", "c"])
+    frame["label"] = [f"c{i // 4}" for i in range(48)]
+    frame.to_csv(data := tmp_path / "t.csv", index=False)
+    for argv in (("run", "--data", data, "--ways", "1", "--results-dir", tmp_path / "r"),
+                 ("compare", "--data", data, "--ways", "1", "--budget", "cpu:1", "--results-dir", tmp_path / "r"),
+                 ("inspect", data, "--ways", "1")):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and "--ways 1: 1-way classification has nothing to tell apart; use 2 or more" in err, err
+    assert not (tmp_path / "r").exists()

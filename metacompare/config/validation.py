@@ -146,10 +146,7 @@ def _check_numbers(cfg: RunConfig) -> None:
 
 def _check_dataset(cfg: RunConfig) -> None:
     """The model fits the dataset, and the dataset's own section is usable (its source's checks)."""
-    source = source_of(cfg)
-    if source.classification and cfg.ways < 2:  # the one class is every answer: 100% before any training
-        raise ConfigError(f"ways: {cfg.ways}-way classification has nothing to tell apart; use 2 or more (--ways)")
-    source.check(cfg)
+    source_of(cfg).check(cfg)
     _check_user_data(cfg)
     if not cfg.omniglot.sources:
         raise ConfigError("omniglot.sources: the list is empty; name at least one, e.g. [images_background]")

@@ -193,17 +193,21 @@ def experiment_lock(experiment_dir: Path, command: str) -> Iterator[None]:
 def run_lock(run_folder: Path) -> Iterator[None]:
     """One process trains a run at a time: two ``run`` commands on one config, or a ``run`` beside a
     ``compare`` that trains the same run, would both write its checkpoint and summary. An ``flock`` on
-    the run folder itself, so that nothing is left behind, released however the process ends."""
-    handle = os.open(run_folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+    the run folder itself (created, writable, and removed again if empty at a refusal inside), so that
+    nothing is left behind, released however the process ends."""
+    with removed_if_refused(run_folder):
+        check_writable(run_folder)
+        handle = os.open(run_folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"{run_folder}: another process is training this run; wait for it to finish (this "
-                            f"command then reads its result) or stop it (this command then resumes it)") from None
-        yield
-    finally:
-        os.close(handle)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{run_folder}: another process is training this run; wait for it to finish "
+                                f"(this command then reads its result) or stop it (this command then resumes "
+                                f"it)") from None
+            yield
+        finally:
+            os.close(handle)
 
 
 # ------------------------------------------------------------------------------ runs.csv rows

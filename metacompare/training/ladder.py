@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -145,11 +146,18 @@ def read(out: Path, column: str, summary: dict[str, Any]) -> list[dict[str, Any]
 
 def stack(runs: list[tuple[RunConfig, dict[str, Any], Path]], column: str) -> pd.DataFrame:
     """Every finished run's rungs (:func:`read`) as one frame with its ``algorithm`` and ``seed``: those
-    of ``cfg.budget_rungs`` only (a run trained with more rungs than asked for now holds others too)."""
+    of ``cfg.budget_rungs`` only (a run trained with more rungs than asked for now holds others too);
+    a warning names the rungs asked for that a run does not hold (see :func:`absent`)."""
     rows = [{"algorithm": cfg.algorithm, "seed": cfg.seed, **row} for cfg, summary, out in runs
             if summary.get("status") == "finished" for row in read(out, column, summary)
             if row["fraction"] in (*fractions(cfg.budget_rungs), 1.0)]
-    return pd.DataFrame(rows, columns=["algorithm", "seed", "rung", *RUNG_COLUMNS[1:], "score"])
+    stacked = pd.DataFrame(rows, columns=["algorithm", "seed", "rung", *RUNG_COLUMNS[1:], "score"])
+    if missing := absent(stacked, [cfg for cfg, _, _ in runs]):
+        warnings.warn(f"budget ladder of {runs[0][0].budget_rungs} rungs: finished runs in {runs[0][2].parent} hold "
+                      f"no snapshot at {', '.join(missing)} of the budget (they trained with fewer rungs, and a "
+                      f"snapshot cannot be taken afterwards); the ladder shows the rungs they hold. For the others, "
+                      f"compare into another --results-dir", stacklevel=2)
+    return stacked
 
 
 def absent(stacked: pd.DataFrame, runs: list[RunConfig]) -> list[str]:

@@ -18,7 +18,7 @@ import math
 import resource
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -110,7 +110,7 @@ def train_and_evaluate(cfg: RunConfig, progress: bool = True, force: bool = Fals
     distributed.start(cfg.device)  # under torchrun: join the group (one process: nothing)
     if (done := _finished(out, cfg, force)) is not None:
         return done
-    with claimed(out):
+    with results.run_lock(out) if distributed.is_writer() else nullcontext():  # rank 0 writes, and locks
         if (done := _finished(out, cfg, force)) is not None:  # another process finished it meanwhile
             return done
         built = prepare(cfg, out, force)
@@ -129,19 +129,6 @@ def _finished(out: Path, cfg: RunConfig, force: bool) -> dict[str, Any] | None:
     if not distributed.from_writer((out / "summary.json").exists() and not force):
         return None
     return finished_run(out, cfg=cfg) if distributed.is_writer() else results.read_summary(out / "summary.json")
-
-
-@contextmanager
-def claimed(out: Path) -> Iterator[None]:
-    """The run folder's lock (:func:`metacompare.storage.results.run_lock`), held by the writer from the
-    first write to the last; the folder it creates goes again if the run is refused before writing."""
-    if not distributed.is_writer():
-        yield
-        return
-    with results.removed_if_refused(out):
-        results.check_writable(out)
-        with results.run_lock(out):
-            yield
 
 
 def prepare(cfg: RunConfig, out: Path, force: bool) -> Built:

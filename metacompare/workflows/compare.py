@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -237,11 +236,6 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
     curves = learning_curves(configs, out / "learning_curves.png",
                              "train_cpu_seconds" if "cpu_seconds" in bound else "train_seconds")
     stacked = ladder.stack([(c, s, run_dir(c)) for c, s in zip(configs, summaries)], column)
-    if missing := ladder.absent(stacked, configs):
-        warnings.warn(f"budget ladder of {configs[0].budget_rungs} rungs: finished runs in {out.parent} hold no snapshot at "
-                      f"{', '.join(missing)} of the budget (they trained with fewer rungs, and a snapshot cannot be "
-                      f"taken afterwards); the ladder shows the rungs they hold. For the others, compare into "
-                      f"another --results-dir", stacklevel=2)
     rungs, kind = budgets.table(stacked, dict(zip(table["algorithm"], table["floor"])), bound, higher), next(iter(bound))
     results.write_csv(out / "budgets.csv", rungs.to_dict("records"), list(rungs.columns))
     drawn = budgets.figure(rungs, out, kind, higher)

@@ -44,6 +44,12 @@ PRETRAIN = {"query": 1, "meta_batch_size": 32, "outer_optimizer": "adam", "outer
             "inner_optimizer": "sgd", "inner_lr": 0.1, "eval_inner_steps": 50}
 
 
+def check_ways(ways: int) -> None:
+    """Own data is classified: with one class every answer is right, before any training."""
+    if ways < 2:
+        raise DataError(f"--ways {ways}: {ways}-way classification has nothing to tell apart; use 2 or more")
+
+
 def detect_form(path: str | Path, text_column: str = "text") -> str:
     """``folder`` for a directory; for a table, ``text`` when it has ``text_column``, else ``table``."""
     path = Path(path)
@@ -79,6 +85,7 @@ def data_config(path: str | Path, form: str | None = None, ways: int = 5, shots:
     that many chains (``inner_chains``, :mod:`metacompare.engines.chains`)."""
     from metacompare.config.loading import expand
 
+    check_ways(ways)
     raw = base_config(path, form, label_column, text_column)
     form = source_of(raw["dataset"])
     probe = expand({**raw, "model": form.network_for("maml", 1)["model"], "ways": ways, "shots": shots},

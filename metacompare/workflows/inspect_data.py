@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metacompare.workflows.data_defaults import _fractions, base_config
+from metacompare.workflows.data_defaults import _fractions, base_config, check_ways
 from metacompare.data.source import source_of
 
 
@@ -18,6 +18,7 @@ def inspect(path: str | Path, form: str | None = None, label_column: str = "labe
     """The report as text; raises DataError where the data cannot serve ``ways``-way ``shots``-shot tasks."""
     from metacompare.config.loading import expand
 
+    check_ways(ways)
     raw = base_config(path, form, label_column, text_column)
     form = source_of(raw["dataset"])
     raw["model"] = form.network_for("maml", 1)["model"]
