@@ -26,7 +26,7 @@ from metacompare.storage import provenance
 from metacompare.algorithms import ALGORITHMS
 from metacompare.algorithms.base import MetaAlgorithm, Objective, TaskGradient
 from metacompare.algorithms.registry import register
-from metacompare.config.loading import RunConfig, load_experiment, parse_override, with_overrides
+from metacompare.config.loading import RunConfig, expand, load_experiment, parse_override, with_overrides
 from metacompare.data import Task
 from metacompare.workflows import inspect_data as inspecting
 from metacompare.errors import ConfigError, DataError, UserError
@@ -56,9 +56,14 @@ def _overrides(settings: Settings) -> list[str]:
     return [str(item) for item in settings]
 
 
-def load_config(path: str | Path, settings: Settings = None) -> list[RunConfig]:
-    """A config file as checked run configs: one per algorithm when ``algorithm`` is a list."""
-    return load_experiment(path, _overrides(settings))
+def load_config(config: str | Path | Mapping[str, Any], settings: Settings = None) -> list[RunConfig]:
+    """A config file, or the mapping such a file holds (``{"dataset": "sine", "algorithm": ["maml"]}``),
+    as checked run configs: one per algorithm when ``algorithm`` is a list."""
+    if isinstance(config, Mapping):
+        return expand(dict(config), _overrides(settings), source="config")
+    if not isinstance(config, (str, Path)):
+        raise ConfigError(f"config: expected a file path or a mapping of fields, got {type(config).__name__}")
+    return load_experiment(config, _overrides(settings))
 
 
 def algorithm_names() -> list[str]:
@@ -75,16 +80,19 @@ def inspect(data: str | Path, *, ways: int = 5, shots: int = 1, query: int = 1, 
                               overrides=_overrides(settings))
 
 
-def run(config: str | Path | RunConfig | Sequence[RunConfig], settings: Settings = None, *,
+def run(config: str | Path | Mapping[str, Any] | RunConfig | Sequence[RunConfig], settings: Settings = None, *,
         results_dir: str | Path | None = None, report: bool = True, progress: bool = False, force: bool = False,
         allow_dirty: bool = False) -> list[dict[str, Any]]:
-    """Train and test each run of ``config`` (a file or configs from `load_config`), resuming or
+    """Train and test each run of ``config`` (a file, its mapping, or configs from `load_config`), resuming or
     reading finished runs as ``metacompare run`` does; write each experiment's report unless ``report``
     is False. Returns each run's summary (``summary.json``: scores, untrained floor, cost)."""
-    if isinstance(config, (str, Path)):
+    if isinstance(config, (str, Path, Mapping)):
         configs = load_config(config, settings)
     else:
         configs = [config] if isinstance(config, RunConfig) else list(config)
+        if not configs or not all(isinstance(c, RunConfig) for c in configs):
+            raise ConfigError("config: expected a file path, a mapping of fields, a RunConfig or a list of them "
+                              "(from load_config)")
         changes = dict(parse_override(text) for text in _overrides(settings))
         configs = [with_overrides(c, **changes) for c in configs]  # validated: a RunConfig built in code too
     if results_dir is not None:

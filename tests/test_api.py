@@ -69,6 +69,20 @@ def test_bad_input_raises_the_projects_errors_naming_the_fix(tmp_path):
         api.load_results(tmp_path)
     with pytest.raises(DataError, match="too few for 6-way"):
         api.inspect(make_folder(tmp_path / "images", classes=10, per_class=3), ways=6)
+    with pytest.raises(ConfigError, match="expected a file path, a mapping of fields, a RunConfig or a list"):
+        api.run(["configs/sine.yaml"])
+    with pytest.raises(ConfigError, match="config: expected a file path or a mapping of fields, got int"):
+        api.load_config(3)
+
+
+def test_a_config_may_be_the_mapping_a_file_holds(tmp_path):
+    """A notebook writes the config as a dict: the same checked configs as the file, the same run."""
+    raw = {**TINY, "results_dir": str(tmp_path / "results")}
+    assert api.load_config(raw, {"iterations": 2}) == api.load_config(tiny_config(tmp_path), {"iterations": 2})
+    with pytest.raises(ConfigError, match="unknown field 'itertions'"):
+        api.load_config({**raw, "itertions": 2})
+    (summary,) = api.run({**raw, "algorithm": "fomaml"}, {"iterations": 2}, report=False)
+    assert summary["status"] == "finished" and summary["iterations_done"] == 2
 
 
 def test_run_trains_reads_back_and_loads_the_results(tmp_path):
