@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import importlib.util
 from pathlib import Path
 
@@ -208,3 +209,9 @@ def test_a_broken_base_config_names_itself(tmp_path, content, needle):
     with pytest.raises(UserError, match=needle) as caught:
         load_sweep(tmp_path / "s.yaml")
     assert "b.yaml" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("values,example", [([], "inner_lr: [a, b]"), (0.1, "inner_lr: [0.1]")])
+def test_a_grid_entry_that_is_not_a_list_of_values_shows_one(values, example):
+    with pytest.raises(ConfigError, match=rf"grid.inner_lr: expected a non-empty list of values, e.g. {re.escape(example)}$"):
+        grid_points({"inner_lr": values}, "grid")

@@ -46,7 +46,8 @@ def grid_points(grid: dict[str, list] | list[dict[str, list]] | None, where: str
         raise ConfigError(f"{where}: expected a mapping of field -> list of values, e.g. inner_lr: [0.1, 0.01]")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"{where}.{key}: expected a non-empty list of values, e.g. {key}: [{values!r}]")
+            example = f"[{values!r}]" if values not in ([], None, {}) else "[a, b]"  # the one value, as a list
+            raise ConfigError(f"{where}.{key}: expected a non-empty list of values, e.g. {key}: {example}")
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
