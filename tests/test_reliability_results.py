@@ -287,27 +287,33 @@ def test_every_command_that_writes_a_results_folder_takes_its_lock_class(tmp_pat
     assert not list(tmp_path.rglob("summary.json"))
 
 
-def test_a_run_another_process_is_training_is_refused_and_resumed_after_class(tmp_path, capsys):
+def test_a_run_another_process_is_training_waits_for_it_then_reads_it_class(tmp_path, capsys):
     """Class (still short): single `run` commands took no lock, so two of them on one config both trained
-    the run and wrote its checkpoint. The run folder is locked while it trains; a second command is
-    refused (one line, exit 2) and writes nothing; once the first is gone the run trains as usual."""
+    the run and wrote its checkpoint. The process training a run holds a lock on its folder; a second
+    command says it waits, and goes on once the first has ended (here a process holding the lock for
+    two seconds, as a training run would), before writing anything."""
+    import subprocess
+    import sys
+    import time
+
     from metacompare.config.loading import load_experiment
     from metacompare.training.runner import run_dir
 
-    from metacompare.engines import distributed
-
     config = write(tmp_path, algorithm="fomaml")
-    cfg = load_experiment(config)[0]
-    folder = run_dir(cfg)
+    folder = run_dir(load_experiment(config)[0])
     folder.mkdir(parents=True)
-    with results.run_lock(folder):
-        line = one_line_error(capsys, "run", config, "--no-progress", "--no-report")
-        assert str(folder) in line and "another process is training this run" in line
-        with pytest.raises(UserError, match="another process is training this run"):  # before torchrun starts
-            distributed.run_config(cfg, 2, progress=False)
-        assert sorted(p.name for p in folder.iterdir()) == []
+    released = tmp_path / "released"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "open(sys.argv[2] + '.held', 'w').close(); time.sleep(2); open(sys.argv[2], 'w').write(repr(time.time()))"),
+        str(folder), str(released)])
+    while not Path(f"{released}.held").exists():
+        time.sleep(0.05)
     code, _, err = cli(capsys, "run", config, "--no-progress", "--no-report")
-    assert code == 0 and (folder / "summary.json").exists(), err
+    holder.wait(timeout=60)
+    assert code == 0 and "another process is training this run; waiting for it to end" in err, err
+    assert (folder / "config.yaml").stat().st_mtime >= float(released.read_text())  # nothing written before
+    assert (folder / "summary.json").exists()
 
 
 def test_a_run_refused_for_its_data_leaves_no_new_results_folder_at_any_depth_class(tmp_path, capsys):

@@ -176,7 +176,7 @@ def run_config(cfg, procs: int, progress: bool = True, force: bool = False) -> i
 
     results.check_writable(os.path.join(cfg.results_dir, cfg.experiment))
     folder = os.path.join(cfg.results_dir, cfg.experiment, cfg.run_id())
-    if os.path.isdir(folder):  # refused here, in one line, rather than by rank 0 after every worker started
+    if os.path.isdir(folder):  # waited for here, not by rank 0 while the other workers wait in a collective
         with results.run_lock(folder):
             pass
     with tempfile.TemporaryDirectory(prefix="metacompare-") as folder:

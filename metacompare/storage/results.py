@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -192,9 +193,10 @@ def experiment_lock(experiment_dir: Path, command: str) -> Iterator[None]:
 @contextlib.contextmanager
 def run_lock(run_folder: Path) -> Iterator[None]:
     """One process trains a run at a time: two ``run`` commands on one config, or a ``run`` beside a
-    ``compare`` that trains the same run, would both write its checkpoint and summary. An ``flock`` on
-    the run folder itself (created, writable, and removed again if empty at a refusal inside), so that
-    nothing is left behind, released however the process ends."""
+    ``compare`` that trains the same run, would each train it and write its checkpoint. The second
+    waits (saying so) for the first to end, then reads the finished run, or resumes it if the first
+    was stopped. An ``flock`` on the run folder itself (created, writable, and removed again if
+    empty at a refusal inside), so that nothing is left behind, released however the process ends."""
     with removed_if_refused(run_folder):
         check_writable(run_folder)
         handle = os.open(run_folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -202,9 +204,9 @@ def run_lock(run_folder: Path) -> Iterator[None]:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"{run_folder}: another process is training this run; wait for it to finish "
-                                f"(this command then reads its result) or stop it (this command then resumes "
-                                f"it)") from None
+                print(f"metacompare: {run_folder}: another process is training this run; waiting for it to end "
+                      f"(then this one reads or resumes it)", file=sys.stderr, flush=True)
+                fcntl.flock(handle, fcntl.LOCK_EX)
             yield
         finally:
             os.close(handle)
