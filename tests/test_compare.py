@@ -218,3 +218,24 @@ def test_learning_curves_name_every_algorithm_even_when_its_first_seed_has_no_cu
     assert compare.learning_curves(configs, tmp_path / "curves.png", seconds="train_cpu_seconds")
     (fig,) = saved
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["fomaml", "reptile"]
+
+
+def test_the_plan_counts_what_a_resumed_run_has_left_from_its_checkpoint(tmp_path):
+    """A comparison resumed after a stop announces the training its runs have left, not all of it."""
+    import torch
+
+    from metacompare.config.loading import expand, with_overrides
+    from metacompare.training.runner import run_dir
+
+    base = expand({**TINY, "results_dir": str(tmp_path)})[0]
+    cfg, wall = (with_overrides(base, budget=bound) for bound in ({"cpu_seconds": 300}, {"seconds": 480}))
+    assert compare._left(cfg) == 1.0  # not begun
+    for each in (cfg, wall):
+        run_dir(each).mkdir(parents=True)
+        torch.save({"extra": {"budget": {"train_cpu_seconds": 225.0, "train_seconds": 240.0}}},
+                   run_dir(each) / "checkpoint.pt")
+    assert compare._left(cfg) == pytest.approx(0.25) and compare._left(wall) == pytest.approx(0.5)
+    (run_dir(cfg) / "checkpoint.pt").write_bytes(b"damaged")
+    assert compare._left(cfg) == 1.0  # only an estimate; the run itself names the damage
+    (run_dir(cfg) / "summary.json").write_text("{}")
+    assert compare._left(cfg) == 0.0

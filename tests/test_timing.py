@@ -34,7 +34,7 @@ def test_phase_clock_adds_to_what_a_resumed_run_had():
 
 
 def test_plan_names_the_runs_their_processes_and_an_estimate():
-    runs = [("reptile", 2, False), ("maml", 2, False), ("pretrain", 1, True)]
+    runs = [("reptile", 2, 1.0), ("maml", 2, 1.0), ("pretrain", 1, 0.0)]
     words = timing.plan_words(runs, "cpu:300", {"cpu_seconds": 300})
     assert "3 algorithms x 1 seed(s) = 3 runs at --budget cpu:300" in words
     assert "reptile on 2 processes" in words and "pretrain on 1 process)" in words
@@ -45,11 +45,15 @@ def test_plan_names_the_runs_their_processes_and_an_estimate():
     tuned = timing.plan_words(runs, "60", {"seconds": 60}, tuning=(8, {"seconds": 15}))
     assert "after 8 tuning trials" in tuned and "estimated wall time 5 min" in tuned  # (2 x 60 + 8 x 15) x 1.3 = 312 s
     # two runs at a time share the four pending runs of 300 CPU-s on 1 process each: 2 x 390 s
-    shared = timing.plan_words([(name, 1, False) for name in ("reptile", "fomaml", "maml", "pretrain")], "cpu:300",
+    shared = timing.plan_words([(name, 1, 1.0) for name in ("reptile", "fomaml", "maml", "pretrain")], "cpu:300",
                                {"cpu_seconds": 300}, workers=2)
     assert "2 runs at a time" in shared and "estimated wall time 13 min" in shared
     # never less than one run's own time (300 CPU-s on 2 processes, plus 30%: 195 s)
     assert "estimated wall time 3 min" in timing.plan_words(runs[:1], "cpu:300", {"cpu_seconds": 300}, workers=2)
+    # resumed: half of reptile's training done, so 150 CPU-s of training left on 2 processes plus the scoring of
+    # the whole run (30% of 300 / 2): 120 s, and maml's 195 s
+    resumed = timing.plan_words([("reptile", 2, 0.5), *runs[1:]], "cpu:300", {"cpu_seconds": 300})
+    assert "1 part-trained (resumed from their checkpoints)" in resumed and "estimated wall time 5 min" in resumed
 
 
 def test_run_all_keeps_the_order_and_counts_only_runs_trained_here(capsys):

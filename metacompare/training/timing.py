@@ -65,27 +65,28 @@ def split_table(rows: list[tuple[str, int, dict | None, float]]) -> list[dict[st
 OVERHEAD = 0.3  # scoring, validation and files on top of training, the target of the own-data defaults
 
 
-def run_seconds(bound: dict[str, float], procs: int) -> float | None:
+def run_seconds(bound: dict[str, float], procs: int, left: float = 1.0) -> float | None:
     """A first guess at one run's wall time before anything ran: its training (CPU seconds shared by
-    its ``procs`` processes, or wall seconds) plus :data:`OVERHEAD`. None for a work budget, whose
-    seconds are not known until iterations are timed."""
+    its ``procs`` processes, or wall seconds), ``left`` of it still to do, plus :data:`OVERHEAD` of
+    the whole for scoring. None for a work budget, whose seconds are not known until iterations are timed."""
     if "seconds" in bound:
-        return bound["seconds"] * (1 + OVERHEAD)
+        return bound["seconds"] * (left + OVERHEAD)
     if "cpu_seconds" in bound:
-        return bound["cpu_seconds"] / procs * (1 + OVERHEAD)
+        return bound["cpu_seconds"] / procs * (left + OVERHEAD)
     return None
 
 
-def plan_words(runs: list[tuple[str, int, bool]], bound_text: str, bound: dict[str, float],
+def plan_words(runs: list[tuple[str, int, float]], bound_text: str, bound: dict[str, float],
                tuning: tuple[int, dict[str, float]] | None = None, workers: int = 1) -> str:
     """What a comparison will run and a first estimate of its wall time. ``runs``: (algorithm, processes,
-    finished already) per final run; ``tuning``: (trials in all, each trial's budget), if it tunes;
-    ``workers``: runs trained at once, so the runs' wall times are shared among them."""
+    the fraction of its training left: 0 finished, 1 not begun) per final run; ``tuning``: (trials in
+    all, each trial's budget), if it tunes; ``workers``: runs trained at once, so the runs' wall times
+    are shared among them."""
     algorithms = list(dict.fromkeys(name for name, _, _ in runs))
     seeds = len(runs) // max(1, len(algorithms))
     procs = {name: p for name, p, _ in runs}
-    pending = [(name, p) for name, p, done in runs if not done]
-    estimates = [run_seconds(bound, p) for _, p in pending]
+    pending = [(name, p, left) for name, p, left in runs if left > 0]
+    estimates = [run_seconds(bound, p, left) for _, p, left in pending]
     if tuning is not None:
         estimates += [run_seconds(tuning[1], 1)] * tuning[0]
     known = None if any(e is None for e in estimates) else max(sum(estimates) / workers, max(estimates, default=0))
@@ -95,6 +96,8 @@ def plan_words(runs: list[tuple[str, int, bool]], bound_text: str, bound: dict[s
         words += f", after {tuning[0]} tuning trials"
     if len(pending) < len(runs):
         words += f"; {len(runs) - len(pending)} run(s) already finished"
+    if partly := sum(left < 1 for _, _, left in pending):
+        words += f"; {partly} part-trained (resumed from their checkpoints)"
     if workers > 1:
         words += f"; {workers} runs at a time"
     return words + (f"; estimated wall time {duration_words(known)} (training plus about {OVERHEAD:.0%} for "

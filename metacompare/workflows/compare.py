@@ -12,6 +12,7 @@ the answer paragraph is worded by :mod:`metacompare.workflows.compare_answer`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import sys
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from metacompare.training import budget, ladder, timing
+from metacompare.training import budget, checkpoint, ladder, timing
 
 from metacompare.engines import distributed
 
@@ -66,7 +67,7 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
     plan = tune.final_configs(configs, source["chosen"] if source else {}, seeds or spec.seeds, bound)
     tuning = (spec.trials * len(configs), spec.trial_budget) if tuned and source is None else None
-    print(timing.plan_words([(c.algorithm, processes(c, procs), _finished(c)) for c in plan], budget_text, bound,
+    print(timing.plan_words([(c.algorithm, processes(c, procs), _left(c)) for c in plan], budget_text, bound,
                             tuning, workers), file=sys.stderr)
     with results.experiment_lock(Path(configs[0].results_dir) / configs[0].experiment, "compare"):
         try:
@@ -111,6 +112,19 @@ class Interrupted(KeyboardInterrupt):
 
 def _finished(cfg: RunConfig) -> bool:
     return (run_dir(cfg) / "summary.json").exists()
+
+
+def _left(cfg: RunConfig) -> float:
+    """The fraction of ``cfg``'s training still to do, for the plan: 0 finished, else what its checkpoint
+    has not yet spent of its time budget (1 without one, or for a work budget)."""
+    if _finished(cfg):
+        return 0.0
+    with contextlib.suppress(Exception):  # only an estimate: a damaged checkpoint is named when resumed
+        spent = files.load_torch(run_dir(cfg) / checkpoint.FILE, "")["extra"]["budget"]
+        bound = cfg.budget.cpu_seconds or cfg.budget.seconds
+        used = spent["train_cpu_seconds"] if cfg.budget.cpu_seconds else spent["train_seconds"]
+        return min(1.0, max(0.01, 1 - used / bound))
+    return 1.0
 
 
 def processes(cfg: RunConfig, procs: int) -> int:
