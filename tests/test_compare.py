@@ -239,3 +239,16 @@ def test_the_plan_counts_what_a_resumed_run_has_left_from_its_checkpoint(tmp_pat
     assert compare._left(cfg) == 1.0  # only an estimate; the run itself names the damage
     (run_dir(cfg) / "summary.json").write_text("{}")
     assert compare._left(cfg) == 0.0
+
+
+def test_a_rerun_plan_counts_the_finished_runs_of_a_file_that_sets_evaluations(tmp_path, capsys):
+    """The plan's runs lacked the tune section's ``evaluations`` (part of the run id), so a rerun of such
+    a comparison announced every run again instead of "already finished"."""
+    from tests.test_tune import SPACE, write
+
+    command = ["compare", str(write(tmp_path, SPACE)), "--budget", "work:600", "--no-tune", "--seeds", "1",
+               "--no-progress"]
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "2 run(s) already finished" in capsys.readouterr().err

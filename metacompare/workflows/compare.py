@@ -65,7 +65,7 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
     if spec.trial_budget is None:  # by default a trial gets a quarter of the comparison's budget
         spec.trial_budget = {kind: amount / 4 for kind, amount in bound.items()}
     source = read_chosen(chosen_file, configs) if chosen_file is not None else None
-    plan = tune.final_configs(configs, source["chosen"] if source else {}, seeds or spec.seeds, bound)
+    plan = tune.final_configs(configs, source["chosen"] if source else {}, seeds or spec.seeds, bound, spec.evaluations)
     tuning = (spec.trials * len(configs), spec.trial_budget) if tuned and source is None else None
     print(timing.plan_words([(c.algorithm, processes(c, procs), _left(c)) for c in plan], budget_text, bound,
                             tuning, workers), file=sys.stderr)
