@@ -252,3 +252,11 @@ def test_a_rerun_plan_counts_the_finished_runs_of_a_file_that_sets_evaluations(t
     capsys.readouterr()
     assert main(command) == 0
     assert "2 run(s) already finished" in capsys.readouterr().err
+
+
+def test_the_budget_in_words_is_singular_for_one():
+    from metacompare.workflows.compare_answer import budget_words
+
+    assert [budget_words(b) for b in ({"cpu_seconds": 1}, {"cpu_seconds": 300}, {"seconds": 1}, {"work": 2e6})] == [
+        "1 training second of CPU time", "300 training seconds of CPU time", "1 training second",
+        "2,000,000 example-passes of work"]

@@ -62,10 +62,10 @@ def _seconds_words(row) -> str:
 def budget_words(bound: dict) -> str:
     """The budget per run in words: training seconds, CPU seconds or example-passes."""
     if "seconds" in bound:
-        return f"{bound['seconds']:g} training seconds"
+        return f"{bound['seconds']:g} training second{'' if bound['seconds'] == 1 else 's'}"
     if "cpu_seconds" in bound:
-        return f"{bound['cpu_seconds']:g} training seconds of CPU time"
-    return f"{bound['work']:,.0f} example-passes of work"
+        return f"{bound['cpu_seconds']:g} training second{'' if bound['cpu_seconds'] == 1 else 's'} of CPU time"
+    return f"{bound['work']:,.0f} example-pass{'' if bound['work'] == 1 else 'es'} of work"
 
 
 def _sureness(best: str, other: str, pairs: pd.DataFrame | None, seed_pairs: pd.DataFrame | None, gap) -> str:
