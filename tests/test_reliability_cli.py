@@ -490,3 +490,14 @@ def test_ways_class_one_way_classification_of_own_data_is_refused(tmp_path, caps
         code, _, err = cli(capsys, *argv)
         assert code == 2 and "--ways 1: 1-way classification has nothing to tell apart; use 2 or more" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_warning_class_a_tune_space_bound_does_not_warn_about_a_run_nobody_asked_for(tmp_path, capsys):
+    """Class: compare --no-tune on a bfloat16 MAML config warned twice, the second time about
+    inner_steps=5, the default tune space's upper bound, checked for validity but never run."""
+    config = write_config(tmp_path / "bf16.yaml", sine_config(algorithm="maml", inner_steps=2, precision="bfloat16",
+                                                             eval_interval=2, test_episodes=2))
+    code, _, err = cli(capsys, "compare", config, "--budget", "work:200", "--no-tune", "--seeds", "1",
+                       "--results-dir", tmp_path / "r", "--no-progress")
+    lines = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert code == 0 and len(lines) == 1 and "inner_steps=2" in lines[0], err

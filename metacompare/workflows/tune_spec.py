@@ -5,6 +5,7 @@ space makes a valid run tested on the same episodes."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -106,6 +107,8 @@ def _check_dimension(cfg: RunConfig, name: str, dimension: Any, source: str) -> 
         if not low < high or (kind == "log" and low <= 0):
             raise ConfigError(f"{where}: need low < high{' and low > 0' if kind == 'log' else ''}, got {values!r}")
     for value in values:  # every value must make a valid run (ConfigError names the field) on the same episodes
-        tried = with_overrides(cfg, **{name: int(value) if kind == "int" else float(value)
-                                       if kind in ("log", "float") else value})
+        with warnings.catch_warnings():  # a trial's warning is for when it runs, not for a bound checked here
+            warnings.simplefilter("ignore")
+            tried = with_overrides(cfg, **{name: int(value) if kind == "int" else float(value)
+                                           if kind in ("log", "float") else value})
         provenance.check_same_episodes([cfg, tried], f"{where}: ")
