@@ -452,6 +452,7 @@ def test_debug_shows_the_exception_instead(tmp_path):
         main(["--debug", "run", str(config), "--results-dir", str(tmp_path / "r")])
 
 
+@pytest.mark.slow  # a real child process: about 19 s on a 2-core machine
 def test_traceback_only_with_debug_in_a_real_process(tmp_path):
     config = write_config(tmp_path / "cfg.yaml", sine_config(algorithm="mamll"))
     plain = cli_process("run", config, "--results-dir", tmp_path / "r")

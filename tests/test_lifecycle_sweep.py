@@ -75,6 +75,7 @@ def check_stopped(tmp_path: Path, workers: list[int], stopped_at: float) -> None
         assert load_torch(run / "checkpoint.pt", "")["iteration"] > 0
 
 
+@pytest.mark.slow  # a real sweep and its workers: about 13 s on a 2-core machine
 def test_killing_only_the_parent_stops_its_workers(tmp_path):
     process, workers = start_and_wait_for_training(tmp_path)
     os.kill(process.pid, signal.SIGKILL)
@@ -84,6 +85,7 @@ def test_killing_only_the_parent_stops_its_workers(tmp_path):
         pass
 
 
+@pytest.mark.slow  # a real sweep and its workers: about 15 s each on a 2-core machine
 @pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
                          ids=["SIGTERM", "SIGINT-to-the-group"])
 def test_a_stop_signal_stops_the_sweep_and_its_workers_promptly(tmp_path, sig):
