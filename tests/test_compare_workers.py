@@ -9,10 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from metacompare.workflows import compare, executors, tune
@@ -115,6 +117,36 @@ def test_a_comparison_on_a_local_ray_cluster_gives_the_one_worker_numbers(tmp_pa
     assert run_table(tmp_path, "ray") == run_table(serial, "serial")
     pd.testing.assert_frame_equal(scores(tmp_path, "ray"), scores(serial, "serial"))
     assert "Placement: Ray tasks" in (tmp_path / "ray" / FOLDER / "compare" / "report.md").read_text()
+
+
+@pytest.mark.slow  # starts a Ray instance and trains runs long enough to be stopped part-way
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install ray)")
+def test_sigterm_stops_a_ray_comparison_with_its_runs_checkpointed_and_the_rerun_finishes_them(tmp_path):
+    """ray.init puts in a SIGTERM handler that ends the process at once and its tasks were force-killed:
+    a stop lost every run's training since its last checkpoint. Periodic checkpoints are off here, so
+    any checkpoint is the one a stopped run writes; the rerun finishes every run once."""
+    config = write_config(tmp_path, "stopped", checkpoint_interval=10**9)
+    command = [sys.executable, "-m", "metacompare", "compare", str(config), "--budget", "work:600000",
+               "--no-tune", "--seeds", "1", "--no-progress", "--executor", "ray"]
+    folder = tmp_path / "stopped" / "tiny_compare_work600000"
+    process = subprocess.Popen(command, cwd=ROOT, env=CHILD_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    training = lambda: len(list(folder.glob("*/metrics.csv"))) == 2  # noqa: E731 (both past their first validation)
+    assert wait_for(lambda: training() or process.poll() is not None, timeout=300, interval=0.1)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=executors.RAY_STOP_GRACE_S + 60)
+    assert process.returncode == 130, stderr
+    assert "metacompare: interrupted" in stderr and "SIGTERM received" not in stderr
+    assert not list(folder.glob("*/summary.json")), "a run ended before the stop"
+    stopped_at = {path.parent.name: torch.load(path, weights_only=False)["iteration"]
+                  for path in folder.glob("*/checkpoint.pt")}
+    assert len(stopped_at) == 2 and all(iteration > 0 for iteration in stopped_at.values()), stopped_at
+    done = subprocess.run(command, cwd=ROOT, env=CHILD_ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    runs = pd.read_csv(folder / "runs.csv")
+    assert len(runs) == 2 and runs["run_id"].is_unique and (runs["status"] == "finished").all()
+    assert all(runs.set_index("run_id").loc[run, "iterations_done"] > at for run, at in stopped_at.items())
 
 
 @pytest.mark.slow  # two worker pools and a comparison long enough to be killed part-way

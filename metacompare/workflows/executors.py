@@ -20,8 +20,10 @@ import functools
 import itertools
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -38,6 +40,7 @@ from metacompare.data.source import classifies
 
 MAX_WORKERS = 256  # each worker holds a torch interpreter (~0.3-1 GB)
 RAY_CONNECT_TIMEOUT_S = 10.0  # an unreachable --address fails after this long
+RAY_STOP_GRACE_S = 60.0  # a stopped comparison waits this long for its Ray tasks to checkpoint
 EXECUTORS = ("local", "ray")
 
 
@@ -149,7 +152,11 @@ def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT_
 
 
 def _call(run: Callable, job: Any, cwd: str) -> Any:
-    """A Ray task's body (``ray.remote`` takes functions, not partials)."""
+    """A Ray task's body (``ray.remote`` takes functions, not partials). ``ray.cancel`` stops a task
+    through its SIGINT handler, which a worker may have inherited as ignored (a driver started in the
+    background): the default is put back, so that the run stops as it would on Ctrl-C."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return run(job, cwd)
 
 
@@ -163,11 +170,16 @@ def _ray_outcomes(jobs: list, run: Callable, failed: Callable, address: str | No
     started = not ray.is_initialized()
     if started:
         check_ray_address(address)
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise UserError(f"--address {address}: Ray could not connect ({str(err).splitlines()[0][:200]}); "
                             f"check the address or leave it out for a local instance") from None
+        if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+            # ray.init's own SIGTERM handler exits on the spot: put back the one before it, so that
+            # SIGTERM stops the comparison as Ctrl-C does (runs checkpointed, one line said)
+            signal.signal(signal.SIGTERM, on_sigterm)
     task = ray.remote(num_cpus=cpus)(_call)
     pending = {task.remote(run, job, os.getcwd()): job for job in jobs}
     try:
@@ -179,11 +191,27 @@ def _ray_outcomes(jobs: list, run: Callable, failed: Callable, address: str | No
             except ray.exceptions.RayError as err:  # the task's worker or node died
                 yield job, failed(job, f"ray task failed ({type(err).__name__}: {err})")
     finally:
-        for ref in pending if started else ():
+        try:
+            if started and pending:
+                _stop_tasks(ray, list(pending))
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def _stop_tasks(ray, refs: list, grace: float = RAY_STOP_GRACE_S) -> None:
+    """Stop running tasks the way Ctrl-C stops a local run: ``ray.cancel`` raises KeyboardInterrupt in
+    the task through its SIGINT handler, so a training run ends its iteration and checkpoints it; a task
+    still running after ``grace`` seconds (or after a second Ctrl-C here) is ended at once."""
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
+    try:
+        ray.wait(refs, num_returns=len(refs), timeout=grace)
+    finally:
+        for ref in refs:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        if started:
-            ray.shutdown()
 
 
 # ------------------------------------------------------------------------------------- a results folder
