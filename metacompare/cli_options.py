@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from metacompare.errors import UserError
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with the house's one-line errors (exit status 2) instead of usage plus error, and
@@ -112,7 +114,7 @@ def _shared() -> dict[str, argparse.ArgumentParser]:
         "one per CPU core; tune, compare: 1, one after another in this process)"))
     executor.add_argument("--executor", choices=["local", "ray"], default="local",
                           help="local processes, or Ray tasks (pip install 'metacompare[ray]')")
-    executor.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    executor.add_argument("--address", default=None, help="Ray cluster address, with --executor ray (default: start a local instance)")
     shared["device"].add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return shared
 
@@ -256,7 +258,10 @@ OPTION_FIELDS = {"data": ("user_data.root", "data_root", "dataset"), "form": ("d
 
 
 def check_options(args: argparse.Namespace) -> None:
-    """The one point where the command's own options meet its ``--set`` overrides."""
+    """The one point where the command's own options meet each other and its ``--set`` overrides."""
+    if getattr(args, "address", None) and args.executor != "ray":  # else the runs would train here, unasked
+        raise UserError(f"--address {args.address}: a Ray cluster's address is for --executor ray; add "
+                        f"--executor ray, or leave out --address to run on this machine")
     if not hasattr(args, "set"):
         return
     from metacompare.config.loading import refuse_set_twice

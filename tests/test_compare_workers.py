@@ -61,6 +61,17 @@ def test_compare_and_tune_offer_workers_and_an_executor():
         assert all(option in text for option in ("--workers", "--executor", "--address")), command
 
 
+@pytest.mark.parametrize("command", ["compare", "tune", "sweep"])
+def test_an_address_without_the_ray_executor_is_refused_in_one_line(tmp_path, command, capsys):
+    """It had been ignored: the runs trained on this machine while the user meant a cluster."""
+    config = write_config(tmp_path, "local")
+    budget = ["--budget", BUDGET] if command == "compare" else []
+    assert main([command, str(config), *budget, "--address", "10.0.0.7:6379"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--address 10.0.0.7:6379" in err and "--executor ray" in err
+    assert not (tmp_path / "local").exists()
+
+
 def test_runs_are_handed_out_seed_by_seed_with_the_algorithms_in_turn(tmp_path):
     configs, _ = tune.load(write_config(tmp_path, "order", algorithm=["fomaml", "reptile", "maml"]))
     finals = tune.final_configs(configs, {}, seeds=2)
