@@ -114,7 +114,8 @@ def _shared() -> dict[str, argparse.ArgumentParser]:
         "one per CPU core; tune, compare: 1, one after another in this process)"))
     executor.add_argument("--executor", choices=["local", "ray"], default="local",
                           help="local processes, or Ray tasks (pip install 'metacompare[ray]')")
-    executor.add_argument("--address", default=None, help="Ray cluster address, with --executor ray (default: start a local instance)")
+    executor.add_argument("--address", default=None,
+                          help="Ray cluster address, with --executor ray (default: start a local instance)")
     shared["device"].add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     return shared
 
