@@ -98,6 +98,21 @@ def test_two_workers_give_the_one_worker_numbers_and_the_report_says_where_they_
     report = (tmp_path / "two" / FOLDER / "compare" / "report.md").read_text()
     assert "Placement: 2 local worker processes" in report and "one torch thread" in report
     assert "Placement: one run at a time" in (serial / "serial" / FOLDER / "compare" / "report.md").read_text()
+    # the same finished runs reported by a one-worker command: still where they trained (it had said
+    # "one run at a time ... no run had a neighbour")
+    assert main(["compare", str(write_config(tmp_path, "two")), "--budget", BUDGET, "--no-tune", "--seeds", "2",
+                 "--no-progress"]) == 0
+    again = (tmp_path / "two" / FOLDER / "compare" / "report.md").read_text()
+    assert "Placement: 2 local worker processes" in again and "one run at a time" not in again
+
+
+def test_a_report_on_runs_trained_under_two_placements_names_both():
+    one, two = "one run at a time in one process", "2 local worker processes on 2 cores"
+    summaries = [{"placements": [two]}, {"placements": [one, two]}, {"placements": [one]}, {}]
+    line = executors.placement_line(summaries, current=one)
+    assert line.startswith("Placement: the runs trained under more than one placement")
+    assert f"{two} (2 runs)" in line and f"{one} (3 runs)" in line  # the run without a record: this command's
+    assert executors.placement_line([{}, {}], current=one) == f"Placement: {one}."
 
 
 @pytest.mark.slow  # two spawned workers, six trials: ~150 s on a 2-core machine at load 12

@@ -54,6 +54,9 @@ def version_text() -> str:
     return f"metacompare {version}" + (f" (commit {state.label()})" if state.commit else "")
 
 
+PLACEMENT = "METACOMPARE_PLACEMENT"  # where the runs started now train, in words; a run's summary keeps it
+
+
 def record(run_dir: Path, state: TreeState | None = None) -> dict[str, Any]:
     """Write ``environment.txt`` into ``run_dir``; return the provenance fields of its summary."""
     from metacompare.storage.results import atomic_write  # late: results calls back into this module

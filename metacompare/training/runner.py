@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import resource
 import sys
 import time
@@ -153,6 +154,9 @@ def resume(cfg: RunConfig, out: Path, built: Built) -> Run:
     tracker = tracking.open_tracker(cfg, out, state.iteration) if writer else tracking.Tracker()
     if writer:
         results.atomic_write(out / "config.yaml", dump(cfg))
+    where = os.environ.get(provenance.PLACEMENT)  # this session's placement (compare, tune): the report says it
+    if where and where not in state.extra.setdefault("placements", []):
+        state.extra["placements"].append(where)
     meter = budget.BudgetMeter(cfg, budget.iteration_work(built.algorithm, cfg), state.extra)
     ladder = Ladder(cfg, meter.per_iteration, state.extra, out)  # snapshots at smaller budgets (budget_rungs)
     return Run(cfg, out, built, state, writer, tracker, timing.PhaseClock(state.extra), meter, ladder,
@@ -347,6 +351,7 @@ def summarise(run: Run, scores: dict[str, Any]) -> dict[str, Any]:
         seconds_per_iteration=state.train_time / state.iteration if state.iteration else math.nan,
         peak_memory_mb=max(state.peak_mb, peak_memory_mb(run.built.device)), torch_threads=torch.get_num_threads(),
         processes=distributed.world_size(), rung_test_seconds=run.clock.spent.get("rungs", 0.0),
+        placements=extra.get("placements") or None,
         # what it answered for: provenance.check_answer compares it whenever the run is read back
         data={k: record_[k] for k in ("form", "root", "digest")} if record_ else None,
         **provenance.record(run.out), versions=results.library_versions())  # git_commit, dirty; environment.txt

@@ -78,9 +78,10 @@ def compare(path: str | Path, budget_text: str, tuned: bool = True, seeds: int |
                               f"rerun the same command to resume") from err
         finals = tune.final_configs(configs, chosen, seeds or spec.seeds, bound, spec.evaluations)
         finals = [with_overrides(c, budget_rungs=rungs or c.budget_rungs or DEFAULT_RUNGS) for c in finals]
-        summaries = train_all(finals, procs, progress, workers, executor, address)
-        return write_report(finals, summaries, bound, chosen, spec if tuned else None, source,
-                            executors.placement_words(workers, procs, executor, address), target)
+        where = executors.placement_words(workers, procs, executor, address)
+        with executors.placed(where):
+            summaries = train_all(finals, procs, progress, workers, executor, address)
+        return write_report(finals, summaries, bound, chosen, spec if tuned else None, source, where, target)
 
 
 DEFAULT_RUNGS = 5  # B/16, B/8, B/4, B/2 and B
@@ -232,8 +233,9 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
                  spec: tune.TuneSpec | None, source: dict | None = None, placement: str | None = None,
                  target: float | None = None) -> Path:
     """``<experiment>/compare/report.md`` plus its tables (CSV) and ``learning_curves.png``; ``source``:
-    the earlier tune's record the settings came from (:func:`read_chosen`), if any; ``placement``: the
-    line saying where the runs trained (:func:`metacompare.workflows.executors.placement_words`)."""
+    the earlier tune's record the settings came from (:func:`read_chosen`), if any; ``placement``: where
+    this command trains runs (:func:`metacompare.workflows.executors.placement_words`), said for runs
+    that recorded none (:func:`metacompare.workflows.executors.placement_line`)."""
     out = Path(configs[0].results_dir) / configs[0].experiment / "compare"
     out.mkdir(parents=True, exist_ok=True)
     column, higher, name = metric(configs[0])
@@ -265,7 +267,7 @@ def write_report(configs: list[RunConfig], summaries: list[dict], bound: dict, c
              "under the same test procedure; training seconds exclude validation (timed apart). Every column "
              "unrounded, with validation seconds, work in example-passes (forward 1, backward 2, second order "
              "counted) and peak memory: `algorithms.csv`.", "",
-             *([placement, ""] if placement else [])]
+             *([executors.placement_line(summaries, placement), ""] if placement else [])]
     for title, label, frame in (("Paired comparisons over test episodes", "pairwise_episodes", pairs),
                                 ("Paired comparisons over seeds", "pairwise_seeds", seed_pairs)):
         if frame is not None:

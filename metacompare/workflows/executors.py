@@ -35,6 +35,7 @@ from metacompare import files
 from metacompare.engines import pool
 
 from metacompare.storage import results
+from metacompare.storage.provenance import PLACEMENT
 from metacompare.errors import UserError
 from metacompare.data.source import classifies
 
@@ -110,15 +111,41 @@ def check_placement(workers: int, procs: int, executor: str) -> None:
 
 
 def placement_words(workers: int, procs: int, executor: str, address: str | None = None) -> str:
-    """The report's one line on where the runs trained."""
+    """Where this command trains its runs, in words (each run keeps the words it trained under: :func:`placed`)."""
     each = f"each run on {procs} process{'es' if procs > 1 else ''} of one torch thread"
     turns = "runs handed out seed by seed with the algorithms in turn"
     if executor == "ray":
-        return f"Placement: Ray tasks on {address or 'a local Ray instance'} reserving {procs} CPU(s) per run, {each}; {turns}."
+        return f"Ray tasks on {address or 'a local Ray instance'} reserving {procs} CPU(s) per run, {each}; {turns}"
     if workers == 1:
-        return f"Placement: one run at a time in one process, {each}; no run had a neighbour."
-    return (f"Placement: {workers} local worker processes on {cores()} cores, {each}; {turns}, so every algorithm "
-            f"had as many runs going at once.")
+        return f"one run at a time in one process, {each}; no run had a neighbour"
+    return (f"{workers} local worker processes on {cores()} cores, {each}; {turns}, so every algorithm "
+            f"had as many runs going at once")
+
+
+@contextlib.contextmanager
+def placed(words: str) -> Iterator[None]:
+    """Runs trained inside (here or in the workers started inside; Ray tasks get ``words`` passed)
+    record ``words`` in their summaries, so that a report on runs another command trained says where
+    they trained, not where this command would have (:func:`placement_line`)."""
+    previous = os.environ.get(PLACEMENT)
+    os.environ[PLACEMENT] = words
+    try:
+        yield
+    finally:
+        os.environ.pop(PLACEMENT) if previous is None else os.environ.__setitem__(PLACEMENT, previous)
+
+
+def placement_line(summaries: list[dict], current: str) -> str:
+    """The report's line on where the runs trained: the placements the runs recorded (a resumed run may
+    have had two), else, for runs from before they were recorded, this command's."""
+    counts: dict[str, int] = {}
+    for summary in summaries:
+        for words in summary.get("placements") or [current]:
+            counts[words] = counts.get(words, 0) + 1
+    if len(counts) <= 1:
+        return f"Placement: {next(iter(counts), current)}."
+    return ("Placement: the runs trained under more than one placement (a comparison resumed with other "
+            "options): " + "; ".join(f"{words} ({n} run{'s' if n > 1 else ''})" for words, n in counts.items()) + ".")
 
 
 # ------------------------------------------------------------------------------------- executors
@@ -151,12 +178,14 @@ def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_TIMEOUT_
                         f"or leave out --address for a local instance") from None
 
 
-def _call(run: Callable, job: Any, cwd: str) -> Any:
+def _call(run: Callable, job: Any, cwd: str, placement: str | None = None) -> Any:
     """A Ray task's body (``ray.remote`` takes functions, not partials). ``ray.cancel`` stops a task
     through its SIGINT handler, which a worker may have inherited as ignored (a driver started in the
     background): the default is put back, so that the run stops as it would on Ctrl-C."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if placement is not None:
+        os.environ[PLACEMENT] = placement
     return run(job, cwd)
 
 
@@ -181,7 +210,7 @@ def _ray_outcomes(jobs: list, run: Callable, failed: Callable, address: str | No
             # SIGTERM stops the comparison as Ctrl-C does (runs checkpointed, one line said)
             signal.signal(signal.SIGTERM, on_sigterm)
     task = ray.remote(num_cpus=cpus)(_call)
-    pending = {task.remote(run, job, os.getcwd()): job for job in jobs}
+    pending = {task.remote(run, job, os.getcwd(), os.environ.get(PLACEMENT)): job for job in jobs}
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
