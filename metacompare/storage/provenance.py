@@ -18,6 +18,7 @@ training (:func:`check_same_episodes`) and the report before pairing.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 from pathlib import Path
@@ -54,7 +55,15 @@ def version_text() -> str:
     return f"metacompare {version}" + (f" (commit {state.label()})" if state.commit else "")
 
 
-PLACEMENT = "METACOMPARE_PLACEMENT"  # where the runs started now train, in words; a run's summary keeps it
+PLACEMENT = "METACOMPARE_PLACEMENT"  # where the runs started now train, in words (set by compare)
+
+
+def note_placement(extra: dict[str, Any]) -> None:
+    """Add where this session of a run trains to its checkpointed ``extra``: the summary's ``placements``
+    lists every one, so that a report on the run says where it trained, resumed or not."""
+    where = os.environ.get(PLACEMENT)
+    if where and where not in extra.setdefault("placements", []):
+        extra["placements"].append(where)
 
 
 def record(run_dir: Path, state: TreeState | None = None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import resource
 import sys
 import time
@@ -154,9 +153,7 @@ def resume(cfg: RunConfig, out: Path, built: Built) -> Run:
     tracker = tracking.open_tracker(cfg, out, state.iteration) if writer else tracking.Tracker()
     if writer:
         results.atomic_write(out / "config.yaml", dump(cfg))
-    where = os.environ.get(provenance.PLACEMENT)  # this session's placement (compare, tune): the report says it
-    if where and where not in state.extra.setdefault("placements", []):
-        state.extra["placements"].append(where)
+    provenance.note_placement(state.extra)
     meter = budget.BudgetMeter(cfg, budget.iteration_work(built.algorithm, cfg), state.extra)
     ladder = Ladder(cfg, meter.per_iteration, state.extra, out)  # snapshots at smaller budgets (budget_rungs)
     return Run(cfg, out, built, state, writer, tracker, timing.PhaseClock(state.extra), meter, ladder,
@@ -338,20 +335,18 @@ def summarise(run: Run, scores: dict[str, Any]) -> dict[str, Any]:
         cfg, status=state.status, iterations_done=state.iteration, diverged_at=state.diverged_at,
         **{k: test.get(k, math.nan) for k in ("test_accuracy_mean", "test_accuracy_ci95", "test_loss_mean",
                                                "test_loss_ci95")},
-        **{k: v for k, v in test.items() if k.startswith("test_common_")},
-        **extra.get("floor", {}),
+        **{k: v for k, v in test.items() if k.startswith("test_common_")}, **extra.get("floor", {}),
         tested_checkpoint=extra.get("best_iteration", state.iteration) if cfg.test_checkpoint == "best"
         else state.iteration,
         test_episodes=cfg.test_episodes, test_by_inner_steps=scores["by_steps"],
         **generalisation(scores["seen"], test, cfg),
         wall_time_s=wall, **run.meter.row(), time_split=timing.split(wall, run.meter.counts, run.clock.spent),
-        floor_episodes=scoring.floor_count(cfg),
         metrics_rows=len(state.rows),  # so that a metrics.csv cut at a line end is found (results.read_metrics)
         # training time over every session of this run, so a run resumed only to test keeps its rate
         seconds_per_iteration=state.train_time / state.iteration if state.iteration else math.nan,
         peak_memory_mb=max(state.peak_mb, peak_memory_mb(run.built.device)), torch_threads=torch.get_num_threads(),
-        processes=distributed.world_size(), rung_test_seconds=run.clock.spent.get("rungs", 0.0),
-        placements=extra.get("placements") or None,
+        processes=distributed.world_size(), placements=extra.get("placements") or None,
+        rung_test_seconds=run.clock.spent.get("rungs", 0.0), floor_episodes=scoring.floor_count(cfg),
         # what it answered for: provenance.check_answer compares it whenever the run is read back
         data={k: record_[k] for k in ("form", "root", "digest")} if record_ else None,
         **provenance.record(run.out), versions=results.library_versions())  # git_commit, dirty; environment.txt
