@@ -238,8 +238,9 @@ def _stop_tasks(ray, refs: list, grace: float = RAY_STOP_GRACE_S) -> None:
     try:
         ray.wait(refs, num_returns=len(refs), timeout=grace)
     finally:
-        for ref in refs:
-            with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # force only the tasks still running: forcing one that has
+            _, running = ray.wait(refs, num_returns=len(refs), timeout=0)  # ended trips a check in Ray's core
+            for ref in running:
                 ray.cancel(ref, force=True)
 
 
