@@ -132,7 +132,10 @@ def placed(words: str) -> Iterator[None]:
     try:
         yield
     finally:
-        os.environ.pop(PLACEMENT) if previous is None else os.environ.__setitem__(PLACEMENT, previous)
+        if previous is None:
+            os.environ.pop(PLACEMENT, None)
+        else:
+            os.environ[PLACEMENT] = previous
 
 
 def placement_line(summaries: list[dict], current: str) -> str:
